@@ -1,0 +1,1 @@
+"""Data I/O: LeRobot datasets (and, later, rosbags)."""

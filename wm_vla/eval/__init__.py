@@ -1,0 +1,1 @@
+"""Evaluation: closed-loop and bag evaluation, statistics, reports."""
