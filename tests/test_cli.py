@@ -1,0 +1,43 @@
+"""The `wm-vla` command: groups, help, planned groups and error exits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wm_vla.cli import PLANNED_GROUPS, main
+
+
+def test_help_lists_every_group() -> None:
+    proc = subprocess.run([sys.executable, "-m", "wm_vla.cli", "--help"], capture_output=True, text=True, check=True)
+    for group in ("sim", "demo", *PLANNED_GROUPS):
+        assert group in proc.stdout
+
+
+@pytest.mark.parametrize("group", sorted(PLANNED_GROUPS))
+def test_planned_groups_say_when_they_arrive(group: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([group]) == 2
+    assert "arrives with issue #" in capsys.readouterr().err
+
+
+def test_sim_check_writes_json_and_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sim", "check", "--world", "quadruped", "--episodes", "3", "--out", str(tmp_path / "q"), "--no-progress"]) == 0
+    report = json.loads((tmp_path / "q.json").read_text())
+    assert report["success"]["trials"] == 3 and sum(report["expert_modes"].values()) == 3
+    assert (tmp_path / "q.png").stat().st_size > 5_000
+    assert "95% CI" in capsys.readouterr().out
+
+
+def test_render_of_a_missing_dataset_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sim", "render", "--dataset", str(tmp_path / "nope"), "--out", str(tmp_path / "x.png")]) == 2
+    assert "not a LeRobot dataset" in capsys.readouterr().err
+
+
+def test_core_never_imports_rclpy() -> None:
+    code = ("import sys, wm_vla.cli, wm_vla.sim, wm_vla.robots, wm_vla.data.lerobot_io, wm_vla.sim.collect, "
+            "wm_vla.sim.arm_expert, wm_vla.sim.quadruped_expert; assert 'rclpy' not in sys.modules, 'rclpy imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,155 @@
+"""`wm-vla`: one command, a subcommand group per job (sim, train, eval, export, engines, up, bag, teleop, latency)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from wm_vla.data.errors import DataError
+from wm_vla.robots.errors import RobotError
+
+# Groups whose commands later milestones bring; each says so instead of pretending to work.
+PLANNED_GROUPS: dict[str, tuple[str, str]] = {
+    "train": ("train the policy, world model, or distil the student", "issue #3 (models)"),
+    "eval": ("closed-loop evaluation of policy + ranker", "issue #3 (models)"),
+    "export": ("ONNX export of encoder, sampler and world model", "issue #4 (runtime)"),
+    "engines": ("build/verify TensorRT engines", "issue #4 (runtime)"),
+    "up": ("run the ROS 2 stack without ros2 launch", "issue #5 (ROS 2 stack)"),
+    "bag": ("rosbag replay, evaluation and conversion", "issue #6 (bags)"),
+    "teleop": ("teleoperation and LeRobot recording", "issue #7 (teleop)"),
+    "latency": ("latency profiling and budget tuning", "issue #8 (latency)"),
+}
+
+
+class CliError(Exception):
+    """A user error the CLI reports in one line (exit code 2)."""
+
+
+def _sim_collect(args: argparse.Namespace) -> int:
+    from wm_vla.sim.collect import CollectConfig, collect
+
+    stats = collect(CollectConfig(world=args.world, episodes=args.episodes, out=args.out, seed=args.seed, noise=args.noise,
+                                  family=args.task, image_size=args.image_size, use_videos=args.video,
+                                  successes_only=args.successes_only, overwrite=args.overwrite,
+                                  progress=not args.no_progress))
+    s = stats["success"]
+    print(f"wrote {stats['episodes_written']} episodes / {stats['frames_written']} frames to {stats['out']}")
+    print(f"expert success {s['successes']}/{s['trials']} ({100 * s['rate']:.1f}%, 95% CI "
+          f"{100 * s['ci95_low']:.1f}-{100 * s['ci95_high']:.1f}%), events {stats['events']}")
+    print(f"throughput {stats['frames_per_second']} frames/s (sim {stats['sim_seconds']} s + write {stats['write_seconds']} s)")
+    return 0
+
+
+def _sim_check(args: argparse.Namespace) -> int:
+    from wm_vla.eval.stats import wilson
+    from wm_vla.sim.check import check_expert, write_report
+
+    report = check_expert(args.world, args.episodes, seed=args.seed, noise=args.noise, progress=not args.no_progress)
+    for fam, r in report["by_family"].items():
+        print(f"{args.world:9s} {fam:6s} {wilson(r['successes'], r['trials'])}")
+    print(f"{args.world:9s} {'all':6s} {wilson(report['success']['successes'], report['success']['trials'])}")
+    print(f"events {report['events']}  expert modes {report['expert_modes']}")
+    if args.out:
+        json_path, png_path = write_report(report, Path(args.out))
+        print(f"wrote {json_path} and {png_path}")
+    return 0
+
+
+def _sim_render(args: argparse.Namespace) -> int:
+    from wm_vla.sim.strip import render_strip
+
+    print(f"wrote {render_strip(Path(args.dataset), Path(args.out), args.episodes, args.frames)}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """What exists today: expert demonstrations in both worlds, written as LeRobot datasets and shown as PNG strips."""
+    from wm_vla.sim.collect import CollectConfig, collect
+    from wm_vla.sim.strip import render_strip
+
+    out = Path(args.out)
+    summary = {}
+    for world, episodes in (("arm", 4), ("quadruped", 3)):
+        stats = collect(CollectConfig(world=world, episodes=episodes, out=out / world, seed=args.seed, overwrite=True))
+        png = render_strip(out / world, out / f"{world}_episodes.png", episodes=episodes)
+        summary[world] = {"dataset": str(out / world), "strip": str(png), "episodes": stats["episodes_written"],
+                          "frames": stats["frames_written"], "success": stats["success"]["successes"],
+                          "frames_per_second": stats["frames_per_second"]}
+        print(f"{world}: {stats['success']['successes']}/{episodes} expert successes, {stats['frames_written']} frames "
+              f"-> {out / world} ; strip {png}")
+    (out / "demo_summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"open {out}/arm_episodes.png and {out}/quadruped_episodes.png to see the episodes")
+    return 0
+
+
+def _planned(group: str) -> Callable[[argparse.Namespace], int]:
+    def run(_args: argparse.Namespace) -> int:
+        what, where = PLANNED_GROUPS[group]
+        raise CliError(f"'wm-vla {group}' ({what}) is not available in this version; it arrives with {where}")
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from wm_vla.sim.registry import WORLD_NAMES
+
+    parser = argparse.ArgumentParser(prog="wm-vla", description=__doc__)
+    groups = parser.add_subparsers(dest="group", required=True, metavar="GROUP")
+
+    sim = groups.add_parser("sim", help="MuJoCo worlds: collect demonstrations, check experts, render datasets")
+    sim_cmds = sim.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    c = sim_cmds.add_parser("collect", help="scripted-expert episodes -> LeRobotDataset v3")
+    c.add_argument("--world", required=True, help=f"one of: {', '.join(WORLD_NAMES)}")
+    c.add_argument("--episodes", type=int, required=True)
+    c.add_argument("--out", type=Path, required=True, help="dataset directory (created; must be empty)")
+    c.add_argument("--seed", type=int, default=0, help="first seed; episode i uses seed+i")
+    c.add_argument("--noise", type=float, default=0.0, help="perturb the expert, 0..1 (produces labelled failures)")
+    c.add_argument("--task", default=None, help="restrict to one task family (arm: touch|push|place; quadruped: goto)")
+    c.add_argument("--image-size", type=int, default=96)
+    c.add_argument("--video", action="store_true", help="store cameras as video (needs ffmpeg) instead of PNG images")
+    c.add_argument("--successes-only", action="store_true", help="write only successful episodes")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing LeRobot dataset at --out")
+    c.add_argument("--no-progress", action="store_true")
+    c.set_defaults(func=_sim_collect)
+    k = sim_cmds.add_parser("check", help="expert success rate per task family (Wilson 95% CI), JSON + PNG")
+    k.add_argument("--world", required=True, help=f"one of: {', '.join(WORLD_NAMES)}")
+    k.add_argument("--episodes", type=int, default=40)
+    k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--noise", type=float, default=0.0)
+    k.add_argument("--out", default=None, help="write OUT.json and OUT.png")
+    k.add_argument("--no-progress", action="store_true")
+    k.set_defaults(func=_sim_check)
+    r = sim_cmds.add_parser("render", help="PNG strip of a LeRobot dataset's episodes")
+    r.add_argument("--dataset", required=True)
+    r.add_argument("--out", required=True)
+    r.add_argument("--episodes", type=int, default=4)
+    r.add_argument("--frames", type=int, default=8)
+    r.set_defaults(func=_sim_render)
+
+    d = groups.add_parser("demo", help="collect and render a few expert episodes in both worlds")
+    d.add_argument("--out", default="outputs/demo")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=_demo)
+
+    for group, (what, where) in PLANNED_GROUPS.items():
+        p = groups.add_parser(group, help=f"{what} (arrives with {where})")
+        p.set_defaults(func=_planned(group))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from wm_vla.sim.errors import SimError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (CliError, SimError, DataError, RobotError, ValueError, FileNotFoundError) as exc:
+        print(f"wm-vla: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
