@@ -55,12 +55,14 @@ else
     if ((system_ros)); then "$python" -m venv --system-site-packages "$venv"; else "$python" -m venv "$venv"; fi
   fi
   pip=("$venv/bin/python" -m pip --disable-pip-version-check)
-  "${pip[@]}" install -q --upgrade pip
+  # Some machines' pip config names local indexes that do not exist; pip warns once per package about them.
+  quiet_pip() { "${pip[@]}" "$@" 2> >(grep -v "^WARNING: Location 'file://" >&2); }
+  quiet_pip install -q --upgrade pip
   reqs=(-r "$repo/requirements/requirements.txt")
   ((system_ros)) || reqs+=(-r "$repo/requirements/ros-pip.txt")
   log "installing pinned Python dependencies (first time: ~3 min, ~9 GB; lerobot brings torch)"
-  "${pip[@]}" install -q "${reqs[@]}" -c "$repo/requirements/constraints.txt"
-  "${pip[@]}" install -q --no-deps -e "$repo"
+  quiet_pip install -q "${reqs[@]}" -c "$repo/requirements/constraints.txt"
+  quiet_pip install -q --no-deps -e "$repo"
   echo "$want" > "$stamp"
 fi
 

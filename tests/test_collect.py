@@ -152,3 +152,12 @@ def test_cli_collects_50_arm_episodes_that_lerobot_loads(tmp_path: Path) -> None
     last = ds[len(ds) - 1]
     assert tuple(last["action"].shape) == (CHUNK, 7)
     assert last["action_is_pad"][1:].all()  # past the episode end the chunk is padding
+
+
+def test_video_storage_round_trips(tmp_path: Path) -> None:
+    stats = collect(CollectConfig(world="quadruped", episodes=1, out=tmp_path / "v", use_videos=True, progress=False))
+    ds = load_dataset(tmp_path / "v", delta_timestamps={"action": [0.0, 0.1]})
+    assert ds.meta.video_keys == ["observation.images.head"]
+    assert len(ds) == stats["frames_written"]
+    frame = ds[len(ds) // 2]["observation.images.head"]
+    assert tuple(frame.shape) == (3, 96, 96) and float(frame.std()) > 0.02
