@@ -1,0 +1,84 @@
+"""Checkpoints = `model.safetensors` + `config.json` in a directory. Never pickle."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from wm_vla.models.config import PolicyConfig, WorldModelConfig, from_dict, to_dict
+from wm_vla.models.errors import CheckpointError, ModelConfigError
+from wm_vla.models.flare_policy import FlarePolicy
+from wm_vla.models.world_model import LatentWorldModel
+
+FORMAT_VERSION = 1
+WEIGHTS, CONFIG = "model.safetensors", "config.json"
+_KINDS: dict[str, tuple[type, type]] = {"policy": (PolicyConfig, FlarePolicy), "world_model": (WorldModelConfig, LatentWorldModel)}
+
+
+def save_checkpoint(model: FlarePolicy | LatentWorldModel, directory: Path, extra: dict[str, Any] | None = None,
+                    tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write weights (+ optional extra tensors, e.g. optimiser state) and the JSON config atomically."""
+    kind = "policy" if isinstance(model, FlarePolicy) else "world_model"
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state.update({f"extra/{k}": v.detach().contiguous().cpu() for k, v in (tensors or {}).items()})
+    meta = {"format_version": FORMAT_VERSION, "kind": kind, "config": to_dict(model.cfg), "extra": extra or {}}
+    for name, write in ((WEIGHTS, lambda p: save_file(state, str(p))),
+                        (CONFIG, lambda p: p.write_text(json.dumps(meta, indent=2)))):
+        tmp = directory / f".{name}.tmp"
+        write(tmp)
+        os.replace(tmp, directory / name)
+    return directory
+
+
+def read_meta(directory: Path) -> dict[str, Any]:
+    path = Path(directory) / CONFIG
+    if not Path(directory).is_dir():
+        raise CheckpointError(f"checkpoint directory {directory} does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"{directory} is not a wm_vla checkpoint (no {CONFIG})")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION or meta.get("kind") not in _KINDS:
+        raise CheckpointError(f"{path} is not a wm_vla checkpoint config (format_version {FORMAT_VERSION}, kind policy|world_model)")
+    return meta
+
+
+def load_checkpoint(directory: Path, expect: str | None = None, map_location: str = "cpu"
+                    ) -> tuple[FlarePolicy | LatentWorldModel, dict[str, Any], dict[str, torch.Tensor]]:
+    """Load (model, extra JSON, extra tensors). Shapes and keys must match the config exactly."""
+    meta = read_meta(Path(directory))
+    if expect is not None and meta["kind"] != expect:
+        raise CheckpointError(f"{directory} holds a {meta['kind']} checkpoint, expected a {expect}")
+    cfg_cls, model_cls = _KINDS[meta["kind"]]
+    try:
+        model = model_cls(from_dict(cfg_cls, meta["config"]))
+    except ModelConfigError as exc:
+        raise CheckpointError(f"{directory}/{CONFIG}: {exc}") from exc
+    weights = Path(directory) / WEIGHTS
+    if not weights.is_file():
+        raise CheckpointError(f"{directory} has no {WEIGHTS}")
+    try:
+        state = load_file(str(weights), device=map_location)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{weights} is not a readable safetensors file: {exc}") from exc
+    extra_tensors = {k[len("extra/"):]: state.pop(k) for k in list(state) if k.startswith("extra/")}
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{weights} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    bad = [k for k, v in state.items() if v.shape != expected[k].shape]
+    if bad:
+        raise CheckpointError(f"{weights} has tensors of the wrong shape for its config: "
+                              + ", ".join(f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}" for k in bad[:5]))
+    model.load_state_dict(state)
+    return model.eval(), meta["extra"], extra_tensors

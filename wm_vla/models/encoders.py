@@ -1,0 +1,97 @@
+"""Observation encoders of the tiny/base presets: CNN image tokens, word-level instruction tokens, a state token."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+
+from wm_vla.models.config import PolicyConfig
+
+UNK = "<unk>"
+
+
+def tokenize(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def build_vocab(instructions: list[str]) -> tuple[str, ...]:
+    """Sorted word list of the training instructions, "<unk>" first."""
+    return (UNK, *sorted({w for t in instructions for w in tokenize(t)}))
+
+
+class ImageEncoder(nn.Module):
+    """Small strided CNN -> a square grid of tokens per camera."""
+
+    def __init__(self, cfg: PolicyConfig) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 3
+        for c_out in cfg.cnn_channels:
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.GroupNorm(min(8, c_out // 2), c_out), nn.SiLU()]
+            c_in = c_out
+        side = int(round(cfg.image_tokens ** 0.5))
+        self.net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(side))
+        self.proj = nn.Linear(c_in, cfg.dim)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images: (B, 3, H, W) float in [0, 1] -> (B, tokens, dim)."""
+        feats = self.net(images * 2.0 - 1.0)
+        return self.proj(feats.flatten(2).transpose(1, 2))
+
+
+class InstructionEncoder(nn.Module):
+    """Word embeddings + positions; unknown words map to "<unk>" (the tiny learned text tower)."""
+
+    def __init__(self, cfg: PolicyConfig) -> None:
+        super().__init__()
+        self.vocab = {w: i for i, w in enumerate(cfg.vocab or (UNK,))}
+        self.max_words = cfg.max_words
+        self.embed = nn.Embedding(len(self.vocab), cfg.dim)
+        self.pos = nn.Parameter(torch.zeros(cfg.max_words, cfg.dim))
+        nn.init.normal_(self.pos, std=0.02)
+
+    def token_ids(self, instructions: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = torch.zeros(len(instructions), self.max_words, dtype=torch.long, device=device)
+        mask = torch.zeros(len(instructions), self.max_words, dtype=torch.bool, device=device)
+        for row, text in enumerate(instructions):
+            words = tokenize(text)[: self.max_words] or [UNK]
+            ids[row, : len(words)] = torch.tensor([self.vocab.get(w, 0) for w in words])
+            mask[row, : len(words)] = True
+        return ids, mask
+
+    def forward(self, instructions: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> tokens (B, max_words, dim) and a validity mask (B, max_words)."""
+        ids, mask = self.token_ids(instructions, device)
+        return self.embed(ids) + self.pos, mask
+
+
+class ObservationEncoder(nn.Module):
+    """Fuses camera, instruction and state tokens; returns context tokens and the observation latent z."""
+
+    def __init__(self, cfg: PolicyConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.image = ImageEncoder(cfg)
+        self.camera_embed = nn.Parameter(torch.zeros(len(cfg.cameras), cfg.image_tokens, cfg.dim))
+        nn.init.normal_(self.camera_embed, std=0.02)
+        self.text = InstructionEncoder(cfg)
+        self.state = nn.Sequential(nn.Linear(cfg.state_dim, cfg.dim), nn.SiLU(), nn.Linear(cfg.dim, cfg.dim))
+        layer = nn.TransformerEncoderLayer(cfg.dim, cfg.heads, 4 * cfg.dim, dropout=0.0, batch_first=True, norm_first=True)
+        self.fuse = nn.TransformerEncoder(layer, cfg.encoder_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.latent = nn.Linear(cfg.dim, cfg.latent_dim)
+
+    def forward(self, images: torch.Tensor, state: torch.Tensor, instructions: list[str]
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """images (B, cams, 3, H, W) in [0,1], normalised state (B, S) -> (context, context mask, z)."""
+        b, n_cam = images.shape[:2]
+        img = self.image(images.flatten(0, 1)).unflatten(0, (b, n_cam)) + self.camera_embed
+        text, text_mask = self.text(instructions, images.device)
+        tokens = torch.cat([img.flatten(1, 2), text, self.state(state)[:, None]], dim=1)
+        mask = torch.cat([torch.ones(b, img.shape[1] * img.shape[2], dtype=torch.bool, device=images.device), text_mask,
+                          torch.ones(b, 1, dtype=torch.bool, device=images.device)], dim=1)
+        context = self.norm(self.fuse(tokens, src_key_padding_mask=~mask))
+        pooled = (context * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        return context, mask, self.latent(pooled)

@@ -1,0 +1,1 @@
+"""Training: LeRobot datasets -> windows; policy, world model and distillation loops."""

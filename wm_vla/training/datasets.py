@@ -1,0 +1,119 @@
+"""LeRobotDataset v3 -> in-memory frames -> training windows (observation, action chunk, future observation, labels)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from wm_vla.data.lerobot_io import load_dataset
+from wm_vla.models.flare_policy import ObsBatch
+from wm_vla.training.errors import DatasetFeatureError
+
+PROGRESS_DISCOUNT = 0.95  # per frame: progress label = discount ** (frames from t+H to the success frame)
+
+
+@dataclass
+class FrameStore:
+    """Every frame of a dataset in memory: uint8 images, state, action, episode bounds, labels."""
+
+    cameras: tuple[str, ...]
+    fps: int
+    images: torch.Tensor          # (N, cams, 3, S, S) uint8
+    state: torch.Tensor           # (N, state_dim) float32
+    action: torch.Tensor          # (N, action_dim) float32
+    tasks: list[str]              # per frame
+    episode_end: torch.Tensor     # (N,) index of the last frame of the frame's episode
+    failure: torch.Tensor         # (N,) bool: a failure event happens at this frame
+    episode_success: torch.Tensor  # (N,) bool
+    state_names: tuple[str, ...]
+    action_names: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return int(self.state.shape[0])
+
+
+def load_frames(root: Path | str, image_size: int, cameras: tuple[str, ...] | None = None,
+                progress: bool = True) -> FrameStore:
+    """Read a LeRobotDataset v3 through lerobot (images or video) into memory, resized to `image_size`."""
+    ds = load_dataset(Path(root))
+    feats = ds.meta.features
+    for key in ("observation.state", "action"):
+        if key not in feats:
+            raise DatasetFeatureError(f"{root}: dataset has no {key!r} feature (has: {', '.join(sorted(feats))})")
+    cam_keys = list(ds.meta.camera_keys)
+    if not cam_keys:
+        raise DatasetFeatureError(f"{root}: dataset has no image or video feature")
+    available = tuple(k.removeprefix("observation.images.").removeprefix("observation.") for k in cam_keys)
+    cameras = cameras or available
+    missing = [c for c in cameras if c not in available]
+    if missing:
+        raise DatasetFeatureError(f"{root}: cameras {missing} not in the dataset (has: {', '.join(available)})")
+    keys = [cam_keys[available.index(c)] for c in cameras]
+    n = len(ds)
+    images = torch.zeros(n, len(keys), 3, image_size, image_size, dtype=torch.uint8)
+    state = torch.zeros(n, feats["observation.state"]["shape"][0])
+    action = torch.zeros(n, feats["action"]["shape"][0])
+    tasks: list[str] = []
+    for i in tqdm(range(n), desc=f"load {Path(root).name}", unit="frame", disable=not progress, mininterval=1.0):
+        item = ds[i]
+        for c, key in enumerate(keys):
+            img = item[key].float()
+            if img.shape[-1] != image_size or img.shape[-2] != image_size:
+                img = F.interpolate(img[None], size=(image_size, image_size), mode="bilinear", align_corners=False)[0]
+            images[i, c] = (img.clamp(0, 1) * 255).round().to(torch.uint8)
+        state[i], action[i] = item["observation.state"], item["action"]
+        tasks.append(str(item["task"]))
+    hf = ds.hf_dataset
+    episode = np.asarray(hf["episode_index"])
+    ends = np.zeros(n, dtype=np.int64)
+    for ep in np.unique(episode):
+        idx = np.flatnonzero(episode == ep)
+        ends[idx] = idx[-1]
+    def column(name: str) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(hf[name]).reshape(n).astype(bool)) if name in feats else torch.zeros(n, dtype=torch.bool)
+    if not torch.isfinite(state).all() or not torch.isfinite(action).all():
+        raise DatasetFeatureError(f"{root}: state or action contains NaN/inf")
+    return FrameStore(tuple(cameras), int(ds.fps), images, state, action, tasks, torch.from_numpy(ends),
+                      column("next.failure"), column("episode_success") if "episode_success" in feats else torch.ones(n, dtype=torch.bool),
+                      tuple(feats["observation.state"].get("names") or ()), tuple(feats["action"].get("names") or ()))
+
+
+class Windows:
+    """Index -> (obs_t, actions t..t+H-1 with padding mask, obs_{t+H}, world-model labels)."""
+
+    def __init__(self, store: FrameStore, horizon: int) -> None:
+        self.store, self.horizon = store, horizon
+        offsets = torch.arange(horizon)
+        self._offsets = offsets
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def obs(self, idx: torch.Tensor) -> ObsBatch:
+        s = self.store
+        return ObsBatch(s.images[idx].float() / 255.0, s.state[idx], [s.tasks[int(i)] for i in idx])
+
+    def chunk(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Actions t..t+H-1 (repeating the last one past the episode end) and the padding mask."""
+        raw = idx[:, None] + self._offsets[None]
+        end = self.store.episode_end[idx][:, None]
+        return self.store.action[torch.minimum(raw, end)], raw > end
+
+    def future_index(self, idx: torch.Tensor) -> torch.Tensor:
+        return torch.minimum(idx + self.horizon, self.store.episode_end[idx])
+
+    def labels(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(failure within the chunk horizon, discounted progress-to-success at t+H)."""
+        s = self.store
+        raw = idx[:, None] + self._offsets[None]
+        end = s.episode_end[idx]
+        inside = raw <= end[:, None]
+        fail = (s.failure[torch.minimum(raw, end[:, None])] & inside).any(1)
+        remaining = (end - self.future_index(idx)).float()
+        progress = torch.where(s.episode_success[idx], PROGRESS_DISCOUNT ** remaining, torch.zeros_like(remaining))
+        return fail.float(), progress
