@@ -70,6 +70,36 @@ class Kinematics:
                 jac[3:, col] = axis
         return jac
 
+    def link_positions_batch(self, q: np.ndarray, joints: Sequence[str], link: str) -> np.ndarray:
+        """Base-frame origins of ``link`` for N configurations at once: ``q`` is (N, len(joints)).
+
+        Vectorised over N (transforms3d works one pose at a time); chain joints not in ``joints`` stay at 0.
+        """
+        q = np.asarray(q, dtype=float)
+        if q.ndim != 2 or q.shape[1] != len(joints):
+            raise KinematicsError(f"expected q of shape (N, {len(joints)}), got {q.shape}")
+        column = {name: i for i, name in enumerate(joints)}
+        unknown = sorted(set(joints) - set(self._index))
+        if unknown:
+            raise KinematicsError(f"robot '{self.model.name}' has no movable joint(s) {unknown}")
+        n = q.shape[0]
+        pose = np.broadcast_to(np.eye(4), (n, 4, 4)).copy()
+        for joint in self.model.chain(self.model.root_link, link):
+            pose = pose @ self._origin[joint.name]
+            if not joint.movable or joint.name not in column:
+                continue
+            value = q[:, column[joint.name]]
+            axis = self._axis[joint.name]
+            motion = np.broadcast_to(np.eye(4), (n, 4, 4)).copy()
+            if joint.type == "prismatic":
+                motion[:, :3, 3] = value[:, None] * axis
+            else:  # Rodrigues: I + sin(q) K + (1 - cos(q)) K^2
+                k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+                motion[:, :3, :3] = (np.eye(3) + np.sin(value)[:, None, None] * k
+                                     + (1 - np.cos(value))[:, None, None] * (k @ k))
+            pose = pose @ motion
+        return pose[:, :3, 3]
+
     def _walk(self, q: JointPositions, link: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Base-frame poses of the movable joint frames on the chain to ``link``, and its pose."""
         chain = self.model.chain(self.model.root_link, link)

@@ -1,0 +1,1 @@
+"""Runtime: ranking (GPC-RANK/OPT); backends, export and the executor arrive with issues #4 and #5."""
