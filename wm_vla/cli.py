@@ -13,8 +13,6 @@ from wm_vla.robots.errors import RobotError
 
 # Groups whose commands later milestones bring; each says so instead of pretending to work.
 PLANNED_GROUPS: dict[str, tuple[str, str]] = {
-    "train": ("train the policy, world model, or distil the student", "issue #3 (models)"),
-    "eval": ("closed-loop evaluation of policy + ranker", "issue #3 (models)"),
     "export": ("ONNX export of encoder, sampler and world model", "issue #4 (runtime)"),
     "engines": ("build/verify TensorRT engines", "issue #4 (runtime)"),
     "up": ("run the ROS 2 stack without ros2 launch", "issue #5 (ROS 2 stack)"),
@@ -85,6 +83,54 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_policy(args: argparse.Namespace) -> int:
+    from wm_vla.training.train_policy import PolicyTrainConfig, train_policy
+
+    result = train_policy(PolicyTrainConfig(dataset=args.dataset, out=args.out, preset=args.preset, steps=args.steps,
+                                            batch_size=args.batch_size, lr=args.lr, flare_weight=args.flare_weight,
+                                            horizon=args.horizon, exec_horizon=args.exec_horizon, seed=args.seed,
+                                            save_every=args.save_every, resume=args.resume, progress=not args.no_progress))
+    print(f"policy checkpoint {result['out']} after {result['steps']} steps in {result['train_seconds']} s: {result['final']}")
+    return 0
+
+
+def _train_world_model(args: argparse.Namespace) -> int:
+    from wm_vla.training.train_world_model import WorldModelTrainConfig, train_world_model
+
+    result = train_world_model(WorldModelTrainConfig(datasets=args.dataset, policy=args.policy, out=args.out,
+                                                     steps=args.steps, seed=args.seed, progress=not args.no_progress))
+    print(f"world model (teacher) {result['out']}: {result['transitions']} transitions, {result['train_seconds']} s, "
+          f"validation {json.dumps(result['validation'])}")
+    return 0
+
+
+def _train_distill(args: argparse.Namespace) -> int:
+    from wm_vla.training.train_world_model import DistillConfig, distill
+
+    result = distill(DistillConfig(datasets=args.dataset, policy=args.policy, teacher=args.teacher, out=args.out,
+                                   states=args.states, k=args.k, steps=args.steps, seed=args.seed,
+                                   progress=not args.no_progress))
+    print(f"student {result['out']}: {result['candidates']} policy candidates, {result['train_seconds']} s, "
+          f"failure agreement with teacher {result['failure_agreement_with_teacher']:.3f}")
+    return 0
+
+
+def _eval_sim(args: argparse.Namespace) -> int:
+    from wm_vla.eval.closed_loop import EvalConfig, evaluate
+
+    report = evaluate(EvalConfig(policy=args.policy, wm=args.wm, world=args.world, episodes=args.episodes, seed=args.seed,
+                                 ks=tuple(args.k), oracle_k=args.oracle_k, ablation_policy=args.ablation_policy,
+                                 out=args.out, progress=not args.no_progress))
+    print(f"{'config':22s} {'success':>24s} {'decision p50':>13s}")
+    for r in report["configs"]:
+        label = f"{r['name']} K={r['k']}" + (" (ablation)" if r["policy"] == "ablation" else "")
+        rate = f"{r['successes']}/{r['episodes']} = {100 * r['success_rate']:.1f}% [{100 * r['ci95'][0]:.0f}-{100 * r['ci95'][1]:.0f}]"
+        print(f"{label:22s} {rate:>24s} {r['decision_ms_p50']:10.1f} ms")
+    if args.out:
+        print(f"wrote {Path(args.out).with_suffix('.json')} and {Path(args.out).with_suffix('.png')}")
+    return 0
+
+
 def _planned(group: str) -> Callable[[argparse.Namespace], int]:
     def run(_args: argparse.Namespace) -> int:
         what, where = PLANNED_GROUPS[group]
@@ -129,6 +175,58 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--frames", type=int, default=8)
     r.set_defaults(func=_sim_render)
 
+    train = groups.add_parser("train", help="train the policy, the world model (teacher), or distil the student")
+    train_cmds = train.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    tp = train_cmds.add_parser("policy", help="FLARE VLA policy on a LeRobotDataset v3 (image + state + action)")
+    tp.add_argument("--dataset", required=True, help="LeRobot dataset directory")
+    tp.add_argument("--out", required=True, help="checkpoint directory (safetensors + JSON)")
+    tp.add_argument("--preset", default="tiny", help="tiny (CPU) or base (GPU)")
+    tp.add_argument("--steps", type=int, default=3000)
+    tp.add_argument("--batch-size", type=int, default=32)
+    tp.add_argument("--lr", type=float, default=3e-4)
+    tp.add_argument("--flare-weight", type=float, default=0.2, help="lambda of the FLARE alignment loss (0 = off)")
+    tp.add_argument("--horizon", type=int, default=16)
+    tp.add_argument("--exec-horizon", type=int, default=8)
+    tp.add_argument("--seed", type=int, default=0)
+    tp.add_argument("--save-every", type=int, default=500)
+    tp.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    tp.add_argument("--no-progress", action="store_true")
+    tp.set_defaults(func=_train_policy)
+    tw = train_cmds.add_parser("world-model", help="teacher world model on demos + perturbed rollouts")
+    tw.add_argument("--dataset", required=True, action="append", help="repeatable: demos and perturbed rollouts")
+    tw.add_argument("--policy", required=True, help="policy checkpoint whose encoder defines the latent space")
+    tw.add_argument("--out", required=True)
+    tw.add_argument("--steps", type=int, default=4000)
+    tw.add_argument("--seed", type=int, default=0)
+    tw.add_argument("--no-progress", action="store_true")
+    tw.set_defaults(func=_train_world_model)
+    td = train_cmds.add_parser("distill", help="student world model from the teacher on policy candidates")
+    td.add_argument("--dataset", required=True, action="append")
+    td.add_argument("--policy", required=True)
+    td.add_argument("--teacher", required=True)
+    td.add_argument("--out", required=True)
+    td.add_argument("--states", type=int, default=1500)
+    td.add_argument("--k", type=int, default=8)
+    td.add_argument("--steps", type=int, default=4000)
+    td.add_argument("--seed", type=int, default=0)
+    td.add_argument("--no-progress", action="store_true")
+    td.set_defaults(func=_train_distill)
+
+    ev = groups.add_parser("eval", help="closed-loop evaluation of policy + ranker")
+    ev_cmds = ev.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    es = ev_cmds.add_parser("sim", help="single-sample vs GPC-RANK(K) vs oracle ranking on held-out seeds")
+    es.add_argument("--world", default="arm")
+    es.add_argument("--policy", required=True)
+    es.add_argument("--wm", default=None, help="(student) world model checkpoint; without it only single/oracle run")
+    es.add_argument("--episodes", type=int, default=100)
+    es.add_argument("--seed", type=int, default=1_000_000, help="first held-out seed")
+    es.add_argument("--k", type=int, nargs="+", default=[4, 16, 64])
+    es.add_argument("--oracle-k", type=int, default=16, help="0 disables the oracle")
+    es.add_argument("--ablation-policy", default=None, help="e.g. the FLARE lambda=0 policy")
+    es.add_argument("--out", default=None, help="write OUT.json and OUT.png")
+    es.add_argument("--no-progress", action="store_true")
+    es.set_defaults(func=_eval_sim)
+
     d = groups.add_parser("demo", help="collect and render a few expert episodes in both worlds")
     d.add_argument("--out", default="outputs/demo")
     d.add_argument("--seed", type=int, default=0)
@@ -141,12 +239,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from wm_vla.models.errors import ModelError
     from wm_vla.sim.errors import SimError
+    from wm_vla.training.errors import TrainingError
 
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (CliError, SimError, DataError, RobotError, ValueError, FileNotFoundError) as exc:
+    except (CliError, SimError, DataError, RobotError, ModelError, TrainingError, ValueError, FileNotFoundError) as exc:
         print(f"wm-vla: error: {exc}", file=sys.stderr)
         return 2
 

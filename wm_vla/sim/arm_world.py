@@ -217,6 +217,24 @@ class ArmTabletopWorld(SimWorld):
     def _state(self) -> np.ndarray:
         return np.append(self.data.qpos[self._arm_qadr], self.data.qpos[self._finger_qadr[0]])
 
+    def progress(self) -> float:
+        task = self.task
+        cube = self.cube_pos(task.colour)
+        tcp = self.tcp_pose()[0]
+        reach = 1.0 - min(float(np.linalg.norm(tcp - cube)) / 0.5, 1.0)
+        if task.family == "touch":
+            return reach
+        if task.family == "push":
+            goal = TARGETS[task.goal]  # type: ignore[index]
+            start = self.layout[f"cube_{task.colour}"][:2]
+            moved = 1.0 - min(float(np.linalg.norm(cube[:2] - goal)) / max(float(np.linalg.norm(start - goal)), 1e-3), 1.0)
+            return 0.3 * reach + 0.7 * moved
+        bowl = self.model.body("bowl").pos[:2]
+        start = self.layout[f"cube_{task.colour}"][:2]
+        moved = 1.0 - min(float(np.linalg.norm(cube[:2] - bowl)) / max(float(np.linalg.norm(start - bowl)), 1e-3), 1.0)
+        lifted = min(max(float(cube[2]) - CUBE_HALF, 0.0) / 0.05, 1.0)
+        return 0.3 * reach + 0.2 * max(lifted, moved) + 0.5 * moved
+
     def _evaluate(self, pairs: list[tuple[int, int]]) -> tuple[bool, str | None]:
         task = self.task
         if touching(pairs, self._robot_geoms, self._post_geoms):

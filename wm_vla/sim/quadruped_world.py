@@ -174,6 +174,10 @@ class QuadrupedNavWorld(SimWorld):
         c, s = np.cos(yaw), np.sin(yaw)
         return np.array([x, y, yaw, c * vxw + s * vyw, -s * vxw + c * vyw, wz])
 
+    def progress(self) -> float:
+        target = self.layout[f"marker_{self.task.colour}"]
+        return 1.0 - min(float(np.linalg.norm(self.base_pose()[:2] - target)) / float(np.linalg.norm(target)), 1.0)
+
     def _evaluate(self, pairs: list[tuple[int, int]]) -> tuple[bool, str | None]:
         if touching(pairs, self._robot_geoms, self._obstacle_geoms):
             return False, "hit_obstacle"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import mujoco
@@ -57,6 +60,17 @@ class EpisodeState:
     layout: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+@dataclass
+class SimState:
+    """A full snapshot (physics integration state + episode book-keeping) for exact restore."""
+
+    physics: np.ndarray
+    episode: EpisodeState
+
+
+_STATE_SPEC = mujoco.mjtState.mjSTATE_INTEGRATION
+
+
 class SimWorld(ABC):
     """Base class of MuJoCo worlds commanded at `fps` with a fixed action vector."""
 
@@ -100,6 +114,10 @@ class SimWorld(ABC):
     @abstractmethod
     def _evaluate(self, pairs: list[tuple[int, int]]) -> tuple[bool, str | None]:
         """(success, failure event or None) after a control step."""
+
+    @abstractmethod
+    def progress(self) -> float:
+        """Privileged task progress in [0, 1] from the true sim state (oracle ranking only; robots don't have it)."""
 
     # ----- shared behaviour -----
     @property
@@ -159,6 +177,26 @@ class SimWorld(ABC):
         failure = event is not None and not success
         self.episode.done = success or failure
         return StepResult(self.observe(), success, failure, self.episode.done, "success" if success else event)
+
+    def get_state(self) -> SimState:
+        physics = np.empty(mujoco.mj_stateSize(self.model, _STATE_SPEC))
+        mujoco.mj_getState(self.model, self.data, physics, _STATE_SPEC)
+        return SimState(physics, copy.deepcopy(self.episode))
+
+    def set_state(self, state: SimState) -> None:
+        mujoco.mj_setState(self.model, self.data, state.physics, _STATE_SPEC)
+        self.episode = copy.deepcopy(state.episode)
+        mujoco.mj_forward(self.model, self.data)
+
+    @contextmanager
+    def rendering(self, enabled: bool) -> Iterator[None]:
+        """Temporarily switch camera rendering on or off (off makes what-if rollouts fast)."""
+        saved = self.config.render
+        self.config.render = enabled
+        try:
+            yield
+        finally:
+            self.config.render = saved
 
     def observe(self) -> Observation:
         images = {cam: self.render(cam) for cam in self.camera_names} if self.config.render else {}

@@ -1,0 +1,154 @@
+"""Training pipeline on small real LeRobot datasets: policy (resume, torchrun/gloo), world model, distillation, eval."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from wm_vla.data.lerobot_io import LeRobotWriter, frame_features
+from wm_vla.eval.closed_loop import EvalConfig, evaluate, oracle_choice
+from wm_vla.models.checkpoint import load_checkpoint
+from wm_vla.sim import make_expert, make_world
+from wm_vla.sim.collect import CollectConfig, collect
+from wm_vla.training.datasets import load_frames
+from wm_vla.training.errors import DatasetFeatureError
+from wm_vla.training.train_policy import PolicyTrainConfig, train_policy
+from wm_vla.training.train_world_model import DistillConfig, WorldModelTrainConfig, distill, train_world_model
+
+SMALL_STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("train_data")
+    collect(CollectConfig(world="arm", episodes=3, out=root / "demos", image_size=64, progress=False))
+    collect(CollectConfig(world="arm", episodes=2, out=root / "noisy", noise=1.0, seed=50, image_size=64, progress=False))
+    return {"demos": root / "demos", "noisy": root / "noisy"}
+
+
+@pytest.fixture(scope="module")
+def policy_ckpt(datasets: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ckpt") / "policy"
+    train_policy(PolicyTrainConfig(dataset=str(datasets["demos"]), out=str(out), steps=SMALL_STEPS, batch_size=4,
+                                   save_every=2, progress=False))
+    return out
+
+
+def test_policy_checkpoint_carries_config_vocab_and_normalisation(policy_ckpt: Path, datasets: dict[str, Path]) -> None:
+    policy, extra, tensors = load_checkpoint(policy_ckpt, expect="policy")
+    store = load_frames(datasets["demos"], 64, progress=False)
+    assert extra["step"] == SMALL_STEPS and extra["world_size"] == 1
+    assert set(store.tasks) and all(w in policy.cfg.vocab for t in store.tasks for w in t.split())
+    torch.testing.assert_close(policy.action_mean, store.action.mean(0))
+    assert any(k.startswith("opt/") for k in tensors), "optimiser state must be saved for resume"
+    log = json.loads((policy_ckpt / "train_log.json").read_text())
+    assert log["steps"] == SMALL_STEPS and log["history"]
+
+
+def test_resume_continues_from_the_saved_step(policy_ckpt: Path, datasets: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "resumed"
+    subprocess.run(["cp", "-r", str(policy_ckpt), str(out)], check=True)
+    before, _, _ = load_checkpoint(out, expect="policy")
+    result = train_policy(PolicyTrainConfig(dataset=str(datasets["demos"]), out=str(out), steps=SMALL_STEPS + 2,
+                                            batch_size=4, save_every=100, resume=True, progress=False))
+    after, extra, _ = load_checkpoint(out, expect="policy")
+    assert extra["step"] == SMALL_STEPS + 2 and result["steps"] == SMALL_STEPS + 2
+    assert [h["step"] for h in extra["history"]][0] == 0  # history continued, not restarted
+    assert not torch.equal(before.action_out.weight, after.action_out.weight)
+
+
+def test_resume_with_a_dataset_of_other_dimensions_fails_clearly(policy_ckpt: Path, tmp_path: Path) -> None:
+    out = tmp_path / "p"
+    subprocess.run(["cp", "-r", str(policy_ckpt), str(out)], check=True)
+    quad = tmp_path / "quad"
+    collect(CollectConfig(world="quadruped", episodes=1, out=quad, image_size=64, progress=False))
+    with pytest.raises(DatasetFeatureError, match="cameras|dims"):
+        train_policy(PolicyTrainConfig(dataset=str(quad), out=str(out), steps=SMALL_STEPS + 1, resume=True, progress=False))
+
+
+def test_dataset_without_images_is_rejected(tmp_path: Path) -> None:
+    feats = frame_features((), 64, ("a", "b"), ("a", "b"), use_videos=False)
+    writer = LeRobotWriter(tmp_path / "noimg", "local/noimg", 10, feats, robot_type="x")
+    frames = [{"observation.state": np.zeros(2, np.float32), "action": np.zeros(2, np.float32),
+               "next.success": np.array([False]), "next.failure": np.array([False]), "next.done": np.array([i == 2]),
+               "episode_success": np.array([False]), "task": "t"} for i in range(3)]
+    writer.write_episode(frames)
+    writer.finalize()
+    with pytest.raises(DatasetFeatureError, match="no image or video feature"):
+        load_frames(tmp_path / "noimg", 64, progress=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_torchrun_two_cpu_processes_with_gloo(datasets: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                           "127.0.0.1", "--master_port", str(_free_port()), "-m", "wm_vla.cli", "train", "policy",
+                           "--dataset", str(datasets["demos"]), "--out", str(out), "--steps", "3", "--batch-size", "4",
+                           "--no-progress"], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, extra, _ = load_checkpoint(out, expect="policy")
+    assert extra["world_size"] == 2 and extra["step"] == 3
+
+
+@pytest.fixture(scope="module")
+def world_models(policy_ckpt: Path, datasets: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("wm")
+    data = [str(datasets["demos"]), str(datasets["noisy"])]
+    train_world_model(WorldModelTrainConfig(datasets=data, policy=str(policy_ckpt), out=str(root / "teacher"), steps=30,
+                                            batch_size=64, progress=False))
+    distill(DistillConfig(datasets=data, policy=str(policy_ckpt), teacher=str(root / "teacher"), out=str(root / "student"),
+                          states=8, k=2, steps=30, batch_size=64, progress=False))
+    return root / "teacher", root / "student"
+
+
+def test_teacher_and_student_checkpoints(world_models: tuple[Path, Path]) -> None:
+    teacher, t_extra, t_tensors = load_checkpoint(world_models[0], expect="world_model")
+    student, s_extra, _ = load_checkpoint(world_models[1], expect="world_model")
+    n_t = sum(p.numel() for p in teacher.parameters())
+    n_s = sum(p.numel() for p in student.parameters())
+    assert teacher.cfg.role == "teacher" and student.cfg.role == "student" and n_s * 5 < n_t
+    assert "z_scale" in t_tensors and 0.0 <= s_extra["failure_agreement"] <= 1.0
+    assert {"failure_accuracy", "latent_cosine"} <= set(t_extra["validation"])
+
+
+def test_eval_writes_the_documented_json(policy_ckpt: Path, world_models: tuple[Path, Path], tmp_path: Path) -> None:
+    report = evaluate(EvalConfig(policy=str(policy_ckpt), wm=str(world_models[1]), episodes=1, ks=(2,), oracle_k=2,
+                                 out=str(tmp_path / "eval"), progress=False))
+    names = [(r["name"], r["k"]) for r in report["configs"]]
+    assert names == [("single", 1), ("rank", 2), ("oracle", 2)]
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    for row in saved["configs"]:
+        assert {"name", "k", "episodes", "successes", "success_rate", "ci95", "decision_ms_p50"} <= set(row)
+        assert row["episodes"] == 1 and len(row["ci95"]) == 2
+    assert (tmp_path / "eval.png").stat().st_size > 5_000
+
+
+def test_oracle_prefers_the_candidate_that_makes_true_progress() -> None:
+    world = make_world("arm", render=False)
+    world.reset(7, task="touch the red cube")
+    start = world.get_state()
+    expert = make_expert(world, np.random.default_rng(0))
+    obs = world.observe()
+    good = []
+    for _ in range(8):
+        action = expert.act(obs)
+        good.append(world.check_action(action))
+        obs = world.step(action).observation
+    world.set_state(start)
+    hold = np.tile(np.append(world.arm_q(), 0.0), (8, 1))  # type: ignore[attr-defined]
+    assert oracle_choice(world, np.stack([hold, np.array(good)]), 8) == 1
+    assert world.episode.steps == 0 and np.array_equal(world.get_state().physics, start.physics)

@@ -1,0 +1,180 @@
+"""`wm-vla eval sim`: closed-loop success of single-sample policy vs GPC-RANK(K) vs oracle ranking, on held-out seeds.
+
+Every configuration runs the same seeds with the same sampling noise: candidate 0 of K is exactly the
+single-sample policy's chunk, so differences come from the choice alone. The oracle rolls every candidate out
+in a copy of the true simulator state and picks the best true outcome (the upper bound for any ranker).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from wm_vla.eval.stats import wilson
+from wm_vla.models.checkpoint import load_checkpoint
+from wm_vla.models.flare_policy import FlarePolicy, ObsBatch
+from wm_vla.models.world_model import LatentWorldModel
+from wm_vla.runtime.ranker import GpcRanker, KinematicPenalty
+from wm_vla.sim.registry import make_world
+from wm_vla.sim.world import Observation, SimWorld
+
+HELDOUT_SEED = 1_000_000  # training collections use small seeds; evaluation never overlaps them
+
+
+def obs_batch(obs: Observation, cameras: tuple[str, ...], image_size: int) -> ObsBatch:
+    """One sim observation -> a model batch of one (images resized to the policy's input size)."""
+    imgs = torch.stack([torch.from_numpy(obs.images[c]).permute(2, 0, 1) for c in cameras]).float() / 255.0
+    if imgs.shape[-1] != image_size:
+        imgs = F.interpolate(imgs, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    return ObsBatch(imgs[None], torch.from_numpy(obs.state).float()[None], [obs.instruction])
+
+
+def oracle_choice(world: SimWorld, chunks: np.ndarray, exec_horizon: int) -> int:
+    """Roll each candidate's executed part out from the current true state; best true outcome wins."""
+    start = world.get_state()
+    scores = []
+    with world.rendering(False):
+        for chunk in chunks:
+            world.set_state(start)
+            result = None
+            for action in chunk[:exec_horizon]:
+                result = world.step(action)
+                if result.done:
+                    break
+            assert result is not None
+            scores.append(2.0 if result.success else -1.0 if result.failure else world.progress())
+    world.set_state(start)
+    return int(np.argmax(scores))
+
+
+@dataclass
+class EpisodeOutcome:
+    success: bool
+    event: str
+    decision_ms: list[float] = field(default_factory=list)
+    chosen_nonzero: int = 0
+
+
+def run_episode(world: SimWorld, policy: FlarePolicy, mode: str, k: int, seed: int, ranker: GpcRanker | None
+                ) -> EpisodeOutcome:
+    obs = world.reset(seed)
+    gen = torch.Generator().manual_seed(seed)
+    outcome = EpisodeOutcome(False, "")
+    exec_h = policy.cfg.exec_horizon
+    while True:
+        t0 = time.perf_counter()
+        sample = policy.sample(obs_batch(obs, policy.cfg.cameras, policy.cfg.image_size), k, generator=gen)
+        chunks = sample.actions
+        if mode == "rank" and k > 1:
+            assert ranker is not None
+            chosen = ranker.rank(sample.obs_latent, chunks).chosen
+        elif mode == "oracle" and k > 1:
+            chosen = oracle_choice(world, chunks.numpy(), exec_h)
+        else:
+            chosen = 0
+        outcome.decision_ms.append(1e3 * (time.perf_counter() - t0))
+        outcome.chosen_nonzero += int(chosen != 0)
+        for action in chunks[chosen, :exec_h].numpy():
+            result = world.step(action)
+            if result.done:
+                outcome.success, outcome.event = result.success, result.event or ""
+                return outcome
+            obs = result.observation
+
+
+@dataclass
+class EvalConfig:
+    policy: str
+    wm: str | None = None
+    world: str = "arm"
+    episodes: int = 100
+    seed: int = HELDOUT_SEED
+    ks: tuple[int, ...] = (4, 16, 64)
+    oracle_k: int = 16
+    ablation_policy: str | None = None   # e.g. the lambda = 0 policy, evaluated single-sample and ranked at K=16
+    out: str | None = None
+    progress: bool = True
+
+
+def _row(name: str, k: int, policy_label: str, outcomes: list[EpisodeOutcome]) -> dict[str, Any]:
+    rate = wilson(sum(o.success for o in outcomes), len(outcomes))
+    ms = [m for o in outcomes for m in o.decision_ms]
+    events: dict[str, int] = {}
+    for o in outcomes:
+        events[o.event] = events.get(o.event, 0) + 1
+    return {"name": name, "k": k, "policy": policy_label, "episodes": len(outcomes), "successes": rate.successes,
+            "success_rate": rate.value, "ci95": [rate.low, rate.high],
+            "decision_ms_p50": float(np.median(ms)) if ms else float("nan"),
+            "decision_ms_p99": float(np.percentile(ms, 99)) if ms else float("nan"),
+            "switched_decisions": int(sum(o.chosen_nonzero for o in outcomes)), "events": events}
+
+
+def evaluate(cfg: EvalConfig) -> dict[str, Any]:
+    torch.set_grad_enabled(False)
+    policy, p_extra, _ = load_checkpoint(Path(cfg.policy), expect="policy")
+    assert isinstance(policy, FlarePolicy)
+    ranker = None
+    if cfg.wm is not None:
+        wm, _, _ = load_checkpoint(Path(cfg.wm), expect="world_model")
+        assert isinstance(wm, LatentWorldModel)
+        world_for_profile = make_world(cfg.world, render=False)
+        ranker = GpcRanker(wm, policy.action_mean, policy.action_std, KinematicPenalty(world_for_profile.profile))
+    world = make_world(cfg.world)
+    plan: list[tuple[str, int, str, FlarePolicy]] = [("single", 1, "main", policy)]
+    if ranker is not None:
+        plan += [("rank", k, "main", policy) for k in cfg.ks]
+    if cfg.oracle_k > 1:
+        plan.append(("oracle", cfg.oracle_k, "main", policy))
+    if cfg.ablation_policy:
+        abl, _, _ = load_checkpoint(Path(cfg.ablation_policy), expect="policy")
+        assert isinstance(abl, FlarePolicy)
+        plan.append(("single", 1, "ablation", abl))
+        if ranker is not None:
+            plan.append(("rank", 16, "ablation", abl))
+    rows = []
+    seeds = range(cfg.seed, cfg.seed + cfg.episodes)
+    for name, k, label, pol in plan:
+        outcomes = [run_episode(world, pol, name, k, s, ranker)
+                    for s in tqdm(seeds, desc=f"{name} K={k} ({label})", unit="ep", disable=not cfg.progress)]
+        rows.append(_row(name, k, label, outcomes))
+    report = {"world": cfg.world, "policy": cfg.policy, "wm": cfg.wm, "ablation_policy": cfg.ablation_policy,
+              "seeds": [cfg.seed, cfg.seed + cfg.episodes - 1], "policy_flare_weight": policy.cfg.flare_weight,
+              "configs": rows}
+    if cfg.out:
+        write_eval_report(report, Path(cfg.out))
+    return report
+
+
+def write_eval_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = out.with_suffix(".json"), out.with_suffix(".png")
+    json_path.write_text(json.dumps(report, indent=2))
+    rows = report["configs"]
+    labels = [f"{r['name']}\nK={r['k']}" + ("\n(ablation)" if r["policy"] == "ablation" else "") for r in rows]
+    values = [100 * r["success_rate"] for r in rows]
+    err = [[100 * (r["success_rate"] - r["ci95"][0]) for r in rows], [100 * (r["ci95"][1] - r["success_rate"]) for r in rows]]
+    colors = {"single": "#9d9d9d", "rank": "#4c78a8", "oracle": "#54a24b"}
+    fig, ax = plt.subplots(figsize=(1.4 + 1.2 * len(rows), 3.6))
+    ax.bar(labels, values, yerr=err, capsize=4, color=[colors[r["name"]] for r in rows])
+    for i, r in enumerate(rows):
+        ax.text(i, 2, f"{r['successes']}/{r['episodes']}\n{r['decision_ms_p50']:.0f} ms", ha="center", fontsize=7, color="white")
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("success % (95% Wilson CI)")
+    ax.set_title(f"{report['world']}: closed-loop success, seeds {report['seeds'][0]}-{report['seeds'][1]}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+    return json_path, png_path
