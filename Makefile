@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_OUT ?= outputs/demo
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup demo test test-fast train-tiny eval-tiny clean
 
 setup:
 	@bash scripts/setup.sh
@@ -17,6 +17,14 @@ test: setup
 # Skips the slow tests (expert success over 40 seeds, 50-episode collection).
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
+
+# The tiny CPU pipeline (collect, FLARE policy, teacher world model, distilled student, lambda=0 ablation).
+train-tiny: setup
+	$(VENV)/bin/wm-vla train tiny --out outputs/tiny --ablation
+
+# The headline table: single sample vs GPC-RANK K=4/16/64 vs oracle, 100 held-out arm episodes.
+eval-tiny: setup
+	$(VENV)/bin/wm-vla eval sim --world arm --episodes 100 --ablation-policy outputs/tiny/policy_flare0 --out outputs/tiny/eval_arm
 
 clean:
 	rm -rf build outputs $(VENV)

@@ -115,9 +115,26 @@ def _train_distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_tiny(args: argparse.Namespace) -> int:
+    from wm_vla.training.pipeline import PipelineConfig, run_pipeline
+
+    log = run_pipeline(PipelineConfig(out=Path(args.out), policy_steps=args.policy_steps, ablation=args.ablation,
+                                      progress=not args.no_progress))
+    print(f"stages (s): {log['stages']}")
+    print(f"training (policy + world model + distill): {log['training_seconds']} s; everything: {log['total_seconds']} s")
+    return 0
+
+
 def _eval_sim(args: argparse.Namespace) -> int:
     from wm_vla.eval.closed_loop import EvalConfig, evaluate
+    from wm_vla.training.pipeline import default_checkpoints
 
+    if args.policy is None:
+        policy, wm = default_checkpoints()
+        if not (policy / "config.json").is_file():
+            raise CliError(f"no --policy given and no default checkpoint at {policy}: run `make train-tiny` "
+                           "(or `wm-vla train tiny`) first, or pass --policy/--wm")
+        args.policy, args.wm = str(policy), args.wm or (str(wm) if (wm / "config.json").is_file() else None)
     report = evaluate(EvalConfig(policy=args.policy, wm=args.wm, world=args.world, episodes=args.episodes, seed=args.seed,
                                  ks=tuple(args.k), oracle_k=args.oracle_k, ablation_policy=args.ablation_policy,
                                  out=args.out, progress=not args.no_progress))
@@ -212,12 +229,19 @@ def build_parser() -> argparse.ArgumentParser:
     td.add_argument("--no-progress", action="store_true")
     td.set_defaults(func=_train_distill)
 
+    tt = train_cmds.add_parser("tiny", help="whole CPU pipeline: collect, policy, world model, distil (timed)")
+    tt.add_argument("--out", default="outputs/tiny")
+    tt.add_argument("--policy-steps", type=int, default=3000)
+    tt.add_argument("--ablation", action="store_true", help="also train the FLARE lambda=0 policy")
+    tt.add_argument("--no-progress", action="store_true")
+    tt.set_defaults(func=_train_tiny)
+
     ev = groups.add_parser("eval", help="closed-loop evaluation of policy + ranker")
     ev_cmds = ev.add_subparsers(dest="command", required=True, metavar="COMMAND")
     es = ev_cmds.add_parser("sim", help="single-sample vs GPC-RANK(K) vs oracle ranking on held-out seeds")
     es.add_argument("--world", default="arm")
-    es.add_argument("--policy", required=True)
-    es.add_argument("--wm", default=None, help="(student) world model checkpoint; without it only single/oracle run")
+    es.add_argument("--policy", default=None, help="default: outputs/tiny/policy from `wm-vla train tiny`")
+    es.add_argument("--wm", default=None, help="(student) world model; default outputs/tiny/wm_student with the default policy")
     es.add_argument("--episodes", type=int, default=100)
     es.add_argument("--seed", type=int, default=1_000_000, help="first held-out seed")
     es.add_argument("--k", type=int, nargs="+", default=[4, 16, 64])

@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from wm_vla.eval.stats import wilson
 from wm_vla.models.checkpoint import load_checkpoint
 from wm_vla.models.flare_policy import FlarePolicy, ObsBatch
+from wm_vla.models.preprocess import resize_uint8
 from wm_vla.models.world_model import LatentWorldModel
 from wm_vla.runtime.ranker import GpcRanker, KinematicPenalty
 from wm_vla.sim.registry import make_world
@@ -31,10 +31,8 @@ HELDOUT_SEED = 1_000_000  # training collections use small seeds; evaluation nev
 
 def obs_batch(obs: Observation, cameras: tuple[str, ...], image_size: int) -> ObsBatch:
     """One sim observation -> a model batch of one (images resized to the policy's input size)."""
-    imgs = torch.stack([torch.from_numpy(obs.images[c]).permute(2, 0, 1) for c in cameras]).float() / 255.0
-    if imgs.shape[-1] != image_size:
-        imgs = F.interpolate(imgs, size=(image_size, image_size), mode="bilinear", align_corners=False)
-    return ObsBatch(imgs[None], torch.from_numpy(obs.state).float()[None], [obs.instruction])
+    imgs = resize_uint8(torch.stack([torch.from_numpy(obs.images[c]).permute(2, 0, 1) for c in cameras]), image_size)
+    return ObsBatch(imgs[None].float() / 255.0, torch.from_numpy(obs.state).float()[None], [obs.instruction])
 
 
 def oracle_choice(world: SimWorld, chunks: np.ndarray, exec_horizon: int) -> int:
@@ -165,7 +163,8 @@ def write_eval_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
     rows = report["configs"]
     labels = [f"{r['name']}\nK={r['k']}" + ("\n(ablation)" if r["policy"] == "ablation" else "") for r in rows]
     values = [100 * r["success_rate"] for r in rows]
-    err = [[100 * (r["success_rate"] - r["ci95"][0]) for r in rows], [100 * (r["ci95"][1] - r["success_rate"]) for r in rows]]
+    err = [[max(0.0, 100 * (r["success_rate"] - r["ci95"][0])) for r in rows],
+           [max(0.0, 100 * (r["ci95"][1] - r["success_rate"])) for r in rows]]
     colors = {"single": "#9d9d9d", "rank": "#4c78a8", "oracle": "#54a24b"}
     fig, ax = plt.subplots(figsize=(1.4 + 1.2 * len(rows), 3.6))
     ax.bar(labels, values, yerr=err, capsize=4, color=[colors[r["name"]] for r in rows])

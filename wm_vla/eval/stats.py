@@ -36,4 +36,5 @@ def wilson(successes: int, trials: int, z: float = 1.959964) -> Rate:
     denom = 1 + z * z / trials
     centre = (p + z * z / (2 * trials)) / denom
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
-    return Rate(successes, trials, max(0.0, centre - half), min(1.0, centre + half))
+    low, high = max(0.0, centre - half), min(1.0, centre + half)
+    return Rate(successes, trials, 0.0 if successes == 0 else low, 1.0 if successes == trials else high)

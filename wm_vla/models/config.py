@@ -18,7 +18,7 @@ class PolicyConfig:
 
     preset: str = "tiny"
     cameras: tuple[str, ...] = ("front", "wrist")
-    image_size: int = 64         # images are resized to this square size
+    image_size: int = 96         # images are resized to this square size
     state_dim: int = 7
     action_dim: int = 7
     horizon: int = 16            # H: actions per chunk
@@ -27,7 +27,8 @@ class PolicyConfig:
     heads: int = 4
     encoder_layers: int = 1      # observation encoder (fuses vision, language, state tokens)
     dit_layers: int = 4
-    image_tokens: int = 4        # per camera (2x2 pooled CNN grid)
+    image_tokens: int = 9        # per camera (3x3 pooled CNN grid)
+    keypoints: int = 16          # spatial-softmax keypoints per camera, as one extra token (0 = off)
     cnn_channels: tuple[int, ...] = (16, 32, 64, 128)
     vocab: tuple[str, ...] = ()  # instruction words seen in training ("<unk>" is index 0)
     max_words: int = 10

@@ -22,23 +22,49 @@ def build_vocab(instructions: list[str]) -> tuple[str, ...]:
 
 
 class ImageEncoder(nn.Module):
-    """Small strided CNN -> a square grid of tokens per camera."""
+    """Strided CNN -> a square grid of tokens per camera, plus one token of spatial-softmax keypoints.
+
+    The keypoints (expected x, y of learned feature maps at the second-to-last resolution) keep the precise
+    object positions that pooling throws away.
+    """
 
     def __init__(self, cfg: PolicyConfig) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
+        self.stages = nn.ModuleList()
         c_in = 3
         for c_out in cfg.cnn_channels:
-            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.GroupNorm(min(8, c_out // 2), c_out), nn.SiLU()]
+            self.stages.append(nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1),
+                                             nn.GroupNorm(min(8, c_out // 2), c_out), nn.SiLU()))
             c_in = c_out
         side = int(round(cfg.image_tokens ** 0.5))
-        self.net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(side))
+        self.pool = nn.AdaptiveAvgPool2d(side)
         self.proj = nn.Linear(c_in, cfg.dim)
+        self.keypoints = cfg.keypoints
+        if cfg.keypoints:
+            self.kp_conv = nn.Conv2d(cfg.cnn_channels[-2], cfg.keypoints, 1)
+            self.kp_proj = nn.Sequential(nn.Linear(2 * cfg.keypoints, cfg.dim), nn.SiLU(), nn.Linear(cfg.dim, cfg.dim))
+
+    @property
+    def tokens_per_image(self) -> int:
+        return int(self.pool.output_size ** 2) + (1 if self.keypoints else 0)  # type: ignore[operator]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images: (B, 3, H, W) float in [0, 1] -> (B, tokens, dim)."""
-        feats = self.net(images * 2.0 - 1.0)
-        return self.proj(feats.flatten(2).transpose(1, 2))
+        x = images * 2.0 - 1.0
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        tokens = self.proj(self.pool(x).flatten(2).transpose(1, 2))
+        if not self.keypoints:
+            return tokens
+        fmap = self.kp_conv(feats[-2])
+        b, k, h, w = fmap.shape
+        heat = torch.softmax(fmap.flatten(2), dim=-1)
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=fmap.device), torch.linspace(-1, 1, w, device=fmap.device),
+                                indexing="ij")
+        coords = heat @ torch.stack([xs.flatten(), ys.flatten()], dim=-1)  # (B, K, 2)
+        return torch.cat([tokens, self.kp_proj(coords.flatten(1))[:, None]], dim=1)
 
 
 class InstructionEncoder(nn.Module):
@@ -74,7 +100,7 @@ class ObservationEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.image = ImageEncoder(cfg)
-        self.camera_embed = nn.Parameter(torch.zeros(len(cfg.cameras), cfg.image_tokens, cfg.dim))
+        self.camera_embed = nn.Parameter(torch.zeros(len(cfg.cameras), self.image.tokens_per_image, cfg.dim))
         nn.init.normal_(self.camera_embed, std=0.02)
         self.text = InstructionEncoder(cfg)
         self.state = nn.Sequential(nn.Linear(cfg.state_dim, cfg.dim), nn.SiLU(), nn.Linear(cfg.dim, cfg.dim))

@@ -50,7 +50,8 @@ def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
     fams = list(report["by_family"]) + ["all"]
     rates = [report["by_family"][f] for f in fams[:-1]] + [report["success"]]
     values = [100 * r["rate"] for r in rates]
-    err = [[100 * (r["rate"] - r["ci95_low"]) for r in rates], [100 * (r["ci95_high"] - r["rate"]) for r in rates]]
+    err = [[max(0.0, 100 * (r["rate"] - r["ci95_low"])) for r in rates],
+           [max(0.0, 100 * (r["ci95_high"] - r["rate"])) for r in rates]]
     fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(fams), 3.2))
     ax.bar(fams, values, yerr=err, capsize=4, color="#4c78a8")
     for i, r in enumerate(rates):

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from wm_vla.data.lerobot_io import load_dataset
 from wm_vla.models.flare_policy import ObsBatch
+from wm_vla.models.preprocess import resize_uint8
 from wm_vla.training.errors import DatasetFeatureError
 
 PROGRESS_DISCOUNT = 0.95  # per frame: progress label = discount ** (frames from t+H to the success frame)
@@ -56,18 +56,25 @@ def load_frames(root: Path | str, image_size: int, cameras: tuple[str, ...] | No
     keys = [cam_keys[available.index(c)] for c in cameras]
     n = len(ds)
     images = torch.zeros(n, len(keys), 3, image_size, image_size, dtype=torch.uint8)
-    state = torch.zeros(n, feats["observation.state"]["shape"][0])
-    action = torch.zeros(n, feats["action"]["shape"][0])
-    tasks: list[str] = []
-    for i in tqdm(range(n), desc=f"load {Path(root).name}", unit="frame", disable=not progress, mininterval=1.0):
-        item = ds[i]
-        for c, key in enumerate(keys):
-            img = item[key].float()
-            if img.shape[-1] != image_size or img.shape[-2] != image_size:
-                img = F.interpolate(img[None], size=(image_size, image_size), mode="bilinear", align_corners=False)[0]
-            images[i, c] = (img.clamp(0, 1) * 255).round().to(torch.uint8)
-        state[i], action[i] = item["observation.state"], item["action"]
-        tasks.append(str(item["task"]))
+    raw = ds.hf_dataset.with_format(None)  # plain columns: PNG-backed images decode in bulk, ~20x faster
+    bar = tqdm(total=n * len(keys), desc=f"load {Path(root).name}", unit="img", disable=not progress, mininterval=1.0)
+    for c, key in enumerate(keys):
+        if feats[key]["dtype"] == "image":
+            for start in range(0, n, 1024):
+                stop = min(n, start + 1024)
+                block = np.stack([np.asarray(im.convert("RGB")) for im in raw.select(range(start, stop))[key]])
+                images[start:stop, c] = resize_uint8(torch.from_numpy(block).permute(0, 3, 1, 2), image_size)
+                bar.update(stop - start)
+        else:  # video: frames come from lerobot's decoder, one item at a time
+            for i in range(n):
+                frame = (ds[i][key].clamp(0, 1) * 255).round().to(torch.uint8)
+                images[i, c] = resize_uint8(frame[None], image_size)[0]
+                bar.update(1)
+    bar.close()
+    state = torch.as_tensor(np.asarray(raw["observation.state"], dtype=np.float32))
+    action = torch.as_tensor(np.asarray(raw["action"], dtype=np.float32))
+    task_names = list(ds.meta.tasks.index)
+    tasks = [task_names[int(i)] for i in raw["task_index"]]
     hf = ds.hf_dataset
     episode = np.asarray(hf["episode_index"])
     ends = np.zeros(n, dtype=np.int64)

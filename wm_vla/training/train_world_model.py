@@ -197,7 +197,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         opt.step()
         sched.step()
         if step % 200 == 0 or step == cfg.steps - 1:
-            history.append({"step": step, "distill": kd_m["loss"], "ground_truth": float(gt)})
+            history.append({"step": step, "distill": kd_m["loss"], "ground_truth": float(gt.detach())})
     with torch.no_grad():
         hold = torch.randperm(len(cz), generator=gen)[:2000]
         agree = float(((student(cz[hold], cc[hold]).failure_prob > 0.5) == (soft.failure_prob[hold] > 0.5)).float().mean())

@@ -1,0 +1,80 @@
+"""`wm-vla train tiny`: the whole CPU pipeline in one command, each stage timed (and skipped when already done).
+
+collect demos -> collect perturbed rollouts -> policy (FLARE) -> teacher world model -> distilled student
+[-> FLARE ablation policy (lambda = 0)]. The default checkpoints of `wm-vla eval sim` live in its output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wm_vla.sim.collect import CollectConfig, collect
+from wm_vla.training.train_policy import PolicyTrainConfig, train_policy
+from wm_vla.training.train_world_model import DistillConfig, WorldModelTrainConfig, distill, train_world_model
+
+DEFAULT_DIR = Path("outputs/tiny")
+POLICY, TEACHER, STUDENT, ABLATION = "policy", "wm_teacher", "wm_student", "policy_flare0"
+
+
+@dataclass
+class PipelineConfig:
+    out: Path = DEFAULT_DIR
+    world: str = "arm"
+    demos: int = 200
+    perturbed: int = 150
+    noise: float = 0.5
+    policy_steps: int = 3000
+    wm_steps: int = 4000
+    distill_steps: int = 4000
+    ablation: bool = False
+    progress: bool = True
+
+
+def default_checkpoints(root: Path = DEFAULT_DIR) -> tuple[Path, Path]:
+    """(policy, student world model) produced by `wm-vla train tiny`."""
+    return root / POLICY, root / STUDENT
+
+
+def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "pipeline.json"
+    log: dict[str, Any] = json.loads(log_path.read_text()) if log_path.is_file() else {"stages": {}}
+    demos, perturbed = out / "data" / f"{cfg.world}_expert", out / "data" / f"{cfg.world}_perturbed"
+    data = [str(demos), str(perturbed)]
+
+    def stage(name: str, done: Path, fn: Callable[[], Any]) -> None:
+        if done.exists():
+            print(f"[train tiny] {name}: already done ({done})")
+            return
+        print(f"[train tiny] {name} ...")
+        t0 = time.perf_counter()
+        fn()
+        log["stages"][name] = round(time.perf_counter() - t0, 1)
+        log_path.write_text(json.dumps(log, indent=2))
+
+    stage("collect_demos", demos / "collect_stats.json", lambda: collect(CollectConfig(
+        world=cfg.world, episodes=cfg.demos, out=demos, progress=cfg.progress, overwrite=True)))
+    stage("collect_perturbed", perturbed / "collect_stats.json", lambda: collect(CollectConfig(
+        world=cfg.world, episodes=cfg.perturbed, out=perturbed, seed=5000, noise=cfg.noise, progress=cfg.progress,
+        overwrite=True)))
+    stage("train_policy", out / POLICY / "train_log.json", lambda: train_policy(PolicyTrainConfig(
+        dataset=str(demos), out=str(out / POLICY), steps=cfg.policy_steps, progress=cfg.progress)))
+    stage("train_world_model", out / TEACHER / "train_log.json", lambda: train_world_model(WorldModelTrainConfig(
+        datasets=data, policy=str(out / POLICY), out=str(out / TEACHER), steps=cfg.wm_steps, progress=cfg.progress)))
+    stage("distill", out / STUDENT / "train_log.json", lambda: distill(DistillConfig(
+        datasets=data, policy=str(out / POLICY), teacher=str(out / TEACHER), out=str(out / STUDENT),
+        steps=cfg.distill_steps, progress=cfg.progress)))
+    if cfg.ablation:
+        stage("train_policy_flare0", out / ABLATION / "train_log.json", lambda: train_policy(PolicyTrainConfig(
+            dataset=str(demos), out=str(out / ABLATION), steps=cfg.policy_steps, flare_weight=0.0, progress=cfg.progress)))
+    main = ("train_policy", "train_world_model", "distill")
+    log["training_seconds"] = round(sum(log["stages"].get(s, 0.0) for s in main), 1)
+    log["total_seconds"] = round(sum(log["stages"].values()), 1)
+    log_path.write_text(json.dumps(log, indent=2))
+    return log
