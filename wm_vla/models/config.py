@@ -31,6 +31,8 @@ class PolicyConfig:
     keypoints: int = 16          # spatial-softmax keypoints per camera, as one extra token (0 = off)
     cnn_channels: tuple[int, ...] = (16, 32, 64, 128)
     vocab: tuple[str, ...] = ()  # instruction words seen in training ("<unk>" is index 0)
+    vision_tower: str = ""       # local HF vision model directory (replaces the CNN); "" = train the CNN
+    text_tower: str = ""         # local HF text encoder + tokenizer directory; "" = learned word embeddings
     max_words: int = 10
     latent_dim: int = 128        # observation latent z and FLARE future latents
     future_tokens: int = 4       # M

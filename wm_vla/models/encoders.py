@@ -99,10 +99,22 @@ class ObservationEncoder(nn.Module):
     def __init__(self, cfg: PolicyConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.image = ImageEncoder(cfg)
-        self.camera_embed = nn.Parameter(torch.zeros(len(cfg.cameras), self.image.tokens_per_image, cfg.dim))
+        if cfg.vision_tower:
+            from wm_vla.models.pretrained import PretrainedVisionTower
+
+            self.image: nn.Module = PretrainedVisionTower(cfg.vision_tower, cfg.dim)
+            tokens = self.image.num_tokens
+        else:
+            self.image = ImageEncoder(cfg)
+            tokens = self.image.tokens_per_image
+        self.camera_embed = nn.Parameter(torch.zeros(len(cfg.cameras), tokens, cfg.dim))
         nn.init.normal_(self.camera_embed, std=0.02)
-        self.text = InstructionEncoder(cfg)
+        if cfg.text_tower:
+            from wm_vla.models.pretrained import PretrainedTextTower
+
+            self.text: nn.Module = PretrainedTextTower(cfg.text_tower, cfg.dim, cfg.max_words)
+        else:
+            self.text = InstructionEncoder(cfg)
         self.state = nn.Sequential(nn.Linear(cfg.state_dim, cfg.dim), nn.SiLU(), nn.Linear(cfg.dim, cfg.dim))
         layer = nn.TransformerEncoderLayer(cfg.dim, cfg.heads, 4 * cfg.dim, dropout=0.0, batch_first=True, norm_first=True)
         self.fuse = nn.TransformerEncoder(layer, cfg.encoder_layers, enable_nested_tensor=False)
