@@ -152,3 +152,34 @@ def test_oracle_prefers_the_candidate_that_makes_true_progress() -> None:
     hold = np.tile(np.append(world.arm_q(), 0.0), (8, 1))  # type: ignore[attr-defined]
     assert oracle_choice(world, np.stack([hold, np.array(good)]), 8) == 1
     assert world.episode.steps == 0 and np.array_equal(world.get_state().physics, start.physics)
+
+
+def test_gym_adapter_runs_the_eval_on_a_gymnasium_env(policy_ckpt: Path, world_models: tuple[Path, Path]) -> None:
+    import gymnasium as gym
+
+    from wm_vla.eval.gym_eval import evaluate_gym
+    from wm_vla.sim.gym_env import SimGymEnv
+
+    env = gym.make("wm_vla/Arm-v0")
+    obs, info = env.reset(seed=3, options={"task": "touch the blue cube"})
+    assert info["task"] == "touch the blue cube" and env.observation_space.contains(obs)
+    assert isinstance(env.unwrapped, SimGymEnv)
+    env.close()
+    report = evaluate_gym("wm_vla/Arm-v0", "touch the blue cube", str(policy_ckpt), str(world_models[1]), episodes=1,
+                          ks=(2,), progress=False)
+    assert [(r["name"], r["k"], r["episodes"]) for r in report["configs"]] == [("single", 1, 1), ("rank", 2, 1)]
+
+
+def test_gym_observations_without_lerobot_keys_are_rejected() -> None:
+    from wm_vla.eval.gym_eval import gym_obs_batch
+    from wm_vla.models.errors import ObservationError
+
+    img = np.zeros((96, 96, 3), np.uint8)
+    with pytest.raises(ObservationError, match="agent_pos"):
+        gym_obs_batch({"pixels": img}, ("front",), 64, "t")
+    with pytest.raises(ObservationError, match="camera 'wrist'"):
+        gym_obs_batch({"pixels/front": img, "agent_pos": np.zeros(7)}, ("front", "wrist"), 64, "t")
+    with pytest.raises(ObservationError, match="uint8"):
+        gym_obs_batch({"pixels": img.astype(np.float32), "agent_pos": np.zeros(7)}, ("front",), 64, "t")
+    batch = gym_obs_batch({"pixels": img, "agent_pos": np.zeros(7)}, ("front",), 64, "t")
+    assert batch.images.shape == (1, 1, 3, 64, 64)

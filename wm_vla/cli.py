@@ -148,6 +148,17 @@ def _eval_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_gym(args: argparse.Namespace) -> int:
+    from wm_vla.eval.gym_eval import evaluate_gym
+
+    report = evaluate_gym(args.env, args.task, args.policy, args.wm, episodes=args.episodes, ks=tuple(args.k),
+                          seed=args.seed, out=args.out, progress=not args.no_progress)
+    for r in report["configs"]:
+        print(f"{r['name']} K={r['k']}: {r['successes']}/{r['episodes']} = {100 * r['success_rate']:.1f}% "
+              f"[{100 * r['ci95'][0]:.0f}-{100 * r['ci95'][1]:.0f}], decision p50 {r['decision_ms_p50']:.1f} ms")
+    return 0
+
+
 def _planned(group: str) -> Callable[[argparse.Namespace], int]:
     def run(_args: argparse.Namespace) -> int:
         what, where = PLANNED_GROUPS[group]
@@ -250,6 +261,18 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--out", default=None, help="write OUT.json and OUT.png")
     es.add_argument("--no-progress", action="store_true")
     es.set_defaults(func=_eval_sim)
+
+    eg = ev_cmds.add_parser("gym", help="same evaluation on a Gymnasium env with LeRobot keys (pixels, agent_pos)")
+    eg.add_argument("--env", required=True, help="Gymnasium id, e.g. wm_vla/Arm-v0 or a LeRobot gym env")
+    eg.add_argument("--task", required=True, help="instruction given to the policy")
+    eg.add_argument("--policy", required=True)
+    eg.add_argument("--wm", default=None)
+    eg.add_argument("--episodes", type=int, default=20)
+    eg.add_argument("--k", type=int, nargs="+", default=[16])
+    eg.add_argument("--seed", type=int, default=1_000_000)
+    eg.add_argument("--out", default=None)
+    eg.add_argument("--no-progress", action="store_true")
+    eg.set_defaults(func=_eval_gym)
 
     d = groups.add_parser("demo", help="collect and render a few expert episodes in both worlds")
     d.add_argument("--out", default="outputs/demo")
