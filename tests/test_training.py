@@ -126,14 +126,17 @@ def test_teacher_and_student_checkpoints(world_models: tuple[Path, Path]) -> Non
 
 
 def test_eval_writes_the_documented_json(policy_ckpt: Path, world_models: tuple[Path, Path], tmp_path: Path) -> None:
-    report = evaluate(EvalConfig(policy=str(policy_ckpt), wm=str(world_models[1]), episodes=1, ks=(2,), oracle_k=2,
-                                 out=str(tmp_path / "eval"), progress=False))
+    cfg = dict(policy=str(policy_ckpt), wm=str(world_models[1]), episodes=2, ks=(2,), oracle_k=2, progress=False)
+    report = evaluate(EvalConfig(**cfg, out=str(tmp_path / "eval"), jobs=2))  # type: ignore[arg-type]
     names = [(r["name"], r["k"]) for r in report["configs"]]
     assert names == [("single", 1), ("rank", 2), ("oracle", 2)]
+    sequential = evaluate(EvalConfig(**cfg))  # type: ignore[arg-type]
+    keep = ("name", "k", "successes", "events", "switched_decisions")
+    assert [{k: r[k] for k in keep} for r in sequential["configs"]] == [{k: r[k] for k in keep} for r in report["configs"]]
     saved = json.loads((tmp_path / "eval.json").read_text())
     for row in saved["configs"]:
         assert {"name", "k", "episodes", "successes", "success_rate", "ci95", "decision_ms_p50"} <= set(row)
-        assert row["episodes"] == 1 and len(row["ci95"]) == 2
+        assert row["episodes"] == 2 and len(row["ci95"]) == 2
     assert (tmp_path / "eval.png").stat().st_size > 5_000
 
 

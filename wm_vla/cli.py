@@ -137,7 +137,7 @@ def _eval_sim(args: argparse.Namespace) -> int:
         args.policy, args.wm = str(policy), args.wm or (str(wm) if (wm / "config.json").is_file() else None)
     report = evaluate(EvalConfig(policy=args.policy, wm=args.wm, world=args.world, episodes=args.episodes, seed=args.seed,
                                  ks=tuple(args.k), oracle_k=args.oracle_k, ablation_policy=args.ablation_policy,
-                                 out=args.out, progress=not args.no_progress))
+                                 out=args.out, progress=not args.no_progress, jobs=args.jobs))
     print(f"{'config':22s} {'success':>24s} {'decision p50':>13s}")
     for r in report["configs"]:
         label = f"{r['name']} K={r['k']}" + (" (ablation)" if r["policy"] == "ablation" else "")
@@ -259,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--oracle-k", type=int, default=16, help="0 disables the oracle")
     es.add_argument("--ablation-policy", default=None, help="e.g. the FLARE lambda=0 policy")
     es.add_argument("--out", default=None, help="write OUT.json and OUT.png")
+    es.add_argument("--jobs", type=int, default=1, help="evaluate configurations in N parallel processes")
     es.add_argument("--no-progress", action="store_true")
     es.set_defaults(func=_eval_sim)
 

@@ -100,6 +100,7 @@ class EvalConfig:
     ablation_policy: str | None = None   # e.g. the lambda = 0 policy, evaluated single-sample and ranked at K=16
     out: str | None = None
     progress: bool = True
+    jobs: int = 1                        # configurations evaluated in parallel processes (one torch thread each)
 
 
 def _row(name: str, k: int, policy_label: str, outcomes: list[EpisodeOutcome]) -> dict[str, Any]:
@@ -115,36 +116,61 @@ def _row(name: str, k: int, policy_label: str, outcomes: list[EpisodeOutcome]) -
             "switched_decisions": int(sum(o.chosen_nonzero for o in outcomes)), "events": events}
 
 
-def evaluate(cfg: EvalConfig) -> dict[str, Any]:
+def _plan(cfg: EvalConfig) -> list[tuple[str, int, str]]:
+    plan = [("single", 1, "main")]
+    if cfg.wm is not None:
+        plan += [("rank", k, "main") for k in cfg.ks]
+    if cfg.oracle_k > 1:
+        plan.append(("oracle", cfg.oracle_k, "main"))
+    if cfg.ablation_policy:
+        plan.append(("single", 1, "ablation"))
+        if cfg.wm is not None:
+            plan.append(("rank", 16, "ablation"))
+    return plan
+
+
+def _run_config(cfg: EvalConfig, name: str, k: int, label: str, threads: int | None = None) -> dict[str, Any]:
+    """Evaluate one configuration over all seeds (runs in a worker process when jobs > 1)."""
+    if threads:
+        torch.set_num_threads(threads)
     torch.set_grad_enabled(False)
-    policy, p_extra, _ = load_checkpoint(Path(cfg.policy), expect="policy")
+    policy, _, _ = load_checkpoint(Path(cfg.ablation_policy if label == "ablation" else cfg.policy), expect="policy")
     assert isinstance(policy, FlarePolicy)
     ranker = None
-    if cfg.wm is not None:
+    world = make_world(cfg.world)
+    if cfg.wm is not None and name == "rank":
         wm, _, _ = load_checkpoint(Path(cfg.wm), expect="world_model")
         assert isinstance(wm, LatentWorldModel)
-        world_for_profile = make_world(cfg.world, render=False)
-        ranker = GpcRanker(wm, policy.action_mean, policy.action_std, KinematicPenalty(world_for_profile.profile))
-    world = make_world(cfg.world)
-    plan: list[tuple[str, int, str, FlarePolicy]] = [("single", 1, "main", policy)]
-    if ranker is not None:
-        plan += [("rank", k, "main", policy) for k in cfg.ks]
-    if cfg.oracle_k > 1:
-        plan.append(("oracle", cfg.oracle_k, "main", policy))
-    if cfg.ablation_policy:
-        abl, _, _ = load_checkpoint(Path(cfg.ablation_policy), expect="policy")
-        assert isinstance(abl, FlarePolicy)
-        plan.append(("single", 1, "ablation", abl))
-        if ranker is not None:
-            plan.append(("rank", 16, "ablation", abl))
-    rows = []
+        ranker = GpcRanker(wm, policy.action_mean, policy.action_std, KinematicPenalty(world.profile))
     seeds = range(cfg.seed, cfg.seed + cfg.episodes)
-    for name, k, label, pol in plan:
-        outcomes = [run_episode(world, pol, name, k, s, ranker)
-                    for s in tqdm(seeds, desc=f"{name} K={k} ({label})", unit="ep", disable=not cfg.progress)]
-        rows.append(_row(name, k, label, outcomes))
+    outcomes = [run_episode(world, policy, name, k, s, ranker)
+                for s in tqdm(seeds, desc=f"{name} K={k} ({label})", unit="ep", disable=not cfg.progress)]
+    world.close()
+    return _row(name, k, label, outcomes)
+
+
+def evaluate(cfg: EvalConfig) -> dict[str, Any]:
+    plan = _plan(cfg)
+    if cfg.jobs > 1:
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        cost = {"single": 1, "rank": 2, "oracle": 4}  # rough cost order: start the slow ones first
+        order = sorted(range(len(plan)), key=lambda i: -cost[plan[i][0]] * max(1, plan[i][1]) ** 0.5)
+        quiet = EvalConfig(**{**cfg.__dict__, "progress": False})
+        with ProcessPoolExecutor(max_workers=cfg.jobs, mp_context=get_context("spawn")) as pool:
+            futures = {i: pool.submit(_run_config, quiet, *plan[i], 1) for i in order}
+            rows = []
+            for i in range(len(plan)):
+                rows.append(futures[i].result())
+                if cfg.progress:
+                    r = rows[-1]
+                    print(f"[eval] {r['name']} K={r['k']} ({r['policy']}): {r['successes']}/{r['episodes']}", flush=True)
+    else:
+        rows = [_run_config(cfg, *item) for item in plan]
+    policy_cfg = load_checkpoint(Path(cfg.policy), expect="policy")[0].cfg
     report = {"world": cfg.world, "policy": cfg.policy, "wm": cfg.wm, "ablation_policy": cfg.ablation_policy,
-              "seeds": [cfg.seed, cfg.seed + cfg.episodes - 1], "policy_flare_weight": policy.cfg.flare_weight,
+              "seeds": [cfg.seed, cfg.seed + cfg.episodes - 1], "policy_flare_weight": policy_cfg.flare_weight,
               "configs": rows}
     if cfg.out:
         write_eval_report(report, Path(cfg.out))
