@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,6 +47,12 @@ class PolicyTrainConfig:
     progress: bool = True
 
 
+def lr_factor(step: int, total: int, warmup: int = 200, floor: float = 0.02) -> float:
+    """Linear warm-up, then cosine decay to `floor` of the base learning rate."""
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+    return min(1.0, (step + 1) / warmup) * (floor + (1.0 - floor) * cosine)
+
+
 def train_policy(cfg: PolicyTrainConfig) -> dict[str, Any]:
     """Train (or resume) a policy; writes a checkpoint directory and `train_log.json`; returns final metrics."""
     info = init_distributed()
@@ -79,8 +86,9 @@ def train_policy(cfg: PolicyTrainConfig) -> dict[str, Any]:
     if resume and tensors:
         restore_optimizer(opt, tensors, extra["optimizer_groups"])
     ddp = DistributedDataParallel(model, find_unused_parameters=True) if info.world_size > 1 else None
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 200) * 0.5 * (1 + torch.cos(torch.tensor(
-        torch.pi * min(s, cfg.steps) / cfg.steps)).item()) + 0.02, last_epoch=start - 1 if start else -1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.steps))
+    for _ in range(start):  # resume: put the schedule where it was
+        sched.step()
     history: list[dict[str, float]] = list(extra.get("history", []))
     t0 = time.perf_counter()
     bar = tqdm(range(start, cfg.steps), desc="train policy", unit="step", disable=not (cfg.progress and info.is_main),
