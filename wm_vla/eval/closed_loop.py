@@ -7,7 +7,6 @@ in a copy of the true simulator state and picks the best true outcome (the upper
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from wm_vla.eval.plots import Bar, write_json_and_bars
 from wm_vla.eval.stats import wilson
 from wm_vla.models.checkpoint import load_checkpoint
 from wm_vla.models.flare_policy import FlarePolicy, ObsBatch
@@ -177,29 +177,13 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     return report
 
 
+COLORS = {"single": "#9d9d9d", "rank": "#4c78a8", "oracle": "#54a24b"}
+
+
 def write_eval_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    json_path, png_path = out.with_suffix(".json"), out.with_suffix(".png")
-    json_path.write_text(json.dumps(report, indent=2))
-    rows = report["configs"]
-    labels = [f"{r['name']}\nK={r['k']}" + ("\n(ablation)" if r["policy"] == "ablation" else "") for r in rows]
-    values = [100 * r["success_rate"] for r in rows]
-    err = [[max(0.0, 100 * (r["success_rate"] - r["ci95"][0])) for r in rows],
-           [max(0.0, 100 * (r["ci95"][1] - r["success_rate"])) for r in rows]]
-    colors = {"single": "#9d9d9d", "rank": "#4c78a8", "oracle": "#54a24b"}
-    fig, ax = plt.subplots(figsize=(1.4 + 1.2 * len(rows), 3.6))
-    ax.bar(labels, values, yerr=err, capsize=4, color=[colors[r["name"]] for r in rows])
-    for i, r in enumerate(rows):
-        ax.text(i, 2, f"{r['successes']}/{r['episodes']}\n{r['decision_ms_p50']:.0f} ms", ha="center", fontsize=7, color="white")
-    ax.set_ylim(0, 105)
-    ax.set_ylabel("success % (95% Wilson CI)")
-    ax.set_title(f"{report['world']}: closed-loop success, seeds {report['seeds'][0]}-{report['seeds'][1]}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=110)
-    plt.close(fig)
-    return json_path, png_path
+    """`<out>.json` + `<out>.png`: success per configuration with 95% CIs and decision p50."""
+    bars = [Bar(f"{r['name']}\nK={r['k']}" + ("\n(ablation)" if r["policy"] == "ablation" else ""), r["successes"],
+                r["episodes"], r["ci95"][0], r["ci95"][1], f"{r['decision_ms_p50']:.0f} ms", COLORS[r["name"]])
+            for r in report["configs"]]
+    title = f"{report['world']}: closed-loop success, seeds {report['seeds'][0]}-{report['seeds'][1]}"
+    return write_json_and_bars(report, bars, title, Path(out))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
+from wm_vla.eval.plots import Bar, write_json_and_bars
 from wm_vla.eval.stats import wilson
 from wm_vla.sim.registry import make_world
 from wm_vla.sim.rollout import run_expert_episode
@@ -38,28 +38,7 @@ def check_expert(world_name: str, episodes: int, seed: int = 0, noise: float = 0
 
 def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
     """Write `<out>.json` and a bar chart `<out>.png` (success per family, 95% CI whiskers)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    json_path, png_path = out.with_suffix(".json"), out.with_suffix(".png")
-    json_path.write_text(json.dumps(report, indent=2))
-    fams = list(report["by_family"]) + ["all"]
-    rates = [report["by_family"][f] for f in fams[:-1]] + [report["success"]]
-    values = [100 * r["rate"] for r in rates]
-    err = [[max(0.0, 100 * (r["rate"] - r["ci95_low"])) for r in rates],
-           [max(0.0, 100 * (r["ci95_high"] - r["rate"])) for r in rates]]
-    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(fams), 3.2))
-    ax.bar(fams, values, yerr=err, capsize=4, color="#4c78a8")
-    for i, r in enumerate(rates):
-        ax.text(i, 3, f"{r['successes']}/{r['trials']}", ha="center", color="white", fontsize=8)
-    ax.set_ylim(0, 105)
-    ax.set_ylabel("success % (95% Wilson CI)")
-    ax.set_title(f"{report['world']} expert, noise={report['noise']}, seeds {report['seeds'][0]}-{report['seeds'][1]}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=110)
-    plt.close(fig)
-    return json_path, png_path
+    rows = [(f, report["by_family"][f]) for f in report["by_family"]] + [("all", report["success"])]
+    bars = [Bar(name, r["successes"], r["trials"], r["ci95_low"], r["ci95_high"]) for name, r in rows]
+    title = f"{report['world']} expert, noise={report['noise']}, seeds {report['seeds'][0]}-{report['seeds'][1]}"
+    return write_json_and_bars(report, bars, title, out)

@@ -95,8 +95,7 @@ class Windows:
 
     def __init__(self, store: FrameStore, horizon: int) -> None:
         self.store, self.horizon = store, horizon
-        offsets = torch.arange(horizon)
-        self._offsets = offsets
+        self._offsets = torch.arange(horizon)
 
     def __len__(self) -> int:
         return len(self.store)

@@ -1,0 +1,46 @@
+"""Report files: JSON next to a PNG bar chart of success rates with 95% Wilson whiskers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Bar:
+    label: str
+    successes: int
+    trials: int
+    low: float   # 95% CI, as fractions
+    high: float
+    note: str = ""
+    color: str = "#4c78a8"
+
+
+def write_json_and_bars(report: dict[str, Any], bars: list[Bar], title: str, out: Path) -> tuple[Path, Path]:
+    """Write `<out>.json` (the report) and `<out>.png` (one bar per entry: success % with CI whiskers)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = out.with_suffix(".json"), out.with_suffix(".png")
+    json_path.write_text(json.dumps(report, indent=2))
+    rates = [b.successes / b.trials if b.trials else 0.0 for b in bars]
+    err = [[max(0.0, 100 * (r - b.low)) for r, b in zip(rates, bars)],
+           [max(0.0, 100 * (b.high - r)) for r, b in zip(rates, bars)]]
+    fig, ax = plt.subplots(figsize=(1.4 + 1.2 * len(bars), 3.6))
+    ax.bar([b.label for b in bars], [100 * r for r in rates], yerr=err, capsize=4, color=[b.color for b in bars])
+    for i, b in enumerate(bars):
+        ax.text(i, 2, f"{b.successes}/{b.trials}" + (f"\n{b.note}" if b.note else ""), ha="center", fontsize=7, color="white")
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("success % (95% Wilson CI)")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+    return json_path, png_path
