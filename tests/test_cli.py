@@ -41,3 +41,16 @@ def test_core_never_imports_rclpy() -> None:
     code = ("import sys, wm_vla.cli, wm_vla.sim, wm_vla.robots, wm_vla.data.lerobot_io, wm_vla.sim.collect, "
             "wm_vla.sim.arm_expert, wm_vla.sim.quadruped_expert; assert 'rclpy' not in sys.modules, 'rclpy imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["eval", "sim", "--policy", "/nonexistent/policy", "--episodes", "1"], "does not exist"),
+    (["train", "policy", "--dataset", "/nonexistent/data", "--out", "/tmp/unused_ckpt", "--steps", "1"], "not a LeRobot dataset"),
+    (["train", "world-model", "--dataset", "/nonexistent/data", "--policy", "/nonexistent/policy", "--out", "/tmp/x"],
+     "does not exist"),
+])
+def test_train_and_eval_report_bad_paths_in_one_line(args: list[str], message: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("wm-vla: error:")

@@ -121,7 +121,8 @@ def test_teacher_and_student_checkpoints(world_models: tuple[Path, Path]) -> Non
     n_t = sum(p.numel() for p in teacher.parameters())
     n_s = sum(p.numel() for p in student.parameters())
     assert teacher.cfg.role == "teacher" and student.cfg.role == "student" and n_s * 5 < n_t
-    assert "z_scale" in t_tensors and 0.0 <= s_extra["failure_agreement"] <= 1.0
+    assert "z_scale" in t_tensors and 0.0 <= s_extra["top1_agreement_train"] <= 1.0
+    assert "listwise_kl" in s_extra["history"][0]
     assert {"failure_accuracy", "latent_cosine"} <= set(t_extra["validation"])
 
 

@@ -111,7 +111,7 @@ def _train_distill(args: argparse.Namespace) -> int:
                                    states=args.states, k=args.k, steps=args.steps, seed=args.seed,
                                    progress=not args.no_progress))
     print(f"student {result['out']}: {result['candidates']} policy candidates, {result['train_seconds']} s, "
-          f"failure agreement with teacher {result['failure_agreement_with_teacher']:.3f}")
+          f"top-1 ranking agreement with the teacher (training candidates) {result['top1_agreement_train']:.3f}")
     return 0
 
 
@@ -137,7 +137,8 @@ def _eval_sim(args: argparse.Namespace) -> int:
         args.policy, args.wm = str(policy), args.wm or (str(wm) if (wm / "config.json").is_file() else None)
     report = evaluate(EvalConfig(policy=args.policy, wm=args.wm, world=args.world, episodes=args.episodes, seed=args.seed,
                                  ks=tuple(args.k), oracle_k=args.oracle_k, ablation_policy=args.ablation_policy,
-                                 out=args.out, progress=not args.no_progress, jobs=args.jobs))
+                                 out=args.out, progress=not args.no_progress, jobs=args.jobs,
+                                 exec_horizon=args.exec_horizon, denoise_steps=args.denoise_steps))
     print(f"{'config':22s} {'success':>24s} {'decision p50':>13s}")
     for r in report["configs"]:
         label = f"{r['name']} K={r['k']}" + (" (ablation)" if r["policy"] == "ablation" else "")
@@ -260,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--ablation-policy", default=None, help="e.g. the FLARE lambda=0 policy")
     es.add_argument("--out", default=None, help="write OUT.json and OUT.png")
     es.add_argument("--jobs", type=int, default=1, help="evaluate configurations in N parallel processes")
+    es.add_argument("--exec-horizon", type=int, default=None, help="override: actions executed per decision")
+    es.add_argument("--denoise-steps", type=int, default=None, help="override: Euler steps per sample")
     es.add_argument("--no-progress", action="store_true")
     es.set_defaults(func=_eval_sim)
 

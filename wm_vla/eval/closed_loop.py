@@ -101,6 +101,8 @@ class EvalConfig:
     out: str | None = None
     progress: bool = True
     jobs: int = 1                        # configurations evaluated in parallel processes (one torch thread each)
+    exec_horizon: int | None = None      # override the policy's execution horizon (actions run per decision)
+    denoise_steps: int | None = None     # override the policy's Euler steps
 
 
 def _row(name: str, k: int, policy_label: str, outcomes: list[EpisodeOutcome]) -> dict[str, Any]:
@@ -114,6 +116,18 @@ def _row(name: str, k: int, policy_label: str, outcomes: list[EpisodeOutcome]) -
             "decision_ms_p50": float(np.median(ms)) if ms else float("nan"),
             "decision_ms_p99": float(np.percentile(ms, 99)) if ms else float("nan"),
             "switched_decisions": int(sum(o.chosen_nonzero for o in outcomes)), "events": events}
+
+
+def load_policy(path: str, exec_horizon: int | None = None, denoise_steps: int | None = None) -> FlarePolicy:
+    """A policy checkpoint with optional inference-time overrides (validated like the stored config)."""
+    policy, _, _ = load_checkpoint(Path(path), expect="policy")
+    assert isinstance(policy, FlarePolicy)
+    if exec_horizon is not None:
+        policy.cfg.exec_horizon = exec_horizon
+    if denoise_steps is not None:
+        policy.cfg.denoise_steps = denoise_steps
+    policy.cfg.validate()
+    return policy
 
 
 def _plan(cfg: EvalConfig) -> list[tuple[str, int, str]]:
@@ -134,8 +148,7 @@ def _run_config(cfg: EvalConfig, name: str, k: int, label: str, threads: int | N
     if threads:
         torch.set_num_threads(threads)
     torch.set_grad_enabled(False)
-    policy, _, _ = load_checkpoint(Path(cfg.ablation_policy if label == "ablation" else cfg.policy), expect="policy")
-    assert isinstance(policy, FlarePolicy)
+    policy = load_policy(cfg.ablation_policy if label == "ablation" else cfg.policy, cfg.exec_horizon, cfg.denoise_steps)
     ranker = None
     world = make_world(cfg.world)
     if cfg.wm is not None and name == "rank":
@@ -171,7 +184,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     policy_cfg = load_checkpoint(Path(cfg.policy), expect="policy")[0].cfg
     report = {"world": cfg.world, "policy": cfg.policy, "wm": cfg.wm, "ablation_policy": cfg.ablation_policy,
               "seeds": [cfg.seed, cfg.seed + cfg.episodes - 1], "policy_flare_weight": policy_cfg.flare_weight,
-              "configs": rows}
+              "exec_horizon": cfg.exec_horizon or policy_cfg.exec_horizon,
+              "denoise_steps": cfg.denoise_steps or policy_cfg.denoise_steps, "configs": rows}
     if cfg.out:
         write_eval_report(report, Path(cfg.out))
     return report

@@ -149,6 +149,8 @@ class DistillConfig:
     steps: int = 4000
     batch_size: int = 256
     lr: float = 1e-3
+    rank_weight: float = 1.0         # listwise KL between teacher and student softmax over each state's K scores
+    rank_temperature: float = 0.05
     seed: int = 0
     progress: bool = True
 
@@ -184,29 +186,39 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps, eta_min=cfg.lr * 0.05)
     history = []
+    teacher_score = (soft.progress - soft.failure_prob).reshape(-1, cfg.k)  # what the ranker compares, per state
+    states_per_batch = max(1, cfg.batch_size // cfg.k)
     for step in tqdm(range(cfg.steps), desc="distill student", unit="step", disable=not cfg.progress):
-        i = torch.randint(len(cz), (cfg.batch_size,), generator=gen)
+        s_idx = torch.randint(teacher_score.shape[0], (states_per_batch,), generator=gen)
+        i = (s_idx[:, None] * cfg.k + torch.arange(cfg.k)[None]).reshape(-1)  # all K candidates of each state
         j = torch.randint(len(data), (cfg.batch_size // 2,), generator=gen)
         out = student(cz[i], cc[i])
         kd, kd_m = wm_loss(out, soft.next_latent[i], soft.failure_prob[i], soft.progress[i], z_scale)
+        student_score = (out.progress - out.failure_prob).reshape(-1, cfg.k)
+        listwise = F.kl_div(F.log_softmax(student_score / cfg.rank_temperature, dim=1),
+                            F.softmax(teacher_score[s_idx] / cfg.rank_temperature, dim=1), reduction="batchmean")
         gt_out = student(data.z[j], data.chunk[j])
         gt, _ = wm_loss(gt_out, data.z_next[j], data.failure[j], data.progress[j], z_scale)
-        loss = kd + 0.5 * gt
+        loss = kd + cfg.rank_weight * listwise + 0.5 * gt
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         if step % 200 == 0 or step == cfg.steps - 1:
-            history.append({"step": step, "distill": kd_m["loss"], "ground_truth": float(gt.detach())})
-    with torch.no_grad():
-        hold = torch.randperm(len(cz), generator=gen)[:2000]
-        agree = float(((student(cz[hold], cc[hold]).failure_prob > 0.5) == (soft.failure_prob[hold] > 0.5)).float().mean())
+            history.append({"step": step, "distill": kd_m["loss"], "listwise_kl": float(listwise.detach()),
+                            "ground_truth": float(gt.detach())})
+    with torch.no_grad():  # top-1 agreement of the ranking decision on (training-set) candidate groups
+        groups = torch.randperm(teacher_score.shape[0], generator=gen)[:500]
+        rows = (groups[:, None] * cfg.k + torch.arange(cfg.k)[None]).reshape(-1)
+        s_out = student(cz[rows], cc[rows])
+        agree = float(((s_out.progress - s_out.failure_prob).reshape(-1, cfg.k).argmax(1)
+                       == teacher_score[groups].argmax(1)).float().mean())
     seconds = time.perf_counter() - t0
     save_checkpoint(student.eval(), Path(cfg.out), extra={"policy": str(cfg.policy), "teacher": str(cfg.teacher),
                                                           "train_config": asdict(cfg), "train_seconds": seconds,
-                                                          "failure_agreement": agree, "history": history},
+                                                          "top1_agreement_train": agree, "history": history},
                     tensors={"z_scale": z_scale})
-    result = {"candidates": len(cz), "failure_agreement_with_teacher": agree, "train_seconds": round(seconds, 1),
+    result = {"candidates": len(cz), "top1_agreement_train": agree, "train_seconds": round(seconds, 1),
               "out": cfg.out}
     (Path(cfg.out) / "train_log.json").write_text(json.dumps({**result, "history": history}, indent=2))
     return result
