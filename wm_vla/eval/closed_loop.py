@@ -147,7 +147,6 @@ def _run_config(cfg: EvalConfig, name: str, k: int, label: str, threads: int | N
     """Evaluate one configuration over all seeds (runs in a worker process when jobs > 1)."""
     if threads:
         torch.set_num_threads(threads)
-    torch.set_grad_enabled(False)
     policy = load_policy(cfg.ablation_policy if label == "ablation" else cfg.policy, cfg.exec_horizon, cfg.denoise_steps)
     ranker = None
     world = make_world(cfg.world)

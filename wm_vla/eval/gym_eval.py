@@ -72,7 +72,6 @@ def evaluate_gym(env_id: str, task: str, policy_path: str, wm_path: str | None =
                  progress: bool = True, env_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
     import wm_vla.sim.gym_env  # noqa: F401  (registers our own envs)
 
-    torch.set_grad_enabled(False)
     policy, _, _ = load_checkpoint(Path(policy_path), expect="policy")
     assert isinstance(policy, FlarePolicy)
     ranker = None
