@@ -187,3 +187,21 @@ def test_gym_observations_without_lerobot_keys_are_rejected() -> None:
         gym_obs_batch({"pixels": img.astype(np.float32), "agent_pos": np.zeros(7)}, ("front",), 64, "t")
     batch = gym_obs_batch({"pixels": img, "agent_pos": np.zeros(7)}, ("front",), 64, "t")
     assert batch.images.shape == (1, 1, 3, 64, 64)
+
+
+def test_tiny_pipeline_runs_every_stage_once_and_times_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from wm_vla.training.pipeline import PipelineConfig, default_checkpoints, run_pipeline
+
+    cfg = PipelineConfig(out=tmp_path / "tiny", demos=2, perturbed=2, policy_steps=2, wm_steps=3, distill_steps=3,
+                         distill_states=4, image_size=64, ablation=True, progress=False)
+    log = run_pipeline(cfg)
+    assert set(log["stages"]) == {"collect_demos", "collect_perturbed", "train_policy", "train_world_model", "distill",
+                                  "train_policy_flare0"}
+    assert log["training_seconds"] <= log["total_seconds"]
+    policy, student = default_checkpoints(tmp_path / "tiny")
+    assert load_checkpoint(policy, expect="policy")[0].cfg.flare_weight == 0.2
+    assert load_checkpoint(student, expect="world_model")[0].cfg.role == "student"
+    assert load_checkpoint(tmp_path / "tiny" / "policy_flare0", expect="policy")[0].cfg.flare_weight == 0.0
+    capsys.readouterr()
+    again = run_pipeline(cfg)  # everything done: nothing is redone
+    assert again["stages"] == log["stages"] and capsys.readouterr().out.count("already done") == 6

@@ -31,6 +31,8 @@ class PipelineConfig:
     policy_steps: int = 3000
     wm_steps: int = 4000
     distill_steps: int = 4000
+    distill_states: int = 1500
+    image_size: int = 96
     ablation: bool = False
     progress: bool = True
 
@@ -59,17 +61,17 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         log_path.write_text(json.dumps(log, indent=2))
 
     stage("collect_demos", demos / "collect_stats.json", lambda: collect(CollectConfig(
-        world=cfg.world, episodes=cfg.demos, out=demos, progress=cfg.progress, overwrite=True)))
+        world=cfg.world, episodes=cfg.demos, out=demos, image_size=cfg.image_size, progress=cfg.progress, overwrite=True)))
     stage("collect_perturbed", perturbed / "collect_stats.json", lambda: collect(CollectConfig(
-        world=cfg.world, episodes=cfg.perturbed, out=perturbed, seed=5000, noise=cfg.noise, progress=cfg.progress,
-        overwrite=True)))
+        world=cfg.world, episodes=cfg.perturbed, out=perturbed, seed=5000, noise=cfg.noise, image_size=cfg.image_size,
+        progress=cfg.progress, overwrite=True)))
     stage("train_policy", out / POLICY / "train_log.json", lambda: train_policy(PolicyTrainConfig(
         dataset=str(demos), out=str(out / POLICY), steps=cfg.policy_steps, progress=cfg.progress)))
     stage("train_world_model", out / TEACHER / "train_log.json", lambda: train_world_model(WorldModelTrainConfig(
         datasets=data, policy=str(out / POLICY), out=str(out / TEACHER), steps=cfg.wm_steps, progress=cfg.progress)))
     stage("distill", out / STUDENT / "train_log.json", lambda: distill(DistillConfig(
         datasets=data, policy=str(out / POLICY), teacher=str(out / TEACHER), out=str(out / STUDENT),
-        steps=cfg.distill_steps, progress=cfg.progress)))
+        steps=cfg.distill_steps, states=cfg.distill_states, progress=cfg.progress)))
     if cfg.ablation:
         stage("train_policy_flare0", out / ABLATION / "train_log.json", lambda: train_policy(PolicyTrainConfig(
             dataset=str(demos), out=str(out / ABLATION), steps=cfg.policy_steps, flare_weight=0.0, progress=cfg.progress)))
