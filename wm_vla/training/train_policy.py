@@ -86,9 +86,8 @@ def train_policy(cfg: PolicyTrainConfig) -> dict[str, Any]:
     if resume and tensors:
         restore_optimizer(opt, tensors, extra["optimizer_groups"])
     ddp = DistributedDataParallel(model, find_unused_parameters=True) if info.world_size > 1 else None
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.steps))
-    for _ in range(start):  # resume: put the schedule where it was
-        sched.step()
+    # On resume the restored param groups carry "initial_lr", so the schedule continues from the saved step.
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.steps), last_epoch=start - 1)
     history: list[dict[str, float]] = list(extra.get("history", []))
     t0 = time.perf_counter()
     bar = tqdm(range(start, cfg.steps), desc="train policy", unit="step", disable=not (cfg.progress and info.is_main),
