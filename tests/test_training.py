@@ -205,3 +205,18 @@ def test_tiny_pipeline_runs_every_stage_once_and_times_it(tmp_path: Path, capsys
     capsys.readouterr()
     again = run_pipeline(cfg)  # everything done: nothing is redone
     assert again["stages"] == log["stages"] and capsys.readouterr().out.count("already done") == 6
+
+
+def test_policy_rollouts_are_recorded_as_a_labelled_lerobot_dataset(policy_ckpt: Path, tmp_path: Path) -> None:
+    from wm_vla.data.lerobot_io import load_dataset
+    from wm_vla.eval.rollouts import RolloutConfig, record_policy_rollouts
+
+    stats = record_policy_rollouts(RolloutConfig(policy=str(policy_ckpt), out=str(tmp_path / "r"), episodes=2, k=2,
+                                                 progress=False))
+    ds = load_dataset(tmp_path / "r", delta_timestamps={"action": [0.0, 0.1]})
+    assert ds.num_episodes == 2 and sum(stats["events"].values()) == 2
+    done = np.asarray(ds.hf_dataset["next.done"]).reshape(-1)
+    assert done.sum() == 2 and done[-1]
+    assert json.loads((tmp_path / "r" / "rollout_stats.json").read_text())["pick"] == "random"
+    with pytest.raises(ValueError, match="--pick"):
+        record_policy_rollouts(RolloutConfig(policy=str(policy_ckpt), out=str(tmp_path / "x"), pick="best"))

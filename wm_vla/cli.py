@@ -56,6 +56,18 @@ def _sim_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sim_rollouts(args: argparse.Namespace) -> int:
+    from wm_vla.eval.rollouts import RolloutConfig, record_policy_rollouts
+
+    stats = record_policy_rollouts(RolloutConfig(policy=args.policy, out=args.out, world=args.world, episodes=args.episodes,
+                                                 seed=args.seed, k=args.k, pick=args.pick, overwrite=args.overwrite,
+                                                 progress=not args.no_progress))
+    s = stats["success"]
+    print(f"wrote {stats['episodes']} policy episodes to {args.out}: success {s['successes']}/{s['trials']}, "
+          f"events {stats['events']}")
+    return 0
+
+
 def _sim_render(args: argparse.Namespace) -> int:
     from wm_vla.sim.strip import render_strip
 
@@ -197,6 +209,17 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--out", default=None, help="write OUT.json and OUT.png")
     k.add_argument("--no-progress", action="store_true")
     k.set_defaults(func=_sim_check)
+    ro = sim_cmds.add_parser("rollouts", help="the policy's own closed-loop episodes (outcome-labelled) -> LeRobot v3")
+    ro.add_argument("--policy", required=True)
+    ro.add_argument("--out", required=True)
+    ro.add_argument("--world", default="arm")
+    ro.add_argument("--episodes", type=int, default=100)
+    ro.add_argument("--seed", type=int, default=20_000)
+    ro.add_argument("--k", type=int, default=4, help="candidates sampled per decision")
+    ro.add_argument("--pick", default="random", help="which candidate runs: first (the policy) or random")
+    ro.add_argument("--overwrite", action="store_true")
+    ro.add_argument("--no-progress", action="store_true")
+    ro.set_defaults(func=_sim_rollouts)
     r = sim_cmds.add_parser("render", help="PNG strip of a LeRobot dataset's episodes")
     r.add_argument("--dataset", required=True)
     r.add_argument("--out", required=True)

@@ -28,7 +28,7 @@ class EpisodeRecord:
                 "event": self.event, "frames": len(self.frames)}
 
 
-def _frame(obs: Observation, action: np.ndarray, success: bool, failure: bool, done: bool) -> dict[str, Any]:
+def episode_frame(obs: Observation, action: np.ndarray, success: bool, failure: bool, done: bool) -> dict[str, Any]:
     frame: dict[str, Any] = {f"observation.images.{cam}": img for cam, img in obs.images.items()}
     frame.update({
         "observation.state": obs.state.astype(np.float32),
@@ -52,7 +52,7 @@ def run_expert_episode(world: SimWorld, seed: int, noise: float = 0.0, family: s
         action = expert.act(obs)
         result = world.step(action)
         if keep_frames:
-            frames.append(_frame(obs, world.check_action(action), result.success, result.failure, result.done))
+            frames.append(episode_frame(obs, world.check_action(action), result.success, result.failure, result.done))
         if on_step is not None:
             on_step(obs)
         obs = result.observation
