@@ -8,6 +8,7 @@ in a copy of the true simulator state and picks the best true outcome (the upper
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from wm_vla.models.preprocess import resize_uint8
 from wm_vla.models.world_model import LatentWorldModel
 from wm_vla.runtime.ranker import GpcRanker, KinematicPenalty
 from wm_vla.sim.registry import make_world
-from wm_vla.sim.world import Observation, SimWorld
+from wm_vla.sim.world import Observation, SimWorld, StepResult
 
 HELDOUT_SEED = 1_000_000  # training collections use small seeds; evaluation never overlaps them
 
@@ -61,10 +62,15 @@ class EpisodeOutcome:
     chosen_nonzero: int = 0
 
 
-def run_episode(world: SimWorld, policy: FlarePolicy, mode: str, k: int, seed: int, ranker: GpcRanker | None
-                ) -> EpisodeOutcome:
+def run_episode(world: SimWorld, policy: FlarePolicy, mode: str, k: int, seed: int, ranker: GpcRanker | None,
+                on_step: Callable[[Observation, np.ndarray, StepResult], None] | None = None) -> EpisodeOutcome:
+    """One closed-loop episode. `mode`: single | rank | oracle | random (a random candidate, for data collection).
+
+    `on_step(obs, action, result)` sees every executed action (e.g. to record the episode).
+    """
     obs = world.reset(seed)
     gen = torch.Generator().manual_seed(seed)
+    pick_rng = np.random.default_rng([seed, 7])
     outcome = EpisodeOutcome(False, "")
     exec_h = policy.cfg.exec_horizon
     while True:
@@ -76,12 +82,16 @@ def run_episode(world: SimWorld, policy: FlarePolicy, mode: str, k: int, seed: i
             chosen = ranker.rank(sample.obs_latent, chunks).chosen
         elif mode == "oracle" and k > 1:
             chosen = oracle_choice(world, chunks.numpy(), exec_h)
+        elif mode == "random":
+            chosen = int(pick_rng.integers(k))
         else:
             chosen = 0
         outcome.decision_ms.append(1e3 * (time.perf_counter() - t0))
         outcome.chosen_nonzero += int(chosen != 0)
         for action in chunks[chosen, :exec_h].numpy():
             result = world.step(action)
+            if on_step is not None:
+                on_step(obs, action, result)
             if result.done:
                 outcome.success, outcome.event = result.success, result.event or ""
                 return outcome

@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from wm_vla.data.lerobot_io import LeRobotWriter, frame_features, prepare_output_dir
-from wm_vla.eval.closed_loop import load_policy, obs_batch
+from wm_vla.eval.closed_loop import load_policy, run_episode
 from wm_vla.eval.stats import wilson
 from wm_vla.sim.registry import make_world
 from wm_vla.sim.rollout import episode_frame
+from wm_vla.sim.world import Observation, StepResult
 
 PICKS = ("first", "random")
 
@@ -52,26 +52,19 @@ def record_policy_rollouts(cfg: RolloutConfig) -> dict[str, Any]:
                                           world.action_names, use_videos=False),
                            robot_type=world.profile.name, overwrite=cfg.overwrite)
     outcomes, events = [], {}
+    mode = "random" if cfg.pick == "random" else "single"
     for seed in tqdm(range(cfg.seed, cfg.seed + cfg.episodes), desc="policy rollouts", unit="ep", disable=not cfg.progress):
-        obs = world.reset(seed)
-        gen = torch.Generator().manual_seed(seed)
-        pick_rng = np.random.default_rng([seed, 7])
-        frames, result = [], None
-        while result is None or not result.done:
-            sample = policy.sample(obs_batch(obs, policy.cfg.cameras, policy.cfg.image_size), cfg.k, generator=gen)
-            chosen = int(pick_rng.integers(cfg.k)) if cfg.pick == "random" else 0
-            for action in sample.actions[chosen, : policy.cfg.exec_horizon].numpy():
-                result = world.step(action)
-                frames.append(episode_frame(obs, world.check_action(action), result.success, result.failure, result.done))
-                obs = result.observation
-                if result.done:
-                    break
-        assert result is not None
+        frames: list[dict[str, Any]] = []
+
+        def record(obs: Observation, action: np.ndarray, result: StepResult) -> None:
+            frames.append(episode_frame(obs, world.check_action(action), result.success, result.failure, result.done))
+
+        outcome = run_episode(world, policy, mode, cfg.k, seed, None, on_step=record)
         for frame in frames:
-            frame["episode_success"] = np.array([result.success])
+            frame["episode_success"] = np.array([outcome.success])
         writer.write_episode(frames)
-        outcomes.append(result.success)
-        events[result.event or ""] = events.get(result.event or "", 0) + 1
+        outcomes.append(outcome.success)
+        events[outcome.event] = events.get(outcome.event, 0) + 1
     writer.finalize()
     world.close()
     stats = {"policy": cfg.policy, "world": cfg.world, "episodes": cfg.episodes, "k": cfg.k, "pick": cfg.pick,
