@@ -186,3 +186,15 @@ def test_noisy_expert_produces_labelled_failures(world_name: str) -> None:
         assert r.frames[-1]["next.failure"][0] and r.frames[-1]["next.done"][0]
         assert not any(f["next.failure"][0] for f in r.frames[:-1])
         assert not any(f["episode_success"][0] for f in r.frames)
+
+
+def test_tasks_can_be_drawn_from_a_subset_of_families() -> None:
+    from wm_vla.sim.tasks import families_in_vocab, sample_task
+
+    rng = np.random.default_rng(0)
+    drawn = {sample_task("arm", rng, ("touch", "place")).family for _ in range(60)}
+    assert drawn == {"touch", "place"}
+    assert families_in_vocab("arm", ["touch", "the", "red", "cube"]) == ("touch",)
+    assert families_in_vocab("quadruped", ["go", "to", "the", "marker"]) == ("goto",)
+    with pytest.raises(UnknownTaskError, match="fly"):
+        sample_task("arm", rng, ("touch", "fly"))

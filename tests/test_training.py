@@ -193,10 +193,12 @@ def test_tiny_pipeline_runs_every_stage_once_and_times_it(tmp_path: Path, capsys
     from wm_vla.training.pipeline import PipelineConfig, default_checkpoints, run_pipeline
 
     cfg = PipelineConfig(out=tmp_path / "tiny", demos=2, perturbed=2, policy_steps=2, wm_steps=3, distill_steps=3,
-                         distill_states=4, image_size=64, ablation=True, progress=False)
+                         distill_states=4, label_episodes=1, label_k=2, jobs=1, image_size=64, ablation=True,
+                         progress=False)
     log = run_pipeline(cfg)
-    assert set(log["stages"]) == {"collect_demos", "collect_perturbed", "train_policy", "train_world_model", "distill",
-                                  "train_policy_flare0"}
+    assert set(log["stages"]) == {"collect_demos", "collect_perturbed", "train_policy", "label_candidates",
+                                  "train_world_model", "distill", "train_policy_flare0"}
+    assert log["task"] == "touch"
     assert log["training_seconds"] <= log["total_seconds"]
     policy, student = default_checkpoints(tmp_path / "tiny")
     assert load_checkpoint(policy, expect="policy")[0].cfg.flare_weight == 0.2
@@ -204,7 +206,7 @@ def test_tiny_pipeline_runs_every_stage_once_and_times_it(tmp_path: Path, capsys
     assert load_checkpoint(tmp_path / "tiny" / "policy_flare0", expect="policy")[0].cfg.flare_weight == 0.0
     capsys.readouterr()
     again = run_pipeline(cfg)  # everything done: nothing is redone
-    assert again["stages"] == log["stages"] and capsys.readouterr().out.count("already done") == 6
+    assert again["stages"] == log["stages"] and capsys.readouterr().out.count("already done") == 7
 
 
 def test_policy_rollouts_are_recorded_as_a_labelled_lerobot_dataset(policy_ckpt: Path, tmp_path: Path) -> None:
@@ -220,3 +222,69 @@ def test_policy_rollouts_are_recorded_as_a_labelled_lerobot_dataset(policy_ckpt:
     assert json.loads((tmp_path / "r" / "rollout_stats.json").read_text())["pick"] == "random"
     with pytest.raises(ValueError, match="--pick"):
         record_policy_rollouts(RolloutConfig(policy=str(policy_ckpt), out=str(tmp_path / "x"), pick="best"))
+
+
+def test_candidate_labels_train_and_distil_the_world_model(policy_ckpt: Path, datasets: dict[str, Path],
+                                                          tmp_path: Path) -> None:
+    from wm_vla.training.candidate_labels import CandidateLabelConfig, label_candidates, load_candidate_set
+
+    labels = tmp_path / "labels"
+    meta = label_candidates(CandidateLabelConfig(policy=str(policy_ckpt), out=str(labels), episodes=2, k=3, jobs=2,
+                                                 tasks=("touch",), progress=False))
+    policy = load_checkpoint(policy_ckpt, expect="policy")[0]
+    pc = policy.cfg
+    cands = load_candidate_set(labels, pc.cameras, pc.image_size, pc.horizon, pc.action_dim, pc.state_dim)
+    assert len(cands) == meta["decisions"] > 0 and cands.k == 3 and meta["shards"] == 2
+    assert cands.images.dtype == torch.uint8 and cands.chunks.shape[1:] == (3, pc.horizon, pc.action_dim)
+    assert all(text.startswith("touch the") for text in cands.instructions)
+    value = cands.value()
+    assert bool(((value >= 0) & (value <= 1)).all()) and bool((value[cands.success.bool()] == 1).all())
+    # the same labels again: same seeds, same policy noise -> bit-identical candidates and outcomes
+    again = label_candidates(CandidateLabelConfig(policy=str(policy_ckpt), out=str(tmp_path / "again"), episodes=2, k=3,
+                                                  jobs=1, tasks=("touch",), progress=False))
+    twin = load_candidate_set(tmp_path / "again", pc.cameras, pc.image_size, pc.horizon, pc.action_dim, pc.state_dim)
+    assert again["decisions"] == meta["decisions"]
+    order = lambda c: torch.argsort(c.state[:, 0] * 1e3 + c.chunks[:, 0, 0, 0])  # noqa: E731  (shards interleave seeds)
+    assert torch.equal(cands.chunks[order(cands)], twin.chunks[order(twin)])
+    data = [str(datasets["demos"])]
+    teacher = train_world_model(WorldModelTrainConfig(datasets=data, candidates=[str(labels)], policy=str(policy_ckpt),
+                                                      out=str(tmp_path / "teacher"), steps=5, batch_size=32, progress=False))
+    assert teacher["transitions"] == len(load_frames(datasets["demos"], pc.image_size, pc.cameras, progress=False)) + 3 * len(cands)
+    student = distill(DistillConfig(datasets=data, candidates=[str(labels)], policy=str(policy_ckpt),
+                                    teacher=str(tmp_path / "teacher"), out=str(tmp_path / "student"), steps=5,
+                                    batch_size=32, progress=False))
+    assert student["candidates"] == 3 * len(cands) and 0.0 <= student["top1_agreement_heldout"] <= 1.0
+
+
+def test_bad_candidate_label_folders_fail_with_typed_errors(policy_ckpt: Path, tmp_path: Path) -> None:
+    from wm_vla.training.candidate_labels import CandidateLabelConfig, label_candidates, load_candidate_set
+
+    pc = load_checkpoint(policy_ckpt, expect="policy")[0].cfg
+    args = (pc.cameras, pc.image_size, pc.horizon, pc.action_dim, pc.state_dim)
+    with pytest.raises(DatasetFeatureError, match="no meta.json"):
+        load_candidate_set(tmp_path, *args)
+    labels = tmp_path / "labels"
+    label_candidates(CandidateLabelConfig(policy=str(policy_ckpt), out=str(labels), episodes=1, k=2, progress=False))
+    with pytest.raises(DatasetFeatureError, match="image_size is"):
+        load_candidate_set(labels, pc.cameras, pc.image_size + 32, pc.horizon, pc.action_dim, pc.state_dim)
+    (labels / "shard-000.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(DatasetFeatureError, match="unreadable shard"):
+        load_candidate_set(labels, *args)
+    (labels / "meta.json").write_text("{broken")
+    with pytest.raises(DatasetFeatureError, match="invalid JSON"):
+        load_candidate_set(labels, *args)
+    with pytest.raises(ValueError, match="--k"):
+        label_candidates(CandidateLabelConfig(policy=str(policy_ckpt), out=str(tmp_path / "x"), k=1))
+
+
+def test_eval_draws_only_the_requested_task_families(policy_ckpt: Path, datasets: dict[str, Path]) -> None:
+    from wm_vla.sim.errors import UnknownTaskError
+    from wm_vla.sim.tasks import parse_instruction
+
+    report = evaluate(EvalConfig(policy=str(policy_ckpt), episodes=2, ks=(), oracle_k=0, tasks=("push",), progress=False))
+    assert report["tasks"] == ["push"]
+    default = evaluate(EvalConfig(policy=str(policy_ckpt), episodes=1, ks=(), oracle_k=0, progress=False))
+    trained_on = {parse_instruction("arm", t).family for t in load_frames(datasets["demos"], 64, None, progress=False).tasks}
+    assert set(default["tasks"]) == trained_on  # by default, the families of the policy's training instructions
+    with pytest.raises(UnknownTaskError, match="juggle"):
+        evaluate(EvalConfig(policy=str(policy_ckpt), episodes=1, ks=(), oracle_k=0, tasks=("juggle",), progress=False))

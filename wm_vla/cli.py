@@ -68,6 +68,19 @@ def _sim_rollouts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sim_label_candidates(args: argparse.Namespace) -> int:
+    from wm_vla.training.candidate_labels import CandidateLabelConfig, label_candidates
+
+    meta = label_candidates(CandidateLabelConfig(policy=args.policy, out=args.out, world=args.world,
+                                                 episodes=args.episodes, seed=args.seed, k=args.k, jobs=args.jobs,
+                                                 tasks=tuple(args.task.split(",")) if args.task else None,
+                                                 progress=not args.no_progress))
+    s = meta["episode_success"]
+    print(f"wrote {meta['decisions']} labelled decisions (K={meta['k']}) to {args.out}; episodes executing a random "
+          f"candidate succeeded {s['successes']}/{s['trials']}")
+    return 0
+
+
 def _sim_render(args: argparse.Namespace) -> int:
     from wm_vla.sim.strip import render_strip
 
@@ -110,6 +123,7 @@ def _train_world_model(args: argparse.Namespace) -> int:
     from wm_vla.training.train_world_model import WorldModelTrainConfig, train_world_model
 
     result = train_world_model(WorldModelTrainConfig(datasets=args.dataset, policy=args.policy, out=args.out,
+                                                     candidates=args.candidates,
                                                      steps=args.steps, seed=args.seed, progress=not args.no_progress))
     print(f"world model (teacher) {result['out']}: {result['transitions']} transitions, {result['train_seconds']} s, "
           f"validation {json.dumps(result['validation'])}")
@@ -120,18 +134,20 @@ def _train_distill(args: argparse.Namespace) -> int:
     from wm_vla.training.train_world_model import DistillConfig, distill
 
     result = distill(DistillConfig(datasets=args.dataset, policy=args.policy, teacher=args.teacher, out=args.out,
+                                   candidates=args.candidates,
                                    states=args.states, k=args.k, steps=args.steps, seed=args.seed,
                                    progress=not args.no_progress))
     print(f"student {result['out']}: {result['candidates']} policy candidates, {result['train_seconds']} s, "
-          f"top-1 ranking agreement with the teacher (training candidates) {result['top1_agreement_train']:.3f}")
+          f"top-1 ranking agreement with the teacher: held-out states {result['top1_agreement_heldout']:.3f} "
+          f"({result['heldout_states']}), training states {result['top1_agreement_train']:.3f}")
     return 0
 
 
 def _train_tiny(args: argparse.Namespace) -> int:
     from wm_vla.training.pipeline import PipelineConfig, run_pipeline
 
-    log = run_pipeline(PipelineConfig(out=Path(args.out), policy_steps=args.policy_steps, ablation=args.ablation,
-                                      progress=not args.no_progress))
+    log = run_pipeline(PipelineConfig(out=Path(args.out), world=args.world, task=args.task, policy_steps=args.policy_steps,
+                                      ablation=args.ablation, jobs=args.jobs, progress=not args.no_progress))
     print(f"stages (s): {log['stages']}")
     print(f"training (policy + world model + distill): {log['training_seconds']} s; everything: {log['total_seconds']} s")
     return 0
@@ -150,7 +166,8 @@ def _eval_sim(args: argparse.Namespace) -> int:
     report = evaluate(EvalConfig(policy=args.policy, wm=args.wm, world=args.world, episodes=args.episodes, seed=args.seed,
                                  ks=tuple(args.k), oracle_k=args.oracle_k, ablation_policy=args.ablation_policy,
                                  out=args.out, progress=not args.no_progress, jobs=args.jobs,
-                                 exec_horizon=args.exec_horizon, denoise_steps=args.denoise_steps))
+                                 exec_horizon=args.exec_horizon, denoise_steps=args.denoise_steps,
+                                 tasks=tuple(args.task.split(",")) if args.task else None))
     print(f"{'config':22s} {'success':>24s} {'decision p50':>13s}")
     for r in report["configs"]:
         label = f"{r['name']} K={r['k']}" + (" (ablation)" if r["policy"] == "ablation" else "")
@@ -220,6 +237,18 @@ def build_parser() -> argparse.ArgumentParser:
     ro.add_argument("--overwrite", action="store_true")
     ro.add_argument("--no-progress", action="store_true")
     ro.set_defaults(func=_sim_rollouts)
+    lc = sim_cmds.add_parser("label-candidates", help="the policy's K candidates per decision with their true outcomes "
+                             "(sim-copy rollouts): world-model ranking data")
+    lc.add_argument("--policy", required=True)
+    lc.add_argument("--out", required=True)
+    lc.add_argument("--world", default="arm")
+    lc.add_argument("--episodes", type=int, default=200)
+    lc.add_argument("--seed", type=int, default=30_000)
+    lc.add_argument("--k", type=int, default=8, help="candidates sampled and labelled per decision")
+    lc.add_argument("--task", default=None, help="task families, comma-separated; default: the policy's")
+    lc.add_argument("--jobs", type=int, default=1, help="parallel processes (disjoint seeds)")
+    lc.add_argument("--no-progress", action="store_true")
+    lc.set_defaults(func=_sim_label_candidates)
     r = sim_cmds.add_parser("render", help="PNG strip of a LeRobot dataset's episodes")
     r.add_argument("--dataset", required=True)
     r.add_argument("--out", required=True)
@@ -247,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     tw = train_cmds.add_parser("world-model", help="teacher world model on demos + perturbed rollouts")
     tw.add_argument("--dataset", required=True, action="append", help="repeatable: demos and perturbed rollouts")
     tw.add_argument("--policy", required=True, help="policy checkpoint whose encoder defines the latent space")
+    tw.add_argument("--candidates", action="append", default=[],
+                    help="repeatable: `wm-vla sim label-candidates` folders (the policy's candidates, true outcomes)")
     tw.add_argument("--out", required=True)
     tw.add_argument("--steps", type=int, default=4000)
     tw.add_argument("--seed", type=int, default=0)
@@ -256,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     td.add_argument("--dataset", required=True, action="append")
     td.add_argument("--policy", required=True)
     td.add_argument("--teacher", required=True)
+    td.add_argument("--candidates", action="append", default=[], help="label folders: distil on their candidates")
     td.add_argument("--out", required=True)
     td.add_argument("--states", type=int, default=1500)
     td.add_argument("--k", type=int, default=8)
@@ -266,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     tt = train_cmds.add_parser("tiny", help="whole CPU pipeline: collect, policy, world model, distil (timed)")
     tt.add_argument("--out", default="outputs/tiny")
+    tt.add_argument("--world", default="arm")
+    tt.add_argument("--task", default=None, help="task family; default: the world's benchmark task (arm: touch)")
+    tt.add_argument("--jobs", type=int, default=2, help="parallel processes for candidate labelling")
     tt.add_argument("--policy-steps", type=int, default=3000)
     tt.add_argument("--ablation", action="store_true", help="also train the FLARE lambda=0 policy")
     tt.add_argument("--no-progress", action="store_true")
@@ -286,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--jobs", type=int, default=1, help="evaluate configurations in N parallel processes")
     es.add_argument("--exec-horizon", type=int, default=None, help="override: actions executed per decision")
     es.add_argument("--denoise-steps", type=int, default=None, help="override: Euler steps per sample")
+    es.add_argument("--task", default=None, help="task families, comma-separated (arm: touch,push,place); "
+                    "default: the families in the policy's training instructions")
     es.add_argument("--no-progress", action="store_true")
     es.set_defaults(func=_eval_sim)
 

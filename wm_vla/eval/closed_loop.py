@@ -25,6 +25,7 @@ from wm_vla.models.preprocess import resize_uint8
 from wm_vla.models.world_model import LatentWorldModel
 from wm_vla.runtime.ranker import GpcRanker, KinematicPenalty
 from wm_vla.sim.registry import make_world
+from wm_vla.sim.tasks import check_families, families_in_vocab
 from wm_vla.sim.world import Observation, SimWorld, StepResult
 
 HELDOUT_SEED = 1_000_000  # training collections use small seeds; evaluation never overlaps them
@@ -36,10 +37,23 @@ def obs_batch(obs: Observation, cameras: tuple[str, ...], image_size: int) -> Ob
     return ObsBatch(imgs[None].float() / 255.0, torch.from_numpy(obs.state).float()[None], [obs.instruction])
 
 
-def oracle_choice(world: SimWorld, chunks: np.ndarray, exec_horizon: int) -> int:
-    """Roll each candidate's executed part out from the current true state; best true outcome wins."""
+@dataclass
+class CandidateOutcomes:
+    """True outcomes of K candidates' executed parts, each rolled out from the same simulator state."""
+
+    success: np.ndarray    # (K,) bool: the task succeeded within the executed part
+    failure: np.ndarray    # (K,) bool: the episode failed within it
+    progress: np.ndarray   # (K,) the world's task progress in [0, 1] after it
+
+    def scores(self) -> np.ndarray:
+        """The oracle's ranking score: success > any progress > failure."""
+        return np.where(self.success, 2.0, np.where(self.failure, -1.0, self.progress))
+
+
+def candidate_outcomes(world: SimWorld, chunks: np.ndarray, exec_horizon: int) -> CandidateOutcomes:
+    """Roll each candidate's executed part out from the current true state; the world is restored after."""
     start = world.get_state()
-    scores = []
+    success, failure, progress = [], [], []
     with world.rendering(False):
         for chunk in chunks:
             world.set_state(start)
@@ -49,9 +63,16 @@ def oracle_choice(world: SimWorld, chunks: np.ndarray, exec_horizon: int) -> int
                 if result.done:
                     break
             assert result is not None
-            scores.append(2.0 if result.success else -1.0 if result.failure else world.progress())
+            success.append(result.success)
+            failure.append(result.failure)
+            progress.append(world.progress())
     world.set_state(start)
-    return int(np.argmax(scores))
+    return CandidateOutcomes(np.array(success), np.array(failure), np.array(progress, dtype=np.float32))
+
+
+def oracle_choice(world: SimWorld, chunks: np.ndarray, exec_horizon: int) -> int:
+    """The candidate with the best true outcome (the upper bound of any ranker)."""
+    return int(np.argmax(candidate_outcomes(world, chunks, exec_horizon).scores()))
 
 
 @dataclass
@@ -63,12 +84,15 @@ class EpisodeOutcome:
 
 
 def run_episode(world: SimWorld, policy: FlarePolicy, mode: str, k: int, seed: int, ranker: GpcRanker | None,
-                on_step: Callable[[Observation, np.ndarray, StepResult], None] | None = None) -> EpisodeOutcome:
+                on_step: Callable[[Observation, np.ndarray, StepResult], None] | None = None,
+                family: str | tuple[str, ...] | None = None,
+                on_decision: Callable[[Observation, np.ndarray, int], None] | None = None) -> EpisodeOutcome:
     """One closed-loop episode. `mode`: single | rank | oracle | random (a random candidate, for data collection).
 
-    `on_step(obs, action, result)` sees every executed action (e.g. to record the episode).
+    `on_step(obs, action, result)` sees every executed action (e.g. to record the episode); `on_decision(obs,
+    chunks, chosen)` sees every decision before it is executed. `family` restricts the task families drawn.
     """
-    obs = world.reset(seed)
+    obs = world.reset(seed, family=family)
     gen = torch.Generator().manual_seed(seed)
     pick_rng = np.random.default_rng([seed, 7])
     outcome = EpisodeOutcome(False, "")
@@ -87,6 +111,8 @@ def run_episode(world: SimWorld, policy: FlarePolicy, mode: str, k: int, seed: i
         else:
             chosen = 0
         outcome.decision_ms.append(1e3 * (time.perf_counter() - t0))
+        if on_decision is not None:
+            on_decision(obs, chunks.numpy(), chosen)
         outcome.chosen_nonzero += int(chosen != 0)
         for action in chunks[chosen, :exec_h].numpy():
             result = world.step(action)
@@ -107,12 +133,13 @@ class EvalConfig:
     seed: int = HELDOUT_SEED
     ks: tuple[int, ...] = (4, 16, 64)
     oracle_k: int = 16
-    ablation_policy: str | None = None   # e.g. the lambda = 0 policy, evaluated single-sample and ranked at K=16
+    ablation_policy: str | None = None   # e.g. the lambda = 0 policy, evaluated single-sample
     out: str | None = None
     progress: bool = True
     jobs: int = 1                        # configurations evaluated in parallel processes (one torch thread each)
     exec_horizon: int | None = None      # override the policy's execution horizon (actions run per decision)
     denoise_steps: int | None = None     # override the policy's Euler steps
+    tasks: tuple[str, ...] | None = None  # task families drawn; None: those the policy was trained on (its vocabulary)
 
 
 def _row(name: str, k: int, policy_label: str, outcomes: list[EpisodeOutcome]) -> dict[str, Any]:
@@ -146,10 +173,8 @@ def _plan(cfg: EvalConfig) -> list[tuple[str, int, str]]:
         plan += [("rank", k, "main") for k in cfg.ks]
     if cfg.oracle_k > 1:
         plan.append(("oracle", cfg.oracle_k, "main"))
-    if cfg.ablation_policy:
+    if cfg.ablation_policy:  # single-sample only: the world model lives in the main policy's latent space
         plan.append(("single", 1, "ablation"))
-        if cfg.wm is not None:
-            plan.append(("rank", 16, "ablation"))
     return plan
 
 
@@ -165,14 +190,24 @@ def _run_config(cfg: EvalConfig, name: str, k: int, label: str, threads: int | N
         assert isinstance(wm, LatentWorldModel)
         ranker = GpcRanker(wm, policy.action_mean, policy.action_std, KinematicPenalty(world.profile))
     seeds = range(cfg.seed, cfg.seed + cfg.episodes)
-    outcomes = [run_episode(world, policy, name, k, s, ranker)
+    tasks = eval_tasks_for(cfg.world, cfg.tasks, policy)
+    outcomes = [run_episode(world, policy, name, k, s, ranker, family=tasks)
                 for s in tqdm(seeds, desc=f"{name} K={k} ({label})", unit="ep", disable=not cfg.progress)]
     world.close()
     return _row(name, k, label, outcomes)
 
 
+def eval_tasks_for(world: str, tasks: tuple[str, ...] | None, policy: FlarePolicy) -> tuple[str, ...]:
+    """The task families to run: as given, else those in the policy's training instructions (its vocabulary)."""
+    if tasks is not None:
+        return check_families(world, tasks)
+    return families_in_vocab(world, policy.cfg.vocab) or check_families(world, None)
+
+
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     plan = _plan(cfg)
+    main_policy = load_policy(cfg.policy)
+    cfg = EvalConfig(**{**cfg.__dict__, "tasks": eval_tasks_for(cfg.world, cfg.tasks, main_policy)})
     if cfg.jobs > 1:
         from concurrent.futures import ProcessPoolExecutor
         from multiprocessing import get_context
@@ -190,8 +225,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
                     print(f"[eval] {r['name']} K={r['k']} ({r['policy']}): {r['successes']}/{r['episodes']}", flush=True)
     else:
         rows = [_run_config(cfg, *item) for item in plan]
-    policy_cfg = load_checkpoint(Path(cfg.policy), expect="policy")[0].cfg
-    report = {"world": cfg.world, "policy": cfg.policy, "wm": cfg.wm, "ablation_policy": cfg.ablation_policy,
+    policy_cfg = main_policy.cfg
+    report = {"world": cfg.world, "tasks": list(cfg.tasks or ()), "policy": cfg.policy, "wm": cfg.wm, "ablation_policy": cfg.ablation_policy,
               "seeds": [cfg.seed, cfg.seed + cfg.episodes - 1], "policy_flare_weight": policy_cfg.flare_weight,
               "exec_horizon": cfg.exec_horizon or policy_cfg.exec_horizon,
               "denoise_steps": cfg.denoise_steps or policy_cfg.denoise_steps, "configs": rows}
@@ -208,5 +243,6 @@ def write_eval_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
     bars = [Bar(f"{r['name']}\nK={r['k']}" + ("\n(ablation)" if r["policy"] == "ablation" else ""), r["successes"],
                 r["episodes"], r["ci95"][0], r["ci95"][1], f"{r['decision_ms_p50']:.0f} ms", COLORS[r["name"]])
             for r in report["configs"]]
-    title = f"{report['world']}: closed-loop success, seeds {report['seeds'][0]}-{report['seeds'][1]}"
+    tasks = f" ({'/'.join(report['tasks'])})" if report.get("tasks") else ""
+    title = f"{report['world']}{tasks}: closed-loop success, seeds {report['seeds'][0]}-{report['seeds'][1]}"
     return write_json_and_bars(report, bars, title, Path(out))

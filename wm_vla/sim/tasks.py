@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,13 +75,29 @@ def parse_instruction(world: str, text: str) -> Task:
     raise UnknownTaskError(f"instruction {text!r} is not understood by the {world!r} world; {describe_tasks(world)}")
 
 
-def sample_task(world: str, rng: np.random.Generator, family: str | None = None) -> Task:
-    """Draw a task uniformly over families (or within one family), colours and goals."""
+def check_families(world: str, family: str | Sequence[str] | None) -> tuple[str, ...]:
+    """The task families to draw from: all of the world's (None), one, or several; unknown names raise."""
     _check_world(world)
-    families = WORLD_FAMILIES[world]
-    if family is not None and family not in families:
-        raise UnknownTaskError(f"unknown task family {family!r} for world {world!r}; families: {', '.join(families)}")
-    fam = family or families[int(rng.integers(len(families)))]
+    known = WORLD_FAMILIES[world]
+    chosen = known if family is None else (family,) if isinstance(family, str) else tuple(family)
+    bad = [f for f in chosen if f not in known]
+    if bad or not chosen:
+        raise UnknownTaskError(f"unknown task family {', '.join(bad) or '(none given)'} for world {world!r}; "
+                               f"families: {', '.join(known)}")
+    return chosen
+
+
+def families_in_vocab(world: str, vocab: Sequence[str]) -> tuple[str, ...]:
+    """The families whose instruction verb a policy has seen in training (its vocabulary), in the world's order."""
+    _check_world(world)
+    words = set(vocab)
+    return tuple(f for f in WORLD_FAMILIES[world] if _TEMPLATES[f][0].split()[0] in words)
+
+
+def sample_task(world: str, rng: np.random.Generator, family: str | Sequence[str] | None = None) -> Task:
+    """Draw a task uniformly over families (all, one, or the given several), colours and goals."""
+    families = check_families(world, family)
+    fam = families[0] if len(families) == 1 else families[int(rng.integers(len(families)))]
     colours = _WORLD_COLOURS[world]
     colour = colours[int(rng.integers(len(colours)))]
     goal = PUSH_SIDES[int(rng.integers(2))] if fam == "push" else None

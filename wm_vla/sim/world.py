@@ -138,7 +138,7 @@ class SimWorld(ABC):
     def layout(self) -> dict[str, np.ndarray]:
         return self.episode.layout
 
-    def reset(self, seed: int, task: Task | str | None = None, family: str | None = None) -> Observation:
+    def reset(self, seed: int, task: Task | str | None = None, family: str | tuple[str, ...] | None = None) -> Observation:
         """Deterministic reset: the same seed (and task) gives the same scene, bit for bit."""
         rng = np.random.default_rng([int(seed), 0x5EED])
         if isinstance(task, str):

@@ -19,9 +19,11 @@ from tqdm import tqdm
 
 from wm_vla.models.checkpoint import load_checkpoint, save_checkpoint
 from wm_vla.models.config import world_model_preset
-from wm_vla.models.flare_policy import FlarePolicy
+from wm_vla.models.flare_policy import FlarePolicy, ObsBatch
 from wm_vla.models.world_model import LatentWorldModel, WorldModelOutput
+from wm_vla.training.candidate_labels import CandidateSet, load_candidate_set
 from wm_vla.training.common import seed_everything
+from wm_vla.training.errors import DatasetFeatureError
 from wm_vla.training.datasets import Windows, load_frames
 
 
@@ -34,7 +36,9 @@ class Transitions:
     z_next: torch.Tensor
     failure: torch.Tensor
     progress: torch.Tensor
+    has_next: torch.Tensor  # 1 where z_{t+H} is known (recorded chunks); 0 for labelled candidates that were not run
     windows: list[tuple[Windows, torch.Tensor]] = field(default_factory=list)  # (windows, z of each frame)
+    groups: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # labelled candidates: (z, rows)
 
     def __len__(self) -> int:
         return int(self.z.shape[0])
@@ -46,9 +50,23 @@ def encode_frames(policy: FlarePolicy, windows: Windows, batch: int = 256) -> to
     return torch.cat(zs)
 
 
-def build_transitions(policy: FlarePolicy, datasets: list[str], progress: bool = True) -> Transitions:
+@torch.no_grad()
+def encode_candidate_set(policy: FlarePolicy, cands: CandidateSet, batch: int = 256) -> torch.Tensor:
+    zs = []
+    for i in range(0, len(cands), batch):
+        sl = slice(i, min(i + batch, len(cands)))
+        zs.append(policy.encode(ObsBatch(cands.images[sl].float() / 255.0, cands.state[sl], cands.instructions[sl]))[2])
+    return torch.cat(zs)
+
+
+def build_transitions(policy: FlarePolicy, datasets: list[str], progress: bool = True,
+                      candidates: list[str] | None = None) -> Transitions:
+    """Transitions of the recorded datasets, then (if given) every labelled candidate of the label folders."""
     parts: list[tuple[torch.Tensor, ...]] = []
     all_windows = []
+    groups = []
+    pc = policy.cfg
+    offset = 0
     for path in datasets:
         store = load_frames(path, policy.cfg.image_size, policy.cfg.cameras, progress=progress)
         windows = Windows(store, policy.cfg.horizon)
@@ -56,15 +74,32 @@ def build_transitions(policy: FlarePolicy, datasets: list[str], progress: bool =
         idx = torch.arange(len(windows))
         chunk, _pad = windows.chunk(idx)
         fail, prog = windows.labels(idx)
-        parts.append((z, policy.norm_action(chunk), z[windows.future_index(idx)], fail, prog))
+        parts.append((z, policy.norm_action(chunk), z[windows.future_index(idx)], fail, prog, torch.ones(len(idx))))
         all_windows.append((windows, z))
+        offset += len(idx)
+    for path in candidates or []:
+        cands = load_candidate_set(path, pc.cameras, pc.image_size, pc.horizon, pc.action_dim, pc.state_dim)
+        z = encode_candidate_set(policy, cands)
+        n, k = len(cands), cands.k
+        rows = offset + torch.arange(n * k).reshape(n, k)
+        parts.append((z.repeat_interleave(k, 0), policy.norm_action(cands.chunks.flatten(0, 1)),
+                      torch.zeros(n * k, z.shape[1]), cands.failure.flatten().float(), cands.value().flatten(),
+                      torch.zeros(n * k)))
+        groups.append((z, rows))
+        offset += n * k
+    if not parts:
+        raise DatasetFeatureError("no training data: give at least one --dataset or --candidates folder")
     cat = [torch.cat(p) for p in zip(*parts)]
-    return Transitions(*cat, windows=all_windows)
+    return Transitions(*cat, windows=all_windows, groups=groups)
 
 
 def wm_loss(out: WorldModelOutput, z_next: torch.Tensor, failure: torch.Tensor, progress: torch.Tensor,
-            z_scale: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-    latent = (((out.next_latent - z_next) / z_scale) ** 2).mean()
+            z_scale: torch.Tensor, has_next: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    per_row = (((out.next_latent - z_next) / z_scale) ** 2).mean(1)
+    if has_next is None:
+        latent = per_row.mean()
+    else:
+        latent = (per_row * has_next).sum() / has_next.sum().clamp_min(1.0)
     fail = F.binary_cross_entropy_with_logits(out.failure_logit, failure)
     prog = F.mse_loss(out.progress, progress)
     total = latent + fail + 5.0 * prog
@@ -77,6 +112,7 @@ class WorldModelTrainConfig:
     datasets: list[str]
     policy: str
     out: str
+    candidates: list[str] = field(default_factory=list)  # `wm-vla sim label-candidates` folders
     role: str = "teacher"
     steps: int = 4000
     batch_size: int = 256
@@ -96,10 +132,11 @@ def _split(n: int, val_fraction: float, gen: torch.Generator) -> tuple[torch.Ten
 def evaluate_wm(model: LatentWorldModel, data: Transitions, idx: torch.Tensor, z_scale: torch.Tensor) -> dict[str, float]:
     model.eval()
     out = model(data.z[idx], data.chunk[idx])
-    _, metrics = wm_loss(out, data.z_next[idx], data.failure[idx], data.progress[idx], z_scale)
+    _, metrics = wm_loss(out, data.z_next[idx], data.failure[idx], data.progress[idx], z_scale, data.has_next[idx])
     pred_fail = out.failure_prob > 0.5
     metrics["failure_accuracy"] = float((pred_fail == (data.failure[idx] > 0.5)).float().mean())
-    metrics["latent_cosine"] = float(F.cosine_similarity(out.next_latent, data.z_next[idx]).mean())
+    known = data.has_next[idx] > 0
+    metrics["latent_cosine"] = float(F.cosine_similarity(out.next_latent[known], data.z_next[idx][known]).mean())
     model.train()
     return metrics
 
@@ -109,11 +146,12 @@ def train_world_model(cfg: WorldModelTrainConfig) -> dict[str, Any]:
     policy, _, _ = load_checkpoint(Path(cfg.policy), expect="policy")
     assert isinstance(policy, FlarePolicy)
     t0 = time.perf_counter()
-    data = build_transitions(policy, cfg.datasets, cfg.progress)
+    data = build_transitions(policy, cfg.datasets, cfg.progress, cfg.candidates)
     pc = policy.cfg
     model = LatentWorldModel(world_model_preset(cfg.role, latent_dim=pc.latent_dim, action_dim=pc.action_dim,
                                                 horizon=pc.horizon))
-    z_scale = data.z_next.std(0).clamp_min(1e-3)
+    known = data.has_next > 0
+    z_scale = data.z_next[known].std(0).clamp_min(1e-3) if int(known.sum()) > 1 else torch.ones(data.z.shape[1])
     train_idx, val_idx = _split(len(data), cfg.val_fraction, gen)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps, eta_min=cfg.lr * 0.05)
@@ -121,7 +159,7 @@ def train_world_model(cfg: WorldModelTrainConfig) -> dict[str, Any]:
     for step in tqdm(range(cfg.steps), desc=f"train world model ({cfg.role})", unit="step", disable=not cfg.progress):
         idx = train_idx[torch.randint(len(train_idx), (cfg.batch_size,), generator=gen)]
         out = model(data.z[idx], data.chunk[idx])
-        loss, metrics = wm_loss(out, data.z_next[idx], data.failure[idx], data.progress[idx], z_scale)
+        loss, metrics = wm_loss(out, data.z_next[idx], data.failure[idx], data.progress[idx], z_scale, data.has_next[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -138,12 +176,42 @@ def train_world_model(cfg: WorldModelTrainConfig) -> dict[str, Any]:
     return result
 
 
+@torch.no_grad()
+def top1_agreement(student: LatentWorldModel, cz: torch.Tensor, cc: torch.Tensor, teacher_score: torch.Tensor,
+                   groups: torch.Tensor, k: int) -> float:
+    """Fraction of candidate groups (states) where the student's pick is the teacher's pick."""
+    rows = (groups[:, None] * k + torch.arange(k)[None]).reshape(-1)
+    out = student(cz[rows], cc[rows])
+    picks = (out.progress - out.failure_prob).reshape(-1, k).argmax(1)
+    return float((picks == teacher_score[groups].argmax(1)).float().mean())
+
+
+@torch.no_grad()
+def sample_candidates(policy: FlarePolicy, data: Transitions, states: int, k: int, gen: torch.Generator,
+                      progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """K policy candidates (normalised) at `states` random dataset states, with the states' latents repeated."""
+    cand_z, cand_chunks = [], []
+    states_left = states
+    with tqdm(total=states, desc="policy candidates", unit="state", disable=not progress) as bar:
+        while states_left > 0:
+            windows, zs = data.windows[int(torch.randint(len(data.windows), (1,), generator=gen))]
+            n = min(32, states_left)
+            idx = torch.randint(len(windows), (n,), generator=gen)
+            actions, _z, _f, _noise = policy.sample_many(windows.obs(idx), k, generator=gen)
+            cand_z.append(zs[idx].repeat_interleave(k, 0))
+            cand_chunks.append(policy.norm_action(actions.flatten(0, 1)))
+            states_left -= n
+            bar.update(n)
+    return torch.cat(cand_z), torch.cat(cand_chunks)
+
+
 @dataclass
 class DistillConfig:
     datasets: list[str]
     policy: str
     teacher: str
     out: str
+    candidates: list[str] = field(default_factory=list)  # label folders: distil on these states' candidates
     states: int = 1500         # dataset states at which the policy proposes candidates
     k: int = 8                 # candidates per state
     steps: int = 4000
@@ -162,43 +230,41 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     teacher, _, t_tensors = load_checkpoint(Path(cfg.teacher), expect="world_model")
     assert isinstance(policy, FlarePolicy) and isinstance(teacher, LatentWorldModel)
     t0 = time.perf_counter()
-    data = build_transitions(policy, cfg.datasets, cfg.progress)
+    data = build_transitions(policy, cfg.datasets, cfg.progress, cfg.candidates)
     z_scale = t_tensors.get("z_scale", data.z_next.std(0).clamp_min(1e-3))
-    # candidates proposed by the policy at random dataset states
-    cand_z, cand_chunks = [], []
-    per_batch = 32
-    states_left = cfg.states
-    with torch.no_grad(), tqdm(total=cfg.states, desc="policy candidates", unit="state", disable=not cfg.progress) as bar:
-        while states_left > 0:
-            windows, zs = data.windows[int(torch.randint(len(data.windows), (1,), generator=gen))]
-            n = min(per_batch, states_left)
-            idx = torch.randint(len(windows), (n,), generator=gen)
-            actions, _z, _f, _noise = policy.sample_many(windows.obs(idx), cfg.k, generator=gen)
-            cand_z.append(zs[idx].repeat_interleave(cfg.k, 0))
-            cand_chunks.append(policy.norm_action(actions.flatten(0, 1)))
-            states_left -= n
-            bar.update(n)
-    cz, cc = torch.cat(cand_z), torch.cat(cand_chunks)
+    if data.groups:  # the policy's candidates at the states its own closed-loop runs visited (label folders)
+        if len({int(r.shape[1]) for _, r in data.groups}) > 1:
+            raise DatasetFeatureError("candidate-label folders with different K cannot be distilled together")
+        rows = torch.cat([r for _, r in data.groups])
+        k = int(rows.shape[1])
+        cz, cc = data.z[rows.flatten()], data.chunk[rows.flatten()]
+    else:  # candidates proposed by the policy at random dataset states
+        k = cfg.k
+        cz, cc = sample_candidates(policy, data, cfg.states, k, gen, cfg.progress)
     with torch.no_grad():
         soft = teacher(cz, cc)
+    teacher_score = (soft.progress - soft.failure_prob).reshape(-1, k)  # what the ranker compares, per state
+    n_groups = teacher_score.shape[0]
+    perm = torch.randperm(n_groups, generator=gen)
+    held_out = perm[: max(1, n_groups // 10)]
+    train_groups = perm[max(1, n_groups // 10):] if n_groups > 1 else perm
     student = LatentWorldModel(world_model_preset("student", latent_dim=teacher.cfg.latent_dim,
                                                   action_dim=teacher.cfg.action_dim, horizon=teacher.cfg.horizon))
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps, eta_min=cfg.lr * 0.05)
     history = []
-    teacher_score = (soft.progress - soft.failure_prob).reshape(-1, cfg.k)  # what the ranker compares, per state
-    states_per_batch = max(1, cfg.batch_size // cfg.k)
+    states_per_batch = max(1, cfg.batch_size // k)
     for step in tqdm(range(cfg.steps), desc="distill student", unit="step", disable=not cfg.progress):
-        s_idx = torch.randint(teacher_score.shape[0], (states_per_batch,), generator=gen)
-        i = (s_idx[:, None] * cfg.k + torch.arange(cfg.k)[None]).reshape(-1)  # all K candidates of each state
+        s_idx = train_groups[torch.randint(len(train_groups), (states_per_batch,), generator=gen)]
+        i = (s_idx[:, None] * k + torch.arange(k)[None]).reshape(-1)  # all K candidates of each state
         j = torch.randint(len(data), (cfg.batch_size // 2,), generator=gen)
         out = student(cz[i], cc[i])
         kd, kd_m = wm_loss(out, soft.next_latent[i], soft.failure_prob[i], soft.progress[i], z_scale)
-        student_score = (out.progress - out.failure_prob).reshape(-1, cfg.k)
+        student_score = (out.progress - out.failure_prob).reshape(-1, k)
         listwise = F.kl_div(F.log_softmax(student_score / cfg.rank_temperature, dim=1),
                             F.softmax(teacher_score[s_idx] / cfg.rank_temperature, dim=1), reduction="batchmean")
         gt_out = student(data.z[j], data.chunk[j])
-        gt, _ = wm_loss(gt_out, data.z_next[j], data.failure[j], data.progress[j], z_scale)
+        gt, _ = wm_loss(gt_out, data.z_next[j], data.failure[j], data.progress[j], z_scale, data.has_next[j])
         loss = kd + cfg.rank_weight * listwise + 0.5 * gt
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -207,18 +273,16 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         if step % 200 == 0 or step == cfg.steps - 1:
             history.append({"step": step, "distill": kd_m["loss"], "listwise_kl": float(listwise.detach()),
                             "ground_truth": float(gt.detach())})
-    with torch.no_grad():  # top-1 agreement of the ranking decision on (training-set) candidate groups
-        groups = torch.randperm(teacher_score.shape[0], generator=gen)[:500]
-        rows = (groups[:, None] * cfg.k + torch.arange(cfg.k)[None]).reshape(-1)
-        s_out = student(cz[rows], cc[rows])
-        agree = float(((s_out.progress - s_out.failure_prob).reshape(-1, cfg.k).argmax(1)
-                       == teacher_score[groups].argmax(1)).float().mean())
+    agree_train = top1_agreement(student, cz, cc, teacher_score, train_groups[:500], k)
+    agree = top1_agreement(student, cz, cc, teacher_score, held_out, k)
     seconds = time.perf_counter() - t0
     save_checkpoint(student.eval(), Path(cfg.out), extra={"policy": str(cfg.policy), "teacher": str(cfg.teacher),
                                                           "train_config": asdict(cfg), "train_seconds": seconds,
-                                                          "top1_agreement_train": agree, "history": history},
+                                                          "top1_agreement_heldout": agree,
+                                                          "top1_agreement_train": agree_train, "history": history},
                     tensors={"z_scale": z_scale})
-    result = {"candidates": len(cz), "top1_agreement_train": agree, "train_seconds": round(seconds, 1),
+    result = {"candidates": len(cz), "heldout_states": len(held_out), "top1_agreement_heldout": agree,
+              "top1_agreement_train": agree_train, "train_seconds": round(seconds, 1),
               "out": cfg.out}
     (Path(cfg.out) / "train_log.json").write_text(json.dumps({**result, "history": history}, indent=2))
     return result

@@ -1,0 +1,189 @@
+"""`wm-vla sim label-candidates`: the policy's own candidate chunks with their TRUE short-horizon outcomes.
+
+A world model that ranks the policy's candidates must learn what separates them. Demonstrations show one
+(good) chunk per state; perturbed rollouts show failures but not the policy's alternatives. Here the policy
+runs closed-loop (executing a random one of its K candidates, for diverse states); at every decision all K
+candidates are rolled out in a copy of the simulator state and labelled: success / failure within the
+executed part, and the world's task progress after it.
+
+Stored as shards of safetensors tensors (+ `meta.json` with instructions and provenance); never pickles:
+
+    images   (N, cameras, 3, S, S) uint8  the decision's observation, at the policy's input size
+    state    (N, state_dim)        float32
+    chunks   (N, K, H, A)          float32 candidate action chunks (robot units)
+    success / failure (N, K) uint8, progress (N, K) float32
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from wm_vla.eval.closed_loop import candidate_outcomes, eval_tasks_for, load_policy, run_episode
+from wm_vla.eval.stats import wilson
+from wm_vla.models.preprocess import resize_uint8
+from wm_vla.sim.registry import make_world
+from wm_vla.sim.world import Observation
+from wm_vla.training.errors import DatasetFeatureError
+
+KEYS = ("images", "state", "chunks", "success", "failure", "progress")
+
+
+@dataclass
+class CandidateLabelConfig:
+    policy: str
+    out: str
+    world: str = "arm"
+    episodes: int = 200
+    seed: int = 30_000
+    k: int = 8
+    tasks: tuple[str, ...] | None = None
+    jobs: int = 1
+    progress: bool = True
+
+
+@dataclass
+class CandidateSet:
+    """All labelled decisions of one or more label folders (see module docstring for shapes)."""
+
+    images: torch.Tensor
+    state: torch.Tensor
+    chunks: torch.Tensor
+    success: torch.Tensor
+    failure: torch.Tensor
+    progress: torch.Tensor
+    instructions: list[str]
+    cameras: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return int(self.state.shape[0])
+
+    @property
+    def k(self) -> int:
+        return int(self.chunks.shape[1])
+
+    def value(self) -> torch.Tensor:
+        """Training target of the progress head: 1 on success, else the task progress after the chunk."""
+        return torch.where(self.success.bool(), torch.ones_like(self.progress), self.progress)
+
+
+def _label_shard(cfg: CandidateLabelConfig, seeds: list[int], shard: int, threads: int | None) -> dict[str, Any]:
+    if threads:
+        torch.set_num_threads(threads)
+    policy = load_policy(cfg.policy)
+    world = make_world(cfg.world)
+    tasks = eval_tasks_for(cfg.world, cfg.tasks, policy)
+    pc = policy.cfg
+    rows: dict[str, list[np.ndarray]] = {k: [] for k in KEYS}
+    instructions: list[str] = []
+
+    def on_decision(obs: Observation, chunks: np.ndarray, chosen: int) -> None:
+        labels = candidate_outcomes(world, chunks, pc.exec_horizon)
+        imgs = torch.stack([torch.from_numpy(obs.images[c]).permute(2, 0, 1) for c in pc.cameras])
+        rows["images"].append(resize_uint8(imgs, pc.image_size).numpy())
+        rows["state"].append(obs.state.astype(np.float32))
+        rows["chunks"].append(chunks.astype(np.float32))
+        rows["success"].append(labels.success.astype(np.uint8))
+        rows["failure"].append(labels.failure.astype(np.uint8))
+        rows["progress"].append(labels.progress.astype(np.float32))
+        instructions.append(obs.instruction)
+
+    episodes = []
+    for seed in tqdm(seeds, desc=f"label candidates (shard {shard})", unit="ep", disable=not cfg.progress):
+        outcome = run_episode(world, policy, "random", cfg.k, seed, None, family=tasks, on_decision=on_decision)
+        episodes.append({"seed": seed, "success": outcome.success, "event": outcome.event})
+    world.close()
+    out = Path(cfg.out)
+    save_file({k: torch.from_numpy(np.stack(v)) for k, v in rows.items()}, str(out / f"shard-{shard:03d}.safetensors"))
+    (out / f"shard-{shard:03d}.json").write_text(json.dumps({"instructions": instructions, "episodes": episodes}))
+    return {"decisions": len(instructions), "episodes": episodes}
+
+
+def label_candidates(cfg: CandidateLabelConfig) -> dict[str, Any]:
+    """Run the labeller (optionally in `jobs` processes over disjoint seeds); returns and writes `meta.json`."""
+    if cfg.episodes <= 0 or cfg.k < 2:
+        raise ValueError("--episodes must be positive and --k at least 2")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("shard-*"):
+        old.unlink()
+    seeds = list(range(cfg.seed, cfg.seed + cfg.episodes))
+    jobs = max(1, min(cfg.jobs, len(seeds)))
+    parts = [seeds[i::jobs] for i in range(jobs)]
+    if jobs == 1:
+        results = [_label_shard(cfg, parts[0], 0, None)]
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        quiet = CandidateLabelConfig(**{**asdict(cfg), "progress": False})
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(_label_shard, quiet, part, i, 1) for i, part in enumerate(parts)]
+            results = [f.result() for f in tqdm(futures, desc="label candidates", unit="shard", disable=not cfg.progress)]
+    policy = load_policy(cfg.policy)
+    episodes = [e for r in results for e in r["episodes"]]
+    meta = {"format": "wm_vla.candidate_labels/1", "policy": cfg.policy, "world": cfg.world, "k": cfg.k,
+            "cameras": list(policy.cfg.cameras), "image_size": policy.cfg.image_size,
+            "horizon": policy.cfg.horizon, "action_dim": policy.cfg.action_dim, "state_dim": policy.cfg.state_dim,
+            "exec_horizon": policy.cfg.exec_horizon, "seeds": [seeds[0], seeds[-1]], "shards": jobs,
+            "decisions": sum(r["decisions"] for r in results),
+            "episode_success": wilson(sum(e["success"] for e in episodes), len(episodes)).to_dict()}
+    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    return meta
+
+
+def load_candidate_set(path: str | os.PathLike[str], cameras: tuple[str, ...], image_size: int, horizon: int,
+                       action_dim: int, state_dim: int) -> CandidateSet:
+    """Load a label folder, checking it against the policy that will encode it; bad folders raise typed errors."""
+    root = Path(path)
+    meta_path = root / "meta.json"
+    if not meta_path.is_file():
+        raise DatasetFeatureError(f"{root}: not a candidate-label folder (no meta.json); create one with "
+                                  "`wm-vla sim label-candidates`")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DatasetFeatureError(f"{meta_path}: invalid JSON ({exc})") from exc
+    if meta.get("format") != "wm_vla.candidate_labels/1":
+        raise DatasetFeatureError(f"{meta_path}: unknown format {meta.get('format')!r}")
+    want = {"cameras": list(cameras), "image_size": image_size, "horizon": horizon, "action_dim": action_dim,
+            "state_dim": state_dim}
+    bad = {k: (meta.get(k), v) for k, v in want.items() if meta.get(k) != v}
+    if bad:
+        raise DatasetFeatureError(f"{root}: labels do not match the policy: " +
+                                  ", ".join(f"{k} is {got} (policy: {exp})" for k, (got, exp) in bad.items()))
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in KEYS}
+    instructions: list[str] = []
+    for i in range(int(meta.get("shards", 0))):
+        shard = root / f"shard-{i:03d}.safetensors"
+        try:
+            tensors = load_file(str(shard))
+            side = json.loads(shard.with_suffix(".json").read_text())
+        except (OSError, SafetensorError, json.JSONDecodeError) as exc:
+            raise DatasetFeatureError(f"{shard}: unreadable shard ({exc})") from exc
+        missing = [k for k in KEYS if k not in tensors]
+        if missing:
+            raise DatasetFeatureError(f"{shard}: missing tensors {', '.join(missing)}")
+        n = tensors["state"].shape[0]
+        if any(tensors[k].shape[0] != n for k in KEYS) or len(side["instructions"]) != n:
+            raise DatasetFeatureError(f"{shard}: tensors and instructions disagree on the number of decisions")
+        for k in KEYS:
+            parts[k].append(tensors[k])
+        instructions += side["instructions"]
+    if not instructions:
+        raise DatasetFeatureError(f"{root}: no labelled decisions")
+    cat = {k: torch.cat(v) for k, v in parts.items()}
+    if cat["chunks"].shape[2:] != (horizon, action_dim) or cat["images"].shape[1:] != (len(cameras), 3, image_size, image_size):
+        raise DatasetFeatureError(f"{root}: tensor shapes {tuple(cat['chunks'].shape)} / {tuple(cat['images'].shape)} "
+                                  "do not match meta.json")
+    return CandidateSet(cat["images"], cat["state"].float(), cat["chunks"].float(), cat["success"], cat["failure"],
+                        cat["progress"].float(), instructions, tuple(cameras))
