@@ -107,6 +107,31 @@ def wm_loss(out: WorldModelOutput, z_next: torch.Tensor, failure: torch.Tensor, 
                    "progress_mse": float(prog.detach())}
 
 
+def true_scores(data: Transitions, rows: torch.Tensor) -> torch.Tensor:
+    """Oracle order of labelled candidates: failure (-1) < any progress in [0, 1) < success (1)."""
+    return torch.where(data.failure[rows] > 0.5, -torch.ones_like(data.progress[rows]), data.progress[rows])
+
+
+def listwise_true_outcome_loss(model: LatentWorldModel, data: Transitions, rows: torch.Tensor,
+                               temperature: float) -> torch.Tensor:
+    """KL(softmax(true / T) || softmax(score / T)) over each decision's K candidates (rows: (G, K))."""
+    out = model(data.z[rows.flatten()], data.chunk[rows.flatten()])
+    score = (out.progress - out.failure_prob).reshape(rows.shape)
+    return F.kl_div(F.log_softmax(score / temperature, dim=1), F.softmax(true_scores(data, rows) / temperature, dim=1),
+                    reduction="batchmean")
+
+
+@torch.no_grad()
+def true_outcome_top1(model: LatentWorldModel, data: Transitions, rows: torch.Tensor) -> float:
+    """Fraction of decisions where the model's pick has the best true outcome (ties count as hits)."""
+    model.eval()
+    out = model(data.z[rows.flatten()], data.chunk[rows.flatten()])
+    picks = (out.progress - out.failure_prob).reshape(rows.shape).argmax(1)
+    truth = true_scores(data, rows)
+    model.train()
+    return float((truth.gather(1, picks[:, None])[:, 0] >= truth.max(1).values - 1e-6).float().mean())
+
+
 @dataclass
 class WorldModelTrainConfig:
     datasets: list[str]
@@ -119,6 +144,8 @@ class WorldModelTrainConfig:
     lr: float = 1e-3
     seed: int = 0
     val_fraction: float = 0.1
+    rank_weight: float = 1.0        # listwise loss on labelled candidate groups (their true outcome order)
+    rank_temperature: float = 0.1
     progress: bool = True
 
 
@@ -153,6 +180,12 @@ def train_world_model(cfg: WorldModelTrainConfig) -> dict[str, Any]:
     known = data.has_next > 0
     z_scale = data.z_next[known].std(0).clamp_min(1e-3) if int(known.sum()) > 1 else torch.ones(data.z.shape[1])
     train_idx, val_idx = _split(len(data), cfg.val_fraction, gen)
+    group_rows = torch.cat([r for _, r in data.groups]) if len({int(r.shape[1]) for _, r in data.groups}) == 1 else None
+    if group_rows is not None:  # hold out whole decisions (all their candidates) from the ranking loss
+        train_groups, val_groups = _split(len(group_rows), cfg.val_fraction, gen)
+        held = set(group_rows[val_groups].flatten().tolist())
+        train_idx = torch.tensor([i for i in train_idx.tolist() if i not in held], dtype=torch.long)
+        val_idx = torch.cat([val_idx, group_rows[val_groups].flatten()]).unique()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps, eta_min=cfg.lr * 0.05)
     history = []
@@ -160,6 +193,11 @@ def train_world_model(cfg: WorldModelTrainConfig) -> dict[str, Any]:
         idx = train_idx[torch.randint(len(train_idx), (cfg.batch_size,), generator=gen)]
         out = model(data.z[idx], data.chunk[idx])
         loss, metrics = wm_loss(out, data.z_next[idx], data.failure[idx], data.progress[idx], z_scale, data.has_next[idx])
+        if group_rows is not None and cfg.rank_weight > 0:
+            rows = group_rows[train_groups[torch.randint(len(train_groups), (32,), generator=gen)]]
+            listwise = listwise_true_outcome_loss(model, data, rows, cfg.rank_temperature)
+            loss = loss + cfg.rank_weight * listwise
+            metrics["listwise"] = float(listwise.detach())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -167,6 +205,11 @@ def train_world_model(cfg: WorldModelTrainConfig) -> dict[str, Any]:
         if step % 200 == 0 or step == cfg.steps - 1:
             history.append({"step": step, **metrics})
     val = evaluate_wm(model, data, val_idx, z_scale)
+    if group_rows is not None:  # how often the pick has the best true outcome, vs always taking candidate 0
+        held_rows = group_rows[val_groups]
+        truth = true_scores(data, held_rows)
+        val["top1_true_outcome_heldout"] = true_outcome_top1(model, data, held_rows)
+        val["top1_true_outcome_first_candidate"] = float((truth[:, 0] >= truth.max(1).values - 1e-6).float().mean())
     seconds = time.perf_counter() - t0
     save_checkpoint(model.eval(), Path(cfg.out), extra={"policy": str(cfg.policy), "train_config": asdict(cfg),
                                                         "validation": val, "train_seconds": seconds, "history": history},
