@@ -211,6 +211,19 @@ def test_ranker_picks_the_known_best_candidate() -> None:
     assert set(ranking.stage_ms) == {"wm_rollout", "score"}
 
 
+def test_switch_margin_keeps_the_first_sample_unless_another_is_clearly_better() -> None:
+    wm = _wm_that_fears_positive_first_joint()
+    chunks = torch.zeros(3, 8, 7)
+    chunks[:, :, 0] = torch.tensor([1.5, -1.5, 0.8])[:, None]  # candidate 0 is feared, candidate 1 is safe
+    plain = GpcRanker(wm, torch.zeros(7), torch.ones(7)).rank(torch.zeros(16), chunks)
+    gap = plain.scores[1] - plain.scores[0]
+    assert plain.chosen == 1 and gap > 0.1
+    keep = GpcRanker(wm, torch.zeros(7), torch.ones(7), config=RankerConfig(switch_margin=gap + 0.01))
+    switch = GpcRanker(wm, torch.zeros(7), torch.ones(7), config=RankerConfig(switch_margin=gap - 0.01))
+    assert keep.rank(torch.zeros(16), chunks).chosen == 0
+    assert switch.rank(torch.zeros(16), chunks).chosen == 1
+
+
 def test_kinematic_penalties_veto_limit_and_workspace_violations() -> None:
     profile = load_profile("arm")
     wm = LatentWorldModel(world_model_preset("student", latent_dim=16, action_dim=7, horizon=8))

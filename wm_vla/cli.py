@@ -167,7 +167,8 @@ def _eval_sim(args: argparse.Namespace) -> int:
                                  ks=tuple(args.k), oracle_k=args.oracle_k, ablation_policy=args.ablation_policy,
                                  out=args.out, progress=not args.no_progress, jobs=args.jobs,
                                  exec_horizon=args.exec_horizon, denoise_steps=args.denoise_steps,
-                                 tasks=tuple(args.task.split(",")) if args.task else None))
+                                 tasks=tuple(args.task.split(",")) if args.task else None,
+                                 switch_margin=args.switch_margin))
     print(f"{'config':22s} {'success':>24s} {'decision p50':>13s}")
     for r in report["configs"]:
         label = f"{r['name']} K={r['k']}" + (" (ablation)" if r["policy"] == "ablation" else "")
@@ -321,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--jobs", type=int, default=1, help="evaluate configurations in N parallel processes")
     es.add_argument("--exec-horizon", type=int, default=None, help="override: actions executed per decision")
     es.add_argument("--denoise-steps", type=int, default=None, help="override: Euler steps per sample")
+    es.add_argument("--switch-margin", type=float, default=0.0,
+                    help="ranker keeps the policy's first sample unless another scores this much higher")
     es.add_argument("--task", default=None, help="task families, comma-separated (arm: touch,push,place); "
                     "default: the families in the policy's training instructions")
     es.add_argument("--no-progress", action="store_true")

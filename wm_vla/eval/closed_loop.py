@@ -23,7 +23,7 @@ from wm_vla.models.checkpoint import load_checkpoint
 from wm_vla.models.flare_policy import FlarePolicy, ObsBatch
 from wm_vla.models.preprocess import resize_uint8
 from wm_vla.models.world_model import LatentWorldModel
-from wm_vla.runtime.ranker import GpcRanker, KinematicPenalty
+from wm_vla.runtime.ranker import GpcRanker, KinematicPenalty, RankerConfig
 from wm_vla.sim.registry import make_world
 from wm_vla.sim.tasks import check_families, families_in_vocab
 from wm_vla.sim.world import Observation, SimWorld, StepResult
@@ -139,6 +139,7 @@ class EvalConfig:
     jobs: int = 1                        # configurations evaluated in parallel processes (one torch thread each)
     exec_horizon: int | None = None      # override the policy's execution horizon (actions run per decision)
     denoise_steps: int | None = None     # override the policy's Euler steps
+    switch_margin: float = 0.0           # ranker keeps candidate 0 unless another scores this much higher
     tasks: tuple[str, ...] | None = None  # task families drawn; None: those the policy was trained on (its vocabulary)
 
 
@@ -188,7 +189,8 @@ def _run_config(cfg: EvalConfig, name: str, k: int, label: str, threads: int | N
     if cfg.wm is not None and name == "rank":
         wm, _, _ = load_checkpoint(Path(cfg.wm), expect="world_model")
         assert isinstance(wm, LatentWorldModel)
-        ranker = GpcRanker(wm, policy.action_mean, policy.action_std, KinematicPenalty(world.profile))
+        ranker = GpcRanker(wm, policy.action_mean, policy.action_std, KinematicPenalty(world.profile),
+                           RankerConfig(switch_margin=cfg.switch_margin))
     seeds = range(cfg.seed, cfg.seed + cfg.episodes)
     tasks = eval_tasks_for(cfg.world, cfg.tasks, policy)
     outcomes = [run_episode(world, policy, name, k, s, ranker, family=tasks)
@@ -229,7 +231,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     report = {"world": cfg.world, "tasks": list(cfg.tasks or ()), "policy": cfg.policy, "wm": cfg.wm, "ablation_policy": cfg.ablation_policy,
               "seeds": [cfg.seed, cfg.seed + cfg.episodes - 1], "policy_flare_weight": policy_cfg.flare_weight,
               "exec_horizon": cfg.exec_horizon or policy_cfg.exec_horizon,
-              "denoise_steps": cfg.denoise_steps or policy_cfg.denoise_steps, "configs": rows}
+              "denoise_steps": cfg.denoise_steps or policy_cfg.denoise_steps, "switch_margin": cfg.switch_margin,
+              "configs": rows}
     if cfg.out:
         write_eval_report(report, Path(cfg.out))
     return report

@@ -27,6 +27,7 @@ class RankerConfig:
     workspace_weight: float = 10.0  # per metre the TCP leaves the workspace box, summed over checked steps
     goal_weight: float = 0.0
     kinematic_stride: int = 4       # check every n-th action of a chunk
+    switch_margin: float = 0.0      # keep the policy's first sample unless another scores at least this much higher
 
 
 @dataclass
@@ -101,8 +102,10 @@ class GpcRanker:
             limit, workspace = self.penalty(chunks.cpu().numpy())
             penalty = cfg.limit_weight * limit + cfg.workspace_weight * workspace
         scores = score.cpu().numpy() - penalty
+        best = int(np.argmax(scores))
+        chosen = best if scores[best] - scores[0] > cfg.switch_margin else 0
         t2 = time.perf_counter()
-        return Ranking(int(np.argmax(scores)), scores, out.progress.cpu().numpy(), out.failure_prob.cpu().numpy(), penalty,
+        return Ranking(chosen, scores, out.progress.cpu().numpy(), out.failure_prob.cpu().numpy(), penalty,
                        {"wm_rollout": 1e3 * (t1 - t0), "score": 1e3 * (t2 - t1)})
 
     def optimize(self, z: torch.Tensor, chunk: torch.Tensor, budget_ms: float = 10.0, max_steps: int = 20,
