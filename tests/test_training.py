@@ -131,7 +131,9 @@ def test_eval_writes_the_documented_json(policy_ckpt: Path, world_models: tuple[
     report = evaluate(EvalConfig(**cfg, out=str(tmp_path / "eval"), jobs=2))  # type: ignore[arg-type]
     names = [(r["name"], r["k"]) for r in report["configs"]]
     assert names == [("single", 1), ("rank", 2), ("oracle", 2)]
-    sequential = evaluate(EvalConfig(**cfg))  # type: ignore[arg-type]
+    sequential = evaluate(EvalConfig(**cfg, teacher=str(world_models[0])))  # type: ignore[arg-type]
+    rank_row = sequential["configs"][1]
+    assert rank_row["teacher_agreement_decisions"] > 0 and 0.0 <= rank_row["teacher_agreement"] <= 1.0
     keep = ("name", "k", "successes", "events", "switched_decisions")
     assert [{k: r[k] for k in keep} for r in sequential["configs"]] == [{k: r[k] for k in keep} for r in report["configs"]]
     saved = json.loads((tmp_path / "eval.json").read_text())

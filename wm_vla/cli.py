@@ -168,12 +168,13 @@ def _eval_sim(args: argparse.Namespace) -> int:
                                  out=args.out, progress=not args.no_progress, jobs=args.jobs,
                                  exec_horizon=args.exec_horizon, denoise_steps=args.denoise_steps,
                                  tasks=tuple(args.task.split(",")) if args.task else None,
-                                 switch_margin=args.switch_margin))
+                                 switch_margin=args.switch_margin, teacher=args.teacher))
     print(f"{'config':22s} {'success':>24s} {'decision p50':>13s}")
     for r in report["configs"]:
         label = f"{r['name']} K={r['k']}" + (" (ablation)" if r["policy"] == "ablation" else "")
         rate = f"{r['successes']}/{r['episodes']} = {100 * r['success_rate']:.1f}% [{100 * r['ci95'][0]:.0f}-{100 * r['ci95'][1]:.0f}]"
-        print(f"{label:22s} {rate:>24s} {r['decision_ms_p50']:10.1f} ms")
+        agree = f"   teacher agreement {r['teacher_agreement']:.3f}" if "teacher_agreement" in r else ""
+        print(f"{label:22s} {rate:>24s} {r['decision_ms_p50']:10.1f} ms{agree}")
     if args.out:
         print(f"wrote {Path(args.out).with_suffix('.json')} and {Path(args.out).with_suffix('.png')}")
     return 0
@@ -322,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--jobs", type=int, default=1, help="evaluate configurations in N parallel processes")
     es.add_argument("--exec-horizon", type=int, default=None, help="override: actions executed per decision")
     es.add_argument("--denoise-steps", type=int, default=None, help="override: Euler steps per sample")
+    es.add_argument("--teacher", default=None, help="also rank each decision with this (teacher) world model and "
+                    "report top-1 agreement with --wm on the real decisions")
     es.add_argument("--switch-margin", type=float, default=0.0,
                     help="ranker keeps the policy's first sample unless another scores this much higher")
     es.add_argument("--task", default=None, help="task families, comma-separated (arm: touch,push,place); "

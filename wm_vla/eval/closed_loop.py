@@ -81,16 +81,20 @@ class EpisodeOutcome:
     event: str
     decision_ms: list[float] = field(default_factory=list)
     chosen_nonzero: int = 0
+    shadow_agree: int = 0      # decisions where the shadow ranker (e.g. the teacher) picked the same candidate
+    shadow_total: int = 0
 
 
 def run_episode(world: SimWorld, policy: FlarePolicy, mode: str, k: int, seed: int, ranker: GpcRanker | None,
                 on_step: Callable[[Observation, np.ndarray, StepResult], None] | None = None,
                 family: str | tuple[str, ...] | None = None,
-                on_decision: Callable[[Observation, np.ndarray, int], None] | None = None) -> EpisodeOutcome:
+                on_decision: Callable[[Observation, np.ndarray, int], None] | None = None,
+                shadow: GpcRanker | None = None) -> EpisodeOutcome:
     """One closed-loop episode. `mode`: single | rank | oracle | random (a random candidate, for data collection).
 
     `on_step(obs, action, result)` sees every executed action (e.g. to record the episode); `on_decision(obs,
     chunks, chosen)` sees every decision before it is executed. `family` restricts the task families drawn.
+    `shadow` ranks the same candidates alongside (not timed, not executed) to measure agreement with `ranker`.
     """
     obs = world.reset(seed, family=family)
     gen = torch.Generator().manual_seed(seed)
@@ -104,6 +108,11 @@ def run_episode(world: SimWorld, policy: FlarePolicy, mode: str, k: int, seed: i
         if mode == "rank" and k > 1:
             assert ranker is not None
             chosen = ranker.rank(sample.obs_latent, chunks).chosen
+            if shadow is not None:
+                t_shadow = time.perf_counter()
+                outcome.shadow_agree += int(shadow.rank(sample.obs_latent, chunks).chosen == chosen)
+                outcome.shadow_total += 1
+                t0 += time.perf_counter() - t_shadow
         elif mode == "oracle" and k > 1:
             chosen = oracle_choice(world, chunks.numpy(), exec_h)
         elif mode == "random":
@@ -140,6 +149,7 @@ class EvalConfig:
     exec_horizon: int | None = None      # override the policy's execution horizon (actions run per decision)
     denoise_steps: int | None = None     # override the policy's Euler steps
     switch_margin: float = 0.0           # ranker keeps candidate 0 unless another scores this much higher
+    teacher: str | None = None           # shadow-rank with this (teacher) model: top-1 agreement on the real decisions
     tasks: tuple[str, ...] | None = None  # task families drawn; None: those the policy was trained on (its vocabulary)
 
 
@@ -153,7 +163,10 @@ def _row(name: str, k: int, policy_label: str, outcomes: list[EpisodeOutcome]) -
             "success_rate": rate.value, "ci95": [rate.low, rate.high],
             "decision_ms_p50": float(np.median(ms)) if ms else float("nan"),
             "decision_ms_p99": float(np.percentile(ms, 99)) if ms else float("nan"),
-            "switched_decisions": int(sum(o.chosen_nonzero for o in outcomes)), "events": events}
+            "switched_decisions": int(sum(o.chosen_nonzero for o in outcomes)), "events": events,
+            **({"teacher_agreement": sum(o.shadow_agree for o in outcomes) / max(1, sum(o.shadow_total for o in outcomes)),
+                "teacher_agreement_decisions": sum(o.shadow_total for o in outcomes)}
+               if any(o.shadow_total for o in outcomes) else {})}
 
 
 def load_policy(path: str, exec_horizon: int | None = None, denoise_steps: int | None = None) -> FlarePolicy:
@@ -179,21 +192,27 @@ def _plan(cfg: EvalConfig) -> list[tuple[str, int, str]]:
     return plan
 
 
+def _ranker(path: str, policy: FlarePolicy, world: SimWorld, switch_margin: float) -> GpcRanker:
+    wm, _, _ = load_checkpoint(Path(path), expect="world_model")
+    assert isinstance(wm, LatentWorldModel)
+    return GpcRanker(wm, policy.action_mean, policy.action_std, KinematicPenalty(world.profile),
+                     RankerConfig(switch_margin=switch_margin))
+
+
 def _run_config(cfg: EvalConfig, name: str, k: int, label: str, threads: int | None = None) -> dict[str, Any]:
     """Evaluate one configuration over all seeds (runs in a worker process when jobs > 1)."""
     if threads:
         torch.set_num_threads(threads)
     policy = load_policy(cfg.ablation_policy if label == "ablation" else cfg.policy, cfg.exec_horizon, cfg.denoise_steps)
-    ranker = None
+    ranker = shadow = None
     world = make_world(cfg.world)
     if cfg.wm is not None and name == "rank":
-        wm, _, _ = load_checkpoint(Path(cfg.wm), expect="world_model")
-        assert isinstance(wm, LatentWorldModel)
-        ranker = GpcRanker(wm, policy.action_mean, policy.action_std, KinematicPenalty(world.profile),
-                           RankerConfig(switch_margin=cfg.switch_margin))
+        ranker = _ranker(cfg.wm, policy, world, cfg.switch_margin)
+        if cfg.teacher is not None:
+            shadow = _ranker(cfg.teacher, policy, world, cfg.switch_margin)
     seeds = range(cfg.seed, cfg.seed + cfg.episodes)
     tasks = eval_tasks_for(cfg.world, cfg.tasks, policy)
-    outcomes = [run_episode(world, policy, name, k, s, ranker, family=tasks)
+    outcomes = [run_episode(world, policy, name, k, s, ranker, family=tasks, shadow=shadow)
                 for s in tqdm(seeds, desc=f"{name} K={k} ({label})", unit="ep", disable=not cfg.progress)]
     world.close()
     return _row(name, k, label, outcomes)
@@ -232,7 +251,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
               "seeds": [cfg.seed, cfg.seed + cfg.episodes - 1], "policy_flare_weight": policy_cfg.flare_weight,
               "exec_horizon": cfg.exec_horizon or policy_cfg.exec_horizon,
               "denoise_steps": cfg.denoise_steps or policy_cfg.denoise_steps, "switch_margin": cfg.switch_margin,
-              "configs": rows}
+              "teacher": cfg.teacher, "configs": rows}
     if cfg.out:
         write_eval_report(report, Path(cfg.out))
     return report
