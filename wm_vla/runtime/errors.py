@@ -41,3 +41,7 @@ class EngineManifestError(EngineError, ValueError):
 
 class ParityError(RuntimeErrorBase, ValueError):
     """A backend whose outputs disagree with the reference beyond tolerance."""
+
+
+class BackendConfigError(RuntimeErrorBase, ValueError):
+    """A backend configuration that names an unknown backend, device or precision."""

@@ -159,6 +159,10 @@ class _BlockConsts(nn.Module):
         b[:d] *= scale
         self.register_buffer("qkv_w", w)
         self.register_buffer("qkv_b", b)
+        self.register_buffer("q_w", w[:d].clone())
+        self.register_buffer("q_b", b[:d].clone())
+        self.register_buffer("kv_w", w[d:].clone())
+        self.register_buffer("kv_b", b[d:].clone())
         wq, wk, wv, bq, bk, bv = (t.detach().clone() for t in _split_in_proj(blk.cross))
         self.register_buffer("cq_w", wq * scale)
         self.register_buffer("cq_b", bq * scale)
@@ -177,7 +181,7 @@ class SamplerGraph(nn.Module):
         super().__init__()
         cfg = policy.cfg
         self.p, self.steps, self.m, self.heads, self.dim = policy, steps, cfg.future_tokens, cfg.heads, cfg.dim
-        self.n_tok = 1 + cfg.future_tokens + cfg.horizon
+        self.n_tok, self.horizon = 1 + cfg.future_tokens + cfg.horizon, cfg.horizon
         for name in ("state_mean", "state_std", "action_mean", "action_std"):
             self.register_buffer(name, getattr(policy, name).clone())
         self.consts = nn.ModuleList(_BlockConsts(blk, cfg.heads) for blk in policy.blocks)
@@ -189,50 +193,90 @@ class SamplerGraph(nn.Module):
                     mod = torch.cat([s1, 1 + c1, g1, s2, 1 + c2, g2, s3, 1 + c3, g3])  # (9, D)
                     self.register_buffer(f"mod_{i}_{j}", mod.contiguous())
 
+    def _cross_consts(self, j: int, context: torch.Tensor, cbias: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Cross-attention of block j folded with the observation's context (constant for the whole decision).
+
+        Per head h: scores_h = (x Wq_h' + bq_h) K_h' = x (Wq_h' K_h') + bq_h K_h' and out = sum_h P_h (V_h Wo_h'),
+        so with A = [Wq_h' K_h']_h (D, heads*T) and B = [V_h Wo_h']_h (heads*T, D) every candidate token needs just
+        x @ A (+ bias and mask) -> softmax per head -> @ B: two GEMMs, no head transposes, fewer FLOPs than the
+        query and output projections. Returns A, the (1, heads*T) score bias (query bias + padding mask) and B.
+        """
+        c, blk = self.consts[j], self.p.blocks[j]
+        h_, d = self.heads, self.dim
+        dh = d // h_
+        kv = F.linear(context[0], c.ckv_w, c.ckv_b)  # (T, 2D)
+        keys = kv[:, :d].reshape(-1, h_, dh).permute(1, 2, 0)    # (heads, dh, T)
+        values = kv[:, d:].reshape(-1, h_, dh).transpose(0, 1)   # (heads, T, dh)
+        t = keys.shape[-1]
+        wq = c.cq_w.reshape(h_, dh, d).transpose(1, 2)           # (heads, D, dh), softmax scale folded in
+        a = (wq @ keys).transpose(0, 1).reshape(d, h_ * t)        # (D, heads*T)
+        bias = (c.cq_b.reshape(h_, 1, dh) @ keys).reshape(1, h_ * t) + cbias.repeat(1, h_)
+        wo = blk.cross.out_proj.weight.reshape(d, h_, dh).permute(1, 2, 0)  # (heads, dh, D)
+        b = (values @ wo).reshape(h_ * t, d)                      # (heads*T, D)
+        return a, bias, b
+
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         scores = q @ k
         if bias is not None:
             scores = scores + bias
         return torch.softmax(scores, dim=-1) @ v
 
-    def _block(self, j: int, x: torch.Tensor, mod: torch.Tensor, k: int, ck: torch.Tensor, cv: torch.Tensor,
-               cbias: torch.Tensor) -> torch.Tensor:
+    def _block(self, j: int, x: torch.Tensor, mod: torch.Tensor, k: int,
+               cross: tuple[torch.Tensor, torch.Tensor, torch.Tensor], actions_only: bool) -> torch.Tensor:
+        """One DiT block on (K * n, D) tokens. adaLN: LayerNorm with the step's (1 + scale, shift) as its affine.
+
+        `actions_only`: the caller only needs the action tokens' outputs (the last block of a step: the next step
+        rebuilds the state and future tokens), so queries, MLP and cross-attention run on those rows only.
+        """
         blk, c = self.p.blocks[j], self.consts[j]
-        h_, n, d = self.heads, self.n_tok, self.dim
+        h_, n, d, hz = self.heads, self.n_tok, self.dim, self.horizon
         dh = d // h_
-        h = blk.norm1(x) * mod[1] + mod[0]
-        qkv = F.linear(h, c.qkv_w, c.qkv_b).reshape(k, n, 3, h_, dh).permute(2, 0, 3, 1, 4)
-        att = self._attend(qkv[0], qkv[1].transpose(-1, -2), qkv[2], None)  # (K, heads, n, dh)
-        x = x + mod[2] * blk.attn.out_proj(att.transpose(1, 2).reshape(k * n, d))
-        h = blk.norm2(x) * mod[4] + mod[3]
-        q = F.linear(h, c.cq_w, c.cq_b).reshape(1, k * n, h_, dh).transpose(1, 2)
-        att = self._attend(q, ck, cv, cbias)  # all K candidates' queries against the one shared context
-        x = x + mod[5] * blk.cross.out_proj(att.transpose(1, 2).reshape(k * n, d))
-        h = blk.norm3(x) * mod[7] + mod[6]
+        h = F.layer_norm(x, (d,), mod[1], mod[0], blk.norm1.eps)
+        if actions_only:
+            kv = F.linear(h, c.kv_w, c.kv_b).reshape(k, n, 2, h_, dh).permute(2, 0, 3, 1, 4)
+            keys, values = kv[0], kv[1]
+            x = x.reshape(k, n, d)[:, n - hz:].reshape(k * hz, d)
+            h = h.reshape(k, n, d)[:, n - hz:].reshape(k * hz, d)
+            q = F.linear(h, c.q_w, c.q_b).reshape(k, hz, h_, dh).transpose(1, 2)
+            rows = hz
+        else:
+            qkv = F.linear(h, c.qkv_w, c.qkv_b).reshape(k, n, 3, h_, dh).permute(2, 0, 3, 1, 4)
+            q, keys, values = qkv[0], qkv[1], qkv[2]
+            rows = n
+        att = self._attend(q, keys.transpose(-1, -2), values, None)  # (K, heads, rows, dh)
+        x = x + mod[2] * blk.attn.out_proj(att.transpose(1, 2).reshape(k * rows, d))
+        h = F.layer_norm(x, (d,), mod[4], mod[3], blk.norm2.eps)
+        # cross-attention against the one shared context, folded into two GEMMs (see `_cross_consts`)
+        a, bias, b = cross
+        t = a.shape[1] // h_
+        probs = torch.softmax((h @ a + bias).reshape(k * rows, h_, t), dim=-1).reshape(k * rows, h_ * t)
+        x = x + mod[5] * (probs @ b + blk.cross.out_proj.bias)
+        h = F.layer_norm(x, (d,), mod[7], mod[6], blk.norm3.eps)
         return x + mod[8] * blk.mlp(h)
 
     def forward(self, context: torch.Tensor, context_mask: torch.Tensor, state: torch.Tensor, noise: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         p, n_steps, m, n, d = self.p, self.steps, self.m, self.n_tok, self.dim
         k, hz, a = noise.shape
-        h_, dh = self.heads, d // self.heads
-        cbias = torch.where(context_mask, 0.0, MASK_VALUE)[:, None, None, :]  # (1, 1, 1, T)
-        cross_kv = []
-        for c in self.consts:  # context keys/values: once per decision
-            kv = F.linear(context, c.ckv_w, c.ckv_b).reshape(1, -1, 2, h_, dh).permute(2, 0, 3, 1, 4)
-            cross_kv.append((kv[0].transpose(-1, -2), kv[1]))
+        cbias = torch.where(context_mask, 0.0, MASK_VALUE)  # (1, T)
+        cross = [self._cross_consts(j, context, cbias) for j in range(len(p.blocks))]  # once per decision
         state_tok = p.state_token((state - self.state_mean) / self.state_std)  # (1, D)
         prefix = torch.cat([state_tok, p.future_tokens], dim=0)[None].expand(k, -1, -1)  # (K, 1 + M, D)
         x = noise
         future = prefix[:, 1:1 + m]
+        last = len(p.blocks) - 1
         for i in range(n_steps):
             tokens = torch.cat([prefix, p.action_in(x) + p.action_pos], dim=1).reshape(k * n, d)
+            flare_step = i == n_steps - 1
             for j in range(len(p.blocks)):
-                tokens = self._block(j, tokens, getattr(self, f"mod_{i}_{j}"), k, *cross_kv[j], cbias)
-                if j + 1 == p.cfg.flare_layer and i == n_steps - 1:
+                actions_only = j == last and not (flare_step and p.cfg.flare_layer == last + 1)
+                tokens = self._block(j, tokens, getattr(self, f"mod_{i}_{j}"), k, cross[j], actions_only)
+                if j + 1 == p.cfg.flare_layer and flare_step:
                     future = tokens.reshape(k, n, d)[:, 1:1 + m]
-            act = tokens.reshape(k, n, d)[:, 1 + m:].reshape(k * hz, d)
-            x = x + (p.action_out(p.out_norm(act)) / n_steps).reshape(k, hz, a)
+            if not actions_only:
+                tokens = tokens.reshape(k, n, d)[:, 1 + m:].reshape(k * hz, d)
+            x = x + (p.action_out(p.out_norm(tokens)) / n_steps).reshape(k, hz, a)
         return x * self.action_std + self.action_mean, p.flare_head(future)
 
 

@@ -60,7 +60,8 @@ class TorchBackend(Backend):
         self.steps = int(steps or policy.cfg.denoise_steps)
         self.use_graphs = cuda_graphs and self.torch_device.type == "cuda"
         self._graphs: dict[int, _GraphedSampler] = {}
-        super().__init__(ModelSpec.from_policy_config(policy.cfg, self.steps, world_model is not None), str(self.torch_device))
+        spec = ModelSpec.from_policy_config(policy.cfg, self.steps, world_model is not None)
+        super().__init__(spec, str(self.torch_device))
 
     @classmethod
     def from_checkpoints(cls, policy_dir: Path | str, wm_dir: Path | str | None = None, device: str = "cpu",
