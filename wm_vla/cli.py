@@ -222,7 +222,7 @@ def _export(args: argparse.Namespace) -> int:
         figures = parity_vs_torch(info.directory, args.policy, args.wm, ks=(1, 16))
         for k, outputs in figures.items():
             print(f"parity onnxruntime vs torch, K={k}: " + ", ".join(
-                f"{n} max|d| {a.max_abs:.2e} cos {a.cosine:.7f}" for n, a in outputs.items()))
+                f"{n} max|d| {a.max_abs:.2e} cos {a.cosine:.9f}" for n, a in outputs.items()))
     return 0
 
 

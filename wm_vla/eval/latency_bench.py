@@ -211,14 +211,15 @@ def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
     series = sorted({(r["backend"], r["ranked"]) for r in rows})
     ks = sorted({r["k"] for r in rows})
     width = 0.8 / max(1, len(series))
+    palette = {"torch": "#9d9d9d", "onnxruntime": "#4c78a8", "tensorrt": "#54a24b"}
     fig, ax = plt.subplots(figsize=(2 + 1.6 * len(ks), 3.8))
     for i, (b, ranked) in enumerate(series):
         sel = {r["k"]: r for r in rows if r["backend"] == b and r["ranked"] == ranked}
         xs = [j + (i - (len(series) - 1) / 2) * width for j, k in enumerate(ks) if k in sel]
         p50 = [sel[k]["p50_ms"] for k in ks if k in sel]
         p99 = [sel[k]["p99_ms"] - sel[k]["p50_ms"] for k in ks if k in sel]
-        ax.bar(xs, p50, width, yerr=[[0] * len(p99), p99], capsize=2,
-               label=f"{b} {'GPC-RANK' if ranked else 'policy only'}", hatch="//" if ranked else None)
+        ax.bar(xs, p50, width, yerr=[[0] * len(p99), p99], capsize=2, color=palette.get(b, "#f58518"),
+               edgecolor="white", label=f"{b} {'GPC-RANK' if ranked else 'policy only'}", hatch="//" if ranked else None)
     ax.set_xticks(range(len(ks)), [f"K={k}" for k in ks])
     ax.set_yscale("log")
     ax.set_ylabel("decision latency p50 (ms), whisker p99")

@@ -43,12 +43,14 @@ class OrtBackend(Backend):
         ort = _ort()
         self.info: ExportInfo = load_export(Path(onnx_dir), verify_hashes)
         self.gpu = device.startswith("cuda")
+        self.device_id = 0
         if self.gpu:
             available = ort.get_available_providers()
             if "CUDAExecutionProvider" not in available:
                 raise BackendUnavailableError("onnxruntime has no CUDAExecutionProvider here (installed providers: "
                                               f"{', '.join(available)}; install onnxruntime-gpu)")
             dev_id = int(device.split(":")[1]) if ":" in device else 0
+            self.device_id = dev_id
             providers: list[Any] = [("CUDAExecutionProvider", {"device_id": dev_id}), "CPUExecutionProvider"]
         else:
             providers = ["CPUExecutionProvider"]
@@ -95,7 +97,10 @@ class OrtBackend(Backend):
                 else:
                     binding.bind_cpu_input(key, value)
             for out in outputs:
-                binding.bind_output(out, "cuda" if out in keep_on_device else "cpu")
+                if out in keep_on_device:
+                    binding.bind_output(out, "cuda", self.device_id)
+                else:
+                    binding.bind_output(out, "cpu")
             sess.run_with_iobinding(binding)
             values = binding.get_outputs()
             return {out: v if out in keep_on_device else v.numpy() for out, v in zip(outputs, values)}
