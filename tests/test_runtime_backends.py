@@ -13,6 +13,8 @@ import torch
 
 from runtime_helpers import observation, save_models, tiny_models
 from wm_vla.cli import main
+from wm_vla.models.config import from_dict
+from wm_vla.models.errors import ModelConfigError
 from wm_vla.robots import load_profile
 from wm_vla.runtime.backends import BackendConfig, select_backend
 from wm_vla.runtime.backends.ort_backend import OrtBackend
@@ -71,6 +73,14 @@ def test_missing_export_falls_back_to_torch_and_says_why(setup, tmp_path: Path) 
 def test_torch_backend_takes_checkpoints_and_steps_from_the_export(setup) -> None:
     sel = select_backend(BackendConfig(backend="torch", device="cpu", onnx_dir=str(setup["onnx"])))
     assert sel.chosen == "torch" and sel.fallbacks == [] and sel.backend.spec == setup["spec"]
+
+
+def test_backend_config_comes_from_plain_yaml_json_data(setup) -> None:
+    cfg = from_dict(BackendConfig, {"backend": "onnxruntime", "device": "cpu", "onnx_dir": str(setup["onnx"]),
+                                    "k_profile": [1, 8, 32], "threads": 1})
+    assert cfg.k_profile == (1, 8, 32) and select_backend(cfg).chosen == "onnxruntime-cpu"
+    with pytest.raises(ModelConfigError, match="unknown BackendConfig keys: engine"):
+        from_dict(BackendConfig, {"engine": "x"})
 
 
 def test_without_fallback_the_first_failure_is_an_error(tmp_path: Path) -> None:
