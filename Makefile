@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_OUT ?= outputs/demo
 
-.PHONY: setup demo test test-fast train-tiny eval-tiny clean
+.PHONY: setup demo test test-fast train-tiny eval-tiny bench-latency clean
 
 setup:
 	@bash scripts/setup.sh
@@ -25,6 +25,10 @@ train-tiny: setup
 # The headline table: single sample vs GPC-RANK K=4/16/64 vs oracle, 100 held-out arm episodes.
 eval-tiny: setup
 	$(VENV)/bin/wm-vla eval sim --world arm --episodes 100 --ablation-policy outputs/tiny/policy_flare0 --out outputs/tiny/eval_arm
+
+# Decision latency of torch eager vs onnxruntime, K = 1/4/16/64, on the checkpoints of `make train-tiny`.
+bench-latency: setup
+	$(VENV)/bin/wm-vla latency bench --backends torch,onnxruntime --k 1,4,16,64 --iters 100 --out outputs/latency/cpu
 
 clean:
 	rm -rf build outputs $(VENV)

@@ -1,4 +1,4 @@
-"""`wm-vla`: one command, a subcommand group per job (sim, train, eval, export, engines, up, bag, teleop, latency)."""
+"""`wm-vla`: one command, a subcommand group per job (sim, train, eval, export, engines, latency, up, bag, teleop)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ from wm_vla.robots.errors import RobotError
 
 # Groups whose commands later milestones bring; each says so instead of pretending to work.
 PLANNED_GROUPS: dict[str, tuple[str, str]] = {
-    "export": ("ONNX export of encoder, sampler and world model", "issue #4 (runtime)"),
-    "engines": ("build/verify TensorRT engines", "issue #4 (runtime)"),
     "up": ("run the ROS 2 stack without ros2 launch", "issue #5 (ROS 2 stack)"),
     "bag": ("rosbag replay, evaluation and conversion", "issue #6 (bags)"),
     "teleop": ("teleoperation and LeRobot recording", "issue #7 (teleop)"),
-    "latency": ("latency profiling and budget tuning", "issue #8 (latency)"),
+}
+# Commands of existing groups that a later milestone brings.
+PLANNED_COMMANDS: dict[tuple[str, str], tuple[str, str]] = {
+    ("latency", "profile"): ("per-stage latency profiling on the robot", "issue #8 (latency)"),
+    ("latency", "tune"): ("latency budget tuning (K, steps, precision, backend)", "issue #8 (latency)"),
 }
 
 
@@ -191,6 +193,137 @@ def _eval_gym(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError as exc:
+        raise CliError(f"expected comma-separated integers, got {text!r}") from exc
+    if not values or min(values) < 1:
+        raise CliError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _export(args: argparse.Namespace) -> int:
+    from wm_vla.runtime.export import export_checkpoints
+    from wm_vla.runtime.trt_ops import check_export
+
+    info = export_checkpoints(Path(args.policy), Path(args.out), Path(args.wm) if args.wm else None, args.steps,
+                              args.opset)
+    for name in info.graph_names:
+        path = info.graph_path(name)
+        print(f"{name:12s} {path}  {path.stat().st_size / 1e6:.2f} MB  sha256 {info.graph_sha256(name)[:12]}")
+    print(f"metadata     {info.directory / 'export.json'}  (preset {info.spec.preset}, H={info.spec.horizon}, "
+          f"A={info.spec.action_dim}, steps={info.spec.steps})")
+    violations = check_export(info.directory)
+    n_bad = sum(len(v) for v in violations.values())
+    print("TensorRT operator check: " + ("ok" if not n_bad else f"{n_bad} violation(s), see `wm-vla engines check`"))
+    if not args.no_verify:
+        from wm_vla.runtime.verify import parity_vs_torch
+
+        figures = parity_vs_torch(info.directory, args.policy, args.wm, ks=(1, 16))
+        for k, outputs in figures.items():
+            print(f"parity onnxruntime vs torch, K={k}: " + ", ".join(
+                f"{n} max|d| {a.max_abs:.2e} cos {a.cosine:.9f}" for n, a in outputs.items()))
+    return 0
+
+
+def _engines_check(args: argparse.Namespace) -> int:
+    from wm_vla.runtime.trt_ops import require_supported, support_list
+
+    counts = require_supported(Path(args.onnx))
+    src = support_list()["source"]
+    for name, n in counts.items():
+        print(f"{name:12s} {n} nodes: every operator is supported by TensorRT's ONNX parser")
+    print(f"(support list: onnx-tensorrt {src['ref']} {src['path']}, commit {src['commit'][:10]})")
+    return 0
+
+
+def _trt_backend(args: argparse.Namespace, build: bool) -> object:
+    from wm_vla.runtime.backends.trt_backend import TrtBackend
+
+    calibration = None
+    if args.precision == "int8":
+        if not args.calib_dataset:
+            raise CliError("--precision int8 needs --calib-dataset (a LeRobot dataset of the robot's frames)")
+        from wm_vla.runtime.calibration import calibration_feeds
+        from wm_vla.runtime.export import load_export
+        from wm_vla.training.datasets import load_frames
+
+        spec = load_export(Path(args.onnx)).spec
+        frames = load_frames(args.calib_dataset, spec.image_size, spec.cameras, progress=False)
+        calibration = calibration_feeds(Path(args.onnx), frames.images.numpy(), frames.state.numpy(), frames.tasks,
+                                        args.calib_frames, args.k_profile[1])
+    return TrtBackend(args.onnx, args.engines, args.precision, args.device, args.k_profile, build=build,
+                      rebuild=getattr(args, "rebuild", False), calibration=calibration)
+
+
+def _engines_build(args: argparse.Namespace) -> int:
+    from wm_vla.runtime.trt_ops import require_supported
+
+    require_supported(Path(args.onnx))
+    backend = _trt_backend(args, build=True)
+    for graph, how in backend.build_log.items():  # type: ignore[attr-defined]
+        print(f"{graph:12s} {how}")
+    print(f"engines for {backend.describe()} in {args.engines} (manifest {Path(args.engines) / 'manifest.json'})")  # type: ignore[attr-defined]
+    return 0
+
+
+def _engines_verify(args: argparse.Namespace) -> int:
+    from wm_vla.runtime.backends.ort_backend import OrtBackend
+    from wm_vla.runtime.parity import require
+    from wm_vla.runtime.verify import compare_backends
+
+    trt = _trt_backend(args, build=not args.no_build)
+    figures = compare_backends(OrtBackend(args.onnx, "cpu"), trt, args.k)  # type: ignore[arg-type]
+    worst = 1.0
+    for k, outputs in figures.items():
+        print(f"K={k}: " + ", ".join(f"{n} cos {a.cosine:.5f} max|d| {a.max_abs:.2e}" for n, a in outputs.items()))
+        worst = min([worst, *(a.cosine for a in outputs.values())])
+        require(outputs, min_cosine=args.min_cosine, what=f"TensorRT ({args.precision}) at K={k}")
+    print(f"ok: TensorRT agrees with onnxruntime (lowest cosine {worst:.5f} >= {args.min_cosine})")
+    return 0
+
+
+def _latency_bench(args: argparse.Namespace) -> int:
+    from wm_vla.eval.latency_bench import BenchConfig, format_table, run_bench, write_report
+    from wm_vla.training.pipeline import default_checkpoints
+
+    if args.policy is None:
+        policy, wm = default_checkpoints()
+        if not (policy / "config.json").is_file():
+            raise CliError(f"no --policy given and no default checkpoint at {policy}: run `make train-tiny` "
+                           "(or `wm-vla train tiny`) first, or pass --policy/--wm")
+        args.policy, args.wm = str(policy), args.wm or (str(wm) if (wm / "config.json").is_file() else None)
+    backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
+    unknown = [b for b in backends if b not in ("torch", "onnxruntime", "tensorrt")]
+    if unknown or not backends:
+        raise CliError(f"unknown backend(s) {unknown}; choose from torch, onnxruntime, tensorrt")
+    report = run_bench(BenchConfig(policy=args.policy, wm=args.wm, onnx=args.onnx, backends=backends, ks=_ints(args.k),
+                                   iters=args.iters, warmup=args.warmup, robot=args.robot, threads=args.threads,
+                                   device=args.device, precision=args.precision, engine_dir=args.engines,
+                                   seed=args.seed, out=args.out, progress=not args.no_progress))
+    print(format_table(report))
+    if args.out:
+        json_path, png_path = write_report(report, Path(args.out))
+        print(f"wrote {json_path} and {png_path}")
+    return 0
+
+
+def _planned_command(group: str, command: str) -> Callable[[argparse.Namespace], int]:
+    def run(_args: argparse.Namespace) -> int:
+        what, where = PLANNED_COMMANDS[(group, command)]
+        raise CliError(f"'wm-vla {group} {command}' ({what}) is not available in this version; it arrives with {where}")
+
+    return run
+
+
+def _need_command(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    def run(_args: argparse.Namespace) -> int:
+        raise CliError(f"choose a command: {parser.format_usage().strip()}")
+
+    return run
+
+
 def _planned(group: str) -> Callable[[argparse.Namespace], int]:
     def run(_args: argparse.Namespace) -> int:
         what, where = PLANNED_GROUPS[group]
@@ -344,6 +477,64 @@ def build_parser() -> argparse.ArgumentParser:
     eg.add_argument("--no-progress", action="store_true")
     eg.set_defaults(func=_eval_gym)
 
+    ex = groups.add_parser("export", help="ONNX export: encoder, unrolled sampler (+FLARE head), student world model")
+    ex.add_argument("--policy", required=True, help="policy checkpoint directory")
+    ex.add_argument("--wm", default=None, help="(student) world model checkpoint; omit for a policy-only export")
+    ex.add_argument("--out", required=True, help="directory for encoder/sampler/world_model.onnx + export.json")
+    ex.add_argument("--steps", type=int, default=None, help="Euler steps unrolled in the sampler (default: the policy's)")
+    ex.add_argument("--opset", type=int, default=20, help="ONNX opset (TensorRT 10 parses 9-20)")
+    ex.add_argument("--no-verify", action="store_true", help="skip the onnxruntime-vs-torch parity check (K=1, 16)")
+    ex.set_defaults(func=_export)
+
+    en = groups.add_parser("engines", help="TensorRT engines: operator check, build (cached per GPU), verify")
+    en_cmds = en.add_subparsers(dest="command", metavar="COMMAND")
+    en.set_defaults(func=_need_command(en))
+    ec = en_cmds.add_parser("check", help="check the exported graphs against TensorRT's ONNX operator list (no GPU)")
+    ec.add_argument("--onnx", required=True, help="`wm-vla export` directory")
+    ec.set_defaults(func=_engines_check)
+    for name, helptext in (("build", "build (or reuse) engines for this GPU into the cache"),
+                           ("verify", "parity of the engines vs onnxruntime (cosine >= 0.999)")):
+        e = en_cmds.add_parser(name, help=helptext)
+        e.add_argument("--onnx", required=True, help="`wm-vla export` directory")
+        e.add_argument("--engines", default="trt_engines", help="engine cache directory (manifest.json inside)")
+        e.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int8"])
+        e.add_argument("--device", default="cuda")
+        e.add_argument("--k-profile", type=_ints, default=(1, 16, 64), help="min,opt,max K of the optimisation profile")
+        e.add_argument("--calib-dataset", default=None, help="int8: LeRobot dataset whose frames calibrate")
+        e.add_argument("--calib-frames", type=int, default=64)
+        if name == "build":
+            e.add_argument("--rebuild", action="store_true", help="rebuild even when a matching engine is cached")
+            e.set_defaults(func=_engines_build)
+        else:
+            e.add_argument("--k", type=_ints, default=(1, 16), help="K values to compare")
+            e.add_argument("--min-cosine", type=float, default=0.999)
+            e.add_argument("--no-build", action="store_true", help="fail instead of rebuilding missing/stale engines")
+            e.set_defaults(func=_engines_verify)
+
+    la = groups.add_parser("latency", help="decision latency: benchmark backends (profiling and tuning: issue #8)")
+    la_cmds = la.add_subparsers(dest="command", metavar="COMMAND")
+    la.set_defaults(func=_need_command(la))
+    lb = la_cmds.add_parser("bench", help="decision latency per backend and K, interleaved in one run; JSON + PNG")
+    lb.add_argument("--policy", default=None, help="default: outputs/tiny/policy from `wm-vla train tiny`")
+    lb.add_argument("--wm", default=None, help="default: outputs/tiny/wm_student with the default policy")
+    lb.add_argument("--onnx", default=None, help="existing export (default: export to a temporary directory)")
+    lb.add_argument("--backends", default="torch,onnxruntime", help="comma-separated: torch, onnxruntime, tensorrt")
+    lb.add_argument("--k", default="1,4,16,64", help="comma-separated K values")
+    lb.add_argument("--iters", type=int, default=50, help="measured decisions per configuration")
+    lb.add_argument("--warmup", type=int, default=3)
+    lb.add_argument("--robot", default="arm", help="robot profile for the kinematic penalty, or none")
+    lb.add_argument("--threads", type=int, default=None, help="intra-op threads for every backend (default: cores)")
+    lb.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    lb.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int8"], help="tensorrt precision")
+    lb.add_argument("--engines", default="trt_engines")
+    lb.add_argument("--seed", type=int, default=0)
+    lb.add_argument("--out", default=None, help="write OUT.json and OUT.png")
+    lb.add_argument("--no-progress", action="store_true")
+    lb.set_defaults(func=_latency_bench)
+    for (group, command), (what, where) in PLANNED_COMMANDS.items():
+        p = la_cmds.add_parser(command, help=f"{what} (arrives with {where})")
+        p.set_defaults(func=_planned_command(group, command))
+
     d = groups.add_parser("demo", help="collect and render a few expert episodes in both worlds")
     d.add_argument("--out", default="outputs/demo")
     d.add_argument("--seed", type=int, default=0)
@@ -357,13 +548,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from wm_vla.models.errors import ModelError
+    from wm_vla.runtime.errors import RuntimeErrorBase
     from wm_vla.sim.errors import SimError
     from wm_vla.training.errors import TrainingError
 
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (CliError, SimError, DataError, RobotError, ModelError, TrainingError, ValueError, FileNotFoundError) as exc:
+    except (CliError, SimError, DataError, RobotError, ModelError, TrainingError, RuntimeErrorBase, ValueError,
+            FileNotFoundError) as exc:
         print(f"wm-vla: error: {exc}", file=sys.stderr)
         return 2
 

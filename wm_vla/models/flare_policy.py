@@ -156,21 +156,34 @@ class FlarePolicy(nn.Module):
         c = self.cfg
         b = obs.images.shape[0]
         context, mask, z = self.encode(obs)
-        context, mask = context.repeat_interleave(k, 0), mask.repeat_interleave(k, 0)
-        state_n = self.norm_state(obs.state).repeat_interleave(k, 0)
         if noise is None:  # one draw per candidate, in order: candidate i is the same whatever K is
             noise = torch.stack([torch.randn(c.horizon, c.action_dim, generator=generator) for _ in range(b * k)])
             noise = noise.reshape(b, k, c.horizon, c.action_dim).to(obs.images.device)
-        x = noise.reshape(b * k, c.horizon, c.action_dim).clone()
+        flat = noise.reshape(b * k, c.horizon, c.action_dim)
+        x, future = self.sample_from_context(context, mask, self.norm_state(obs.state), flat, steps)
+        shape = (b, k)
+        return (x.reshape(*shape, c.horizon, c.action_dim), z, future.reshape(*shape, c.future_tokens, c.latent_dim),
+                noise.reshape(*shape, c.horizon, c.action_dim))
+
+    @torch.no_grad()
+    def sample_from_context(self, context: torch.Tensor, mask: torch.Tensor, state_n: torch.Tensor, noise: torch.Tensor,
+                            steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Euler-integrate the flow from noise (B*K, H, A) for B encoded observations (K = noise rows / B).
+
+        Returns raw actions (B*K, H, A) and the FLARE future latents of the last step (B*K, M, latent).
+        """
+        c = self.cfg
+        k = noise.shape[0] // context.shape[0]
+        context, mask = context.repeat_interleave(k, 0), mask.repeat_interleave(k, 0)
+        state_n = state_n.repeat_interleave(k, 0)
+        x = noise.clone()
         n = steps or c.denoise_steps
-        future = torch.zeros(b * k, c.future_tokens, c.latent_dim, device=x.device)
+        future = torch.zeros(x.shape[0], c.future_tokens, c.latent_dim, device=x.device)
         for i in range(n):
-            t = torch.full((b * k,), i / n, device=x.device)
+            t = torch.full((x.shape[0],), i / n, device=x.device)
             v, future = self.velocity(x, t, context, mask, state_n)
             x = x + v / n
-        shape = (b, k)
-        return (self.denorm_action(x).reshape(*shape, c.horizon, c.action_dim), z,
-                future.reshape(*shape, c.future_tokens, c.latent_dim), noise.reshape(*shape, c.horizon, c.action_dim))
+        return self.denorm_action(x), future
 
     def sample(self, obs: ObsBatch, k: int, generator: torch.Generator | None = None, steps: int | None = None,
                noise: torch.Tensor | None = None) -> PolicySample:

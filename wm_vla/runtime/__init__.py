@@ -1,1 +1,2 @@
-"""Runtime: ranking (GPC-RANK/OPT); backends, export and the executor arrive with issues #4 and #5."""
+"""Runtime: ONNX export, backends (torch | onnxruntime | tensorrt) with a fallback chain, TensorRT engine cache and
+operator check, the decision pipeline, and GPC-RANK/OPT ranking. The executor and safety filter arrive with #5."""

@@ -9,3 +9,39 @@ class RuntimeErrorBase(Exception):
 
 class RankerError(RuntimeErrorBase, ValueError):
     """Candidates or latents of the wrong shape, or a world model that does not fit the policy."""
+
+
+class ExportError(RuntimeErrorBase, ValueError):
+    """A model that cannot be exported to ONNX, or an export directory that cannot be written."""
+
+
+class OnnxModelError(RuntimeErrorBase, OSError):
+    """An exported ONNX directory that is missing, incomplete, corrupt, or does not match its metadata."""
+
+
+class InputShapeError(RuntimeErrorBase, ValueError):
+    """An input array of the wrong shape or dtype for a backend's graph."""
+
+
+class BackendUnavailableError(RuntimeErrorBase):
+    """A backend whose library, device or model files are not available here (the fallback chain moves on)."""
+
+
+class UnsupportedOperatorError(RuntimeErrorBase, ValueError):
+    """An ONNX graph with operators or an opset that TensorRT's ONNX parser does not support."""
+
+
+class EngineError(RuntimeErrorBase):
+    """A TensorRT engine that cannot be built, loaded or run."""
+
+
+class EngineManifestError(EngineError, ValueError):
+    """A cached engine whose manifest entry does not match the ONNX, TensorRT version, GPU or precision."""
+
+
+class ParityError(RuntimeErrorBase, ValueError):
+    """A backend whose outputs disagree with the reference beyond tolerance."""
+
+
+class BackendConfigError(RuntimeErrorBase, ValueError):
+    """A backend configuration that names an unknown backend, device or precision."""

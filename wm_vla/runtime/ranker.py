@@ -68,6 +68,23 @@ class KinematicPenalty:
         return limit, workspace
 
 
+def score_candidates(progress: np.ndarray, failure_prob: np.ndarray, chunks: np.ndarray,
+                     penalty: KinematicPenalty | None, cfg: RankerConfig, goal_similarity: np.ndarray | None = None
+                     ) -> Ranking:
+    """The GPC-RANK score and choice from world-model outputs (any backend) for raw chunks (K, H, A)."""
+    score = cfg.progress_weight * progress - cfg.failure_weight * failure_prob
+    if goal_similarity is not None and cfg.goal_weight:
+        score = score + cfg.goal_weight * goal_similarity
+    pen = np.zeros(len(chunks))
+    if penalty is not None:
+        limit, workspace = penalty(chunks)
+        pen = cfg.limit_weight * limit + cfg.workspace_weight * workspace
+    scores = np.asarray(score, dtype=np.float64) - pen
+    best = int(np.argmax(scores))
+    chosen = best if scores[best] - scores[0] > cfg.switch_margin else 0
+    return Ranking(chosen, scores, np.asarray(progress), np.asarray(failure_prob), pen)
+
+
 class GpcRanker:
     """Ranks candidate chunks of one observation with a latent world model."""
 
@@ -93,20 +110,13 @@ class GpcRanker:
         t0 = time.perf_counter()
         out = self.wm(z.expand(chunks.shape[0], -1), (chunks - self.mean) / self.std)
         t1 = time.perf_counter()
-        cfg = self.cfg
-        score = cfg.progress_weight * out.progress - cfg.failure_weight * out.failure_prob
-        if goal is not None and cfg.goal_weight:
-            score = score + cfg.goal_weight * torch.nn.functional.cosine_similarity(out.next_latent, goal[None], dim=-1)
-        penalty = np.zeros(chunks.shape[0])
-        if self.penalty is not None:
-            limit, workspace = self.penalty(chunks.cpu().numpy())
-            penalty = cfg.limit_weight * limit + cfg.workspace_weight * workspace
-        scores = score.cpu().numpy() - penalty
-        best = int(np.argmax(scores))
-        chosen = best if scores[best] - scores[0] > cfg.switch_margin else 0
-        t2 = time.perf_counter()
-        return Ranking(chosen, scores, out.progress.cpu().numpy(), out.failure_prob.cpu().numpy(), penalty,
-                       {"wm_rollout": 1e3 * (t1 - t0), "score": 1e3 * (t2 - t1)})
+        goal_sim = None
+        if goal is not None and self.cfg.goal_weight:
+            goal_sim = torch.nn.functional.cosine_similarity(out.next_latent, goal[None], dim=-1).cpu().numpy()
+        ranking = score_candidates(out.progress.cpu().numpy(), out.failure_prob.cpu().numpy(), chunks.cpu().numpy(),
+                                   self.penalty, self.cfg, goal_sim)
+        ranking.stage_ms = {"wm_rollout": 1e3 * (t1 - t0), "score": 1e3 * (time.perf_counter() - t1)}
+        return ranking
 
     def optimize(self, z: torch.Tensor, chunk: torch.Tensor, budget_ms: float = 10.0, max_steps: int = 20,
                  lr: float = 0.05, trust: float = 0.5) -> tuple[torch.Tensor, int]:

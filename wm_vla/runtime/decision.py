@@ -1,0 +1,58 @@
+"""One decision on any backend: encode the observation once, sample K chunks, roll the world model, score."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from wm_vla.runtime.backends.base import Backend
+from wm_vla.runtime.ranker import KinematicPenalty, RankerConfig, Ranking, score_candidates
+
+
+@dataclass
+class Decision:
+    actions: np.ndarray           # (K, H, A) raw candidate chunks
+    chosen: int                   # index of the chunk to execute
+    obs_latent: np.ndarray        # (latent_dim,)
+    future_latents: np.ndarray    # (K, M, latent_dim)
+    ranking: Ranking | None       # None: policy only (candidate 0 executes)
+    stage_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def chunk(self) -> np.ndarray:
+        return self.actions[self.chosen]
+
+
+class DecisionPipeline:
+    """Policy sampling plus GPC-RANK on one backend; `rank=False` is the policy-only decision (same samples)."""
+
+    def __init__(self, backend: Backend, penalty: KinematicPenalty | None = None,
+                 config: RankerConfig | None = None) -> None:
+        self.backend, self.penalty, self.cfg = backend, penalty, config or RankerConfig()
+
+    def decide(self, images: np.ndarray, state: np.ndarray, instruction: str, noise: np.ndarray, rank: bool = True,
+               goal: np.ndarray | None = None) -> Decision:
+        t0 = time.perf_counter()
+        enc = self.backend.encode(images, state, instruction)
+        t1 = time.perf_counter()
+        cand = self.backend.sample(enc, noise)
+        t2 = time.perf_counter()
+        stage = {"encode": 1e3 * (t1 - t0), "sample": 1e3 * (t2 - t1)}
+        ranking = None
+        if rank and self.backend.spec.has_world_model:
+            roll = self.backend.rollout(enc.obs_latent, cand)
+            t3 = time.perf_counter()
+            goal_sim = None
+            if goal is not None and self.cfg.goal_weight:
+                g = np.asarray(goal, np.float64)
+                nl = roll.next_latent.astype(np.float64)
+                goal_sim = nl @ g / np.maximum(np.linalg.norm(nl, axis=1) * np.linalg.norm(g), 1e-8)
+            ranking = score_candidates(roll.progress, roll.failure_prob, cand.actions, self.penalty, self.cfg, goal_sim)
+            t4 = time.perf_counter()
+            ranking.stage_ms = {"wm_rollout": 1e3 * (t3 - t2), "score": 1e3 * (t4 - t3)}
+            stage.update(ranking.stage_ms)
+        stage["total"] = 1e3 * (time.perf_counter() - t0)
+        return Decision(cand.actions, ranking.chosen if ranking else 0, enc.obs_latent, cand.future_latents, ranking,
+                        stage)
