@@ -149,6 +149,7 @@ def _train_tiny(args: argparse.Namespace) -> int:
     from wm_vla.training.pipeline import PipelineConfig, run_pipeline
 
     log = run_pipeline(PipelineConfig(out=Path(args.out), world=args.world, task=args.task, policy_steps=args.policy_steps,
+                                      demos=args.demos, perturbed=args.perturbed, label_episodes=args.label_episodes,
                                       ablation=args.ablation, jobs=args.jobs, progress=not args.no_progress))
     print(f"stages (s): {log['stages']}")
     print(f"training (policy + world model + distill): {log['training_seconds']} s; everything: {log['total_seconds']} s")
@@ -437,6 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--task", default=None, help="task family; default: the world's benchmark task (arm: touch)")
     tt.add_argument("--jobs", type=int, default=2, help="parallel processes for candidate labelling")
     tt.add_argument("--policy-steps", type=int, default=3000)
+    tt.add_argument("--demos", type=int, default=400, help="expert demonstrations")
+    tt.add_argument("--perturbed", type=int, default=200, help="perturbed (noisy) expert episodes with failures")
+    tt.add_argument("--label-episodes", type=int, default=300, help="closed-loop episodes whose candidates get labelled")
     tt.add_argument("--ablation", action="store_true", help="also train the FLARE lambda=0 policy")
     tt.add_argument("--no-progress", action="store_true")
     tt.set_defaults(func=_train_tiny)
