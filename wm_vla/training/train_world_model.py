@@ -262,6 +262,8 @@ class DistillConfig:
     lr: float = 1e-3
     rank_weight: float = 1.0         # listwise KL between teacher and student softmax over each state's K scores
     rank_temperature: float = 0.05
+    student_hidden: int | None = None   # override the student preset's width / depth
+    student_layers: int | None = None
     seed: int = 0
     progress: bool = True
 
@@ -291,8 +293,9 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     perm = torch.randperm(n_groups, generator=gen)
     held_out = perm[: max(1, n_groups // 10)]
     train_groups = perm[max(1, n_groups // 10):] if n_groups > 1 else perm
+    size = {k: v for k, v in (("hidden", cfg.student_hidden), ("layers", cfg.student_layers)) if v is not None}
     student = LatentWorldModel(world_model_preset("student", latent_dim=teacher.cfg.latent_dim,
-                                                  action_dim=teacher.cfg.action_dim, horizon=teacher.cfg.horizon))
+                                                  action_dim=teacher.cfg.action_dim, horizon=teacher.cfg.horizon, **size))
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps, eta_min=cfg.lr * 0.05)
     history = []
