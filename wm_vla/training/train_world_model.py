@@ -183,9 +183,12 @@ def train_world_model(cfg: WorldModelTrainConfig) -> dict[str, Any]:
     group_rows = torch.cat([r for _, r in data.groups]) if len({int(r.shape[1]) for _, r in data.groups}) == 1 else None
     if group_rows is not None:  # hold out whole decisions (all their candidates) from the ranking loss
         train_groups, val_groups = _split(len(group_rows), cfg.val_fraction, gen)
-        held = set(group_rows[val_groups].flatten().tolist())
-        train_idx = torch.tensor([i for i in train_idx.tolist() if i not in held], dtype=torch.long)
-        val_idx = torch.cat([val_idx, group_rows[val_groups].flatten()]).unique()
+        if len(train_groups) == 0:  # too few decisions to hold any out
+            train_groups = val_groups
+        else:
+            held = set(group_rows[val_groups].flatten().tolist())
+            train_idx = torch.tensor([i for i in train_idx.tolist() if i not in held], dtype=torch.long)
+            val_idx = torch.cat([val_idx, group_rows[val_groups].flatten()]).unique()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps, eta_min=cfg.lr * 0.05)
     history = []
