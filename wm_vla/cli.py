@@ -156,8 +156,8 @@ def _train_tiny(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_sim(args: argparse.Namespace) -> int:
-    from wm_vla.eval.closed_loop import EvalConfig, evaluate
+def _default_checkpoints(args: argparse.Namespace) -> None:
+    """Without --policy, use the checkpoints of `wm-vla train tiny` (and its student unless --wm is given)."""
     from wm_vla.training.pipeline import default_checkpoints
 
     if args.policy is None:
@@ -166,6 +166,12 @@ def _eval_sim(args: argparse.Namespace) -> int:
             raise CliError(f"no --policy given and no default checkpoint at {policy}: run `make train-tiny` "
                            "(or `wm-vla train tiny`) first, or pass --policy/--wm")
         args.policy, args.wm = str(policy), args.wm or (str(wm) if (wm / "config.json").is_file() else None)
+
+
+def _eval_sim(args: argparse.Namespace) -> int:
+    from wm_vla.eval.closed_loop import EvalConfig, evaluate
+
+    _default_checkpoints(args)
     report = evaluate(EvalConfig(policy=args.policy, wm=args.wm, world=args.world, episodes=args.episodes, seed=args.seed,
                                  ks=tuple(args.k), oracle_k=args.oracle_k, ablation_policy=args.ablation_policy,
                                  out=args.out, progress=not args.no_progress, jobs=args.jobs,
@@ -287,14 +293,8 @@ def _engines_verify(args: argparse.Namespace) -> int:
 
 def _latency_bench(args: argparse.Namespace) -> int:
     from wm_vla.eval.latency_bench import BenchConfig, format_table, run_bench, write_report
-    from wm_vla.training.pipeline import default_checkpoints
 
-    if args.policy is None:
-        policy, wm = default_checkpoints()
-        if not (policy / "config.json").is_file():
-            raise CliError(f"no --policy given and no default checkpoint at {policy}: run `make train-tiny` "
-                           "(or `wm-vla train tiny`) first, or pass --policy/--wm")
-        args.policy, args.wm = str(policy), args.wm or (str(wm) if (wm / "config.json").is_file() else None)
+    _default_checkpoints(args)
     backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
     unknown = [b for b in backends if b not in ("torch", "onnxruntime", "tensorrt")]
     if unknown or not backends:
