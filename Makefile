@@ -24,7 +24,7 @@ train-tiny: setup
 
 # The headline table: single sample vs GPC-RANK K=4/16/64 vs oracle, 100 held-out arm episodes.
 eval-tiny: setup
-	$(VENV)/bin/wm-vla eval sim --world arm --episodes 100 --ablation-policy outputs/tiny/policy_flare0 --out outputs/tiny/eval_arm
+	$(VENV)/bin/wm-vla eval sim --world arm --episodes 100 --jobs 2 --teacher outputs/tiny/wm_teacher --ablation-policy outputs/tiny/policy_flare0 --out outputs/tiny/eval_arm
 
 # Decision latency of torch eager vs onnxruntime, K = 1/4/16/64, on the checkpoints of `make train-tiny`.
 bench-latency: setup
