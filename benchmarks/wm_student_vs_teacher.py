@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from wm_vla.models.checkpoint import load_checkpoint
-from wm_vla.runtime.ranker import GpcRanker
+from wm_vla.runtime.ranker import GpcRanker, RankerConfig
 from wm_vla.training.datasets import Windows, load_frames
 
 
@@ -42,6 +42,7 @@ def main() -> None:
     ap.add_argument("--decisions", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--switch-margin", type=float, default=0.0, help="ranker keeps candidate 0 unless another is this much better")
     ap.add_argument("--out", default=None, help="write the figures as JSON")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
@@ -51,8 +52,9 @@ def main() -> None:
     store = load_frames(args.dataset, policy.cfg.image_size, policy.cfg.cameras)
     windows = Windows(store, policy.cfg.horizon)
     gen = torch.Generator().manual_seed(args.seed)
-    rank_t = GpcRanker(teacher, policy.action_mean, policy.action_std)
-    rank_s = GpcRanker(student, policy.action_mean, policy.action_std)
+    ranker_cfg = RankerConfig(switch_margin=args.switch_margin)
+    rank_t = GpcRanker(teacher, policy.action_mean, policy.action_std, config=ranker_cfg)
+    rank_s = GpcRanker(student, policy.action_mean, policy.action_std, config=ranker_cfg)
     agree = 0
     idx_all = torch.randint(len(windows), (args.decisions,), generator=gen)
     for start in range(0, args.decisions, 16):
@@ -68,11 +70,13 @@ def main() -> None:
         rows[k] = {"teacher_ms": round(t_ms, 4), "student_ms": round(s_ms, 4), "speedup": round(t_ms / s_ms, 2)}
     result = {
         "threads": torch.get_num_threads(), "k_for_agreement": args.k, "decisions": args.decisions,
+        "switch_margin": args.switch_margin,
         "top1_agreement": agree / args.decisions,
         "params": {"teacher": sum(p.numel() for p in teacher.parameters()), "student": sum(p.numel() for p in student.parameters())},
         "rollout_ms_by_k": rows,
     }
-    print(f"top-1 agreement (teacher vs student choice, K={args.k}, {args.decisions} decisions): {result['top1_agreement']:.3f}")
+    print(f"top-1 agreement (teacher vs student choice, K={args.k}, {args.decisions} decisions, switch margin "
+          f"{args.switch_margin}): {result['top1_agreement']:.3f}")
     print(f"{'K':>4} {'teacher ms':>11} {'student ms':>11} {'speedup':>8}")
     for k, r in rows.items():
         print(f"{k:>4} {r['teacher_ms']:>11.3f} {r['student_ms']:>11.3f} {r['speedup']:>7.1f}x")
