@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from wm_vla.data.lerobot_io import LeRobotWriter, frame_features
-from wm_vla.eval.closed_loop import EvalConfig, evaluate, oracle_choice
+from wm_vla.eval.closed_loop import EvalConfig, candidate_outcomes, evaluate, oracle_choice
 from wm_vla.models.checkpoint import load_checkpoint
 from wm_vla.sim import make_expert, make_world
 from wm_vla.sim.collect import CollectConfig, collect
@@ -160,6 +160,28 @@ def test_oracle_prefers_the_candidate_that_makes_true_progress() -> None:
     assert world.episode.steps == 0 and np.array_equal(world.get_state().physics, start.physics)
 
 
+def test_following_a_candidate_counts_what_happens_after_its_chunk() -> None:
+    world = make_world("arm", render=False)
+    world.reset(7, task="touch the red cube")
+    start = world.get_state()
+    expert = make_expert(world, np.random.default_rng(0))
+    obs, recorded, result = world.observe(), [], None
+    while result is None or not result.done:
+        action = world.check_action(expert.act(obs))
+        recorded.append(action)
+        result = world.step(action)
+        obs = result.observation
+    assert result.success and len(recorded) > 16  # the touch takes longer than one executed chunk
+    world.set_state(start)
+    replay = np.array(recorded + [recorded[-1]] * 8)
+    follow = lambda _obs: replay[world.episode.steps: world.episode.steps + 8]  # noqa: E731  (the expert, replayed)
+    chunks = replay[None, :16]
+    myopic = candidate_outcomes(world, chunks, 8)
+    followed = candidate_outcomes(world, chunks, 8, follow, follow_decisions=len(recorded) // 8 + 1)
+    assert not myopic.success[0] and followed.success[0] and followed.scores()[0] > myopic.scores()[0]
+    assert world.episode.steps == 0 and np.array_equal(world.get_state().physics, start.physics)
+
+
 def test_gym_adapter_runs_the_eval_on_a_gymnasium_env(policy_ckpt: Path, world_models: tuple[Path, Path]) -> None:
     import gymnasium as gym
 
@@ -248,6 +270,9 @@ def test_candidate_labels_train_and_distil_the_world_model(policy_ckpt: Path, da
     assert again["decisions"] == meta["decisions"]
     order = lambda c: torch.argsort(c.state[:, 0] * 1e3 + c.chunks[:, 0, 0, 0])  # noqa: E731  (shards interleave seeds)
     assert torch.equal(cands.chunks[order(cands)], twin.chunks[order(twin)])
+    followed = label_candidates(CandidateLabelConfig(policy=str(policy_ckpt), out=str(tmp_path / "followed"), episodes=1,
+                                                     k=2, follow=2, tasks=("touch",), progress=False))
+    assert followed["follow_decisions"] == 2 and followed["decisions"] > 0
     data = [str(datasets["demos"])]
     teacher = train_world_model(WorldModelTrainConfig(datasets=data, candidates=[str(labels)], policy=str(policy_ckpt),
                                                       out=str(tmp_path / "teacher"), steps=5, batch_size=32, progress=False))
@@ -288,5 +313,8 @@ def test_eval_draws_only_the_requested_task_families(policy_ckpt: Path, datasets
     default = evaluate(EvalConfig(policy=str(policy_ckpt), episodes=1, ks=(), oracle_k=0, progress=False))
     trained_on = {parse_instruction("arm", t).family for t in load_frames(datasets["demos"], 64, None, progress=False).tasks}
     assert set(default["tasks"]) == trained_on  # by default, the families of the policy's training instructions
+    followed = evaluate(EvalConfig(policy=str(policy_ckpt), episodes=1, ks=(), oracle_k=2, oracle_follow=1,
+                                   tasks=("touch",), progress=False))
+    assert followed["oracle_follow"] == 1 and [r["name"] for r in followed["configs"]] == ["single", "oracle"]
     with pytest.raises(UnknownTaskError, match="juggle"):
         evaluate(EvalConfig(policy=str(policy_ckpt), episodes=1, ks=(), oracle_k=0, tasks=("juggle",), progress=False))

@@ -75,6 +75,7 @@ def _sim_label_candidates(args: argparse.Namespace) -> int:
 
     meta = label_candidates(CandidateLabelConfig(policy=args.policy, out=args.out, world=args.world,
                                                  episodes=args.episodes, seed=args.seed, k=args.k, jobs=args.jobs,
+                                                 follow=args.follow,
                                                  tasks=tuple(args.task.split(",")) if args.task else None,
                                                  progress=not args.no_progress))
     s = meta["episode_success"]
@@ -177,7 +178,8 @@ def _eval_sim(args: argparse.Namespace) -> int:
                                  out=args.out, progress=not args.no_progress, jobs=args.jobs,
                                  exec_horizon=args.exec_horizon, denoise_steps=args.denoise_steps,
                                  tasks=tuple(args.task.split(",")) if args.task else None,
-                                 switch_margin=args.switch_margin, teacher=args.teacher))
+                                 switch_margin=args.switch_margin, teacher=args.teacher,
+                                 oracle_follow=args.oracle_follow))
     print(f"{'config':22s} {'success':>24s} {'decision p50':>13s}")
     for r in report["configs"]:
         label = f"{r['name']} K={r['k']}" + (" (ablation)" if r["policy"] == "ablation" else "")
@@ -381,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     lc.add_argument("--episodes", type=int, default=200)
     lc.add_argument("--seed", type=int, default=30_000)
     lc.add_argument("--k", type=int, default=8, help="candidates sampled and labelled per decision")
+    lc.add_argument("--follow", type=int, default=0, help="continue each candidate with the single-sample policy "
+                    "for N more decisions before judging it (longer-horizon outcomes)")
     lc.add_argument("--task", default=None, help="task families, comma-separated; default: the policy's")
     lc.add_argument("--jobs", type=int, default=1, help="parallel processes (disjoint seeds)")
     lc.add_argument("--no-progress", action="store_true")
@@ -455,6 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--seed", type=int, default=1_000_000, help="first held-out seed")
     es.add_argument("--k", type=int, nargs="+", default=[4, 16, 64])
     es.add_argument("--oracle-k", type=int, default=16, help="0 disables the oracle")
+    es.add_argument("--oracle-follow", type=int, default=0, help="the oracle follows each candidate with the "
+                    "single-sample policy for N more decisions before judging it")
     es.add_argument("--ablation-policy", default=None, help="e.g. the FLARE lambda=0 policy")
     es.add_argument("--out", default=None, help="write OUT.json and OUT.png")
     es.add_argument("--jobs", type=int, default=1, help="evaluate configurations in N parallel processes")

@@ -50,19 +50,25 @@ class CandidateOutcomes:
         return np.where(self.success, 2.0, np.where(self.failure, -1.0, self.progress))
 
 
-def candidate_outcomes(world: SimWorld, chunks: np.ndarray, exec_horizon: int) -> CandidateOutcomes:
-    """Roll each candidate's executed part out from the current true state; the world is restored after."""
+def candidate_outcomes(world: SimWorld, chunks: np.ndarray, exec_horizon: int,
+                       follow: Callable[[Observation], np.ndarray] | None = None,
+                       follow_decisions: int = 0) -> CandidateOutcomes:
+    """Roll each candidate's executed part out from the current true state; the world is restored after.
+
+    With `follow`, each candidate is then continued for `follow_decisions` more decisions by `follow` (e.g. the
+    single-sample policy), so that outcomes that come after the chunk (a collision on the way) count too.
+    """
     start = world.get_state()
     success, failure, progress = [], [], []
-    with world.rendering(False):
+    with world.rendering(follow is not None and follow_decisions > 0):
         for chunk in chunks:
             world.set_state(start)
-            result = None
-            for action in chunk[:exec_horizon]:
-                result = world.step(action)
+            result = _execute(world, chunk[:exec_horizon])
+            for _ in range(follow_decisions if follow is not None else 0):
                 if result.done:
                     break
-            assert result is not None
+                assert follow is not None
+                result = _execute(world, follow(result.observation)[:exec_horizon])
             success.append(result.success)
             failure.append(result.failure)
             progress.append(world.progress())
@@ -70,9 +76,28 @@ def candidate_outcomes(world: SimWorld, chunks: np.ndarray, exec_horizon: int) -
     return CandidateOutcomes(np.array(success), np.array(failure), np.array(progress, dtype=np.float32))
 
 
-def oracle_choice(world: SimWorld, chunks: np.ndarray, exec_horizon: int) -> int:
+def _execute(world: SimWorld, actions: np.ndarray) -> StepResult:
+    result = None
+    for action in actions:
+        result = world.step(action)
+        if result.done:
+            break
+    assert result is not None
+    return result
+
+
+def policy_follower(policy: FlarePolicy, seed: int = 0) -> Callable[[Observation], np.ndarray]:
+    """The single-sample policy as a `follow` function (fixed noise seed: the same observation, the same chunk)."""
+    def follow(obs: Observation) -> np.ndarray:
+        batch = obs_batch(obs, policy.cfg.cameras, policy.cfg.image_size)
+        return policy.sample(batch, 1, generator=torch.Generator().manual_seed(seed)).actions[0].numpy()
+    return follow
+
+
+def oracle_choice(world: SimWorld, chunks: np.ndarray, exec_horizon: int,
+                  follow: Callable[[Observation], np.ndarray] | None = None, follow_decisions: int = 0) -> int:
     """The candidate with the best true outcome (the upper bound of any ranker)."""
-    return int(np.argmax(candidate_outcomes(world, chunks, exec_horizon).scores()))
+    return int(np.argmax(candidate_outcomes(world, chunks, exec_horizon, follow, follow_decisions).scores()))
 
 
 @dataclass
@@ -89,13 +114,15 @@ def run_episode(world: SimWorld, policy: FlarePolicy, mode: str, k: int, seed: i
                 on_step: Callable[[Observation, np.ndarray, StepResult], None] | None = None,
                 family: str | tuple[str, ...] | None = None,
                 on_decision: Callable[[Observation, np.ndarray, int], None] | None = None,
-                shadow: GpcRanker | None = None) -> EpisodeOutcome:
+                shadow: GpcRanker | None = None, oracle_follow: int = 0) -> EpisodeOutcome:
     """One closed-loop episode. `mode`: single | rank | oracle | random (a random candidate, for data collection).
 
     `on_step(obs, action, result)` sees every executed action (e.g. to record the episode); `on_decision(obs,
     chunks, chosen)` sees every decision before it is executed. `family` restricts the task families drawn.
     `shadow` ranks the same candidates alongside (not timed, not executed) to measure agreement with `ranker`.
+    `oracle_follow` > 0 lets the oracle follow each candidate with the single-sample policy for that many decisions.
     """
+    follower = policy_follower(policy, seed) if oracle_follow > 0 else None
     obs = world.reset(seed, family=family)
     gen = torch.Generator().manual_seed(seed)
     pick_rng = np.random.default_rng([seed, 7])
@@ -114,7 +141,7 @@ def run_episode(world: SimWorld, policy: FlarePolicy, mode: str, k: int, seed: i
                 outcome.shadow_total += 1
                 t0 += time.perf_counter() - t_shadow
         elif mode == "oracle" and k > 1:
-            chosen = oracle_choice(world, chunks.numpy(), exec_h)
+            chosen = oracle_choice(world, chunks.numpy(), exec_h, follower, oracle_follow)
         elif mode == "random":
             chosen = int(pick_rng.integers(k))
         else:
@@ -149,6 +176,7 @@ class EvalConfig:
     exec_horizon: int | None = None      # override the policy's execution horizon (actions run per decision)
     denoise_steps: int | None = None     # override the policy's Euler steps
     switch_margin: float = 0.0           # ranker keeps candidate 0 unless another scores this much higher
+    oracle_follow: int = 0               # oracle follows each candidate with the policy for N more decisions
     teacher: str | None = None           # shadow-rank with this (teacher) model: top-1 agreement on the real decisions
     tasks: tuple[str, ...] | None = None  # task families drawn; None: those the policy was trained on (its vocabulary)
 
@@ -212,7 +240,7 @@ def _run_config(cfg: EvalConfig, name: str, k: int, label: str, threads: int | N
             shadow = _ranker(cfg.teacher, policy, world, cfg.switch_margin)
     seeds = range(cfg.seed, cfg.seed + cfg.episodes)
     tasks = eval_tasks_for(cfg.world, cfg.tasks, policy)
-    outcomes = [run_episode(world, policy, name, k, s, ranker, family=tasks, shadow=shadow)
+    outcomes = [run_episode(world, policy, name, k, s, ranker, family=tasks, shadow=shadow, oracle_follow=cfg.oracle_follow)
                 for s in tqdm(seeds, desc=f"{name} K={k} ({label})", unit="ep", disable=not cfg.progress)]
     world.close()
     return _row(name, k, label, outcomes)
@@ -251,7 +279,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
               "seeds": [cfg.seed, cfg.seed + cfg.episodes - 1], "policy_flare_weight": policy_cfg.flare_weight,
               "exec_horizon": cfg.exec_horizon or policy_cfg.exec_horizon,
               "denoise_steps": cfg.denoise_steps or policy_cfg.denoise_steps, "switch_margin": cfg.switch_margin,
-              "teacher": cfg.teacher, "configs": rows}
+              "oracle_follow": cfg.oracle_follow, "teacher": cfg.teacher, "configs": rows}
     if cfg.out:
         write_eval_report(report, Path(cfg.out))
     return report

@@ -4,7 +4,9 @@ A world model that ranks the policy's candidates must learn what separates them.
 (good) chunk per state; perturbed rollouts show failures but not the policy's alternatives. Here the policy
 runs closed-loop (executing a random one of its K candidates, for diverse states); at every decision all K
 candidates are rolled out in a copy of the simulator state and labelled: success / failure within the
-executed part, and the world's task progress after it.
+executed part, and the world's task progress after it. With `follow` N, each candidate is continued by the
+single-sample policy for N more decisions before it is judged, so consequences that come later (a collision on
+the way round an obstacle) count.
 
 Stored as shards of safetensors tensors (+ `meta.json` with instructions and provenance); never pickles:
 
@@ -28,7 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from wm_vla.eval.closed_loop import candidate_outcomes, eval_tasks_for, load_policy, run_episode
+from wm_vla.eval.closed_loop import candidate_outcomes, eval_tasks_for, load_policy, policy_follower, run_episode
 from wm_vla.eval.stats import wilson
 from wm_vla.models.preprocess import resize_uint8
 from wm_vla.sim.registry import make_world
@@ -46,6 +48,7 @@ class CandidateLabelConfig:
     episodes: int = 200
     seed: int = 30_000
     k: int = 8
+    follow: int = 0          # continue each candidate with the single-sample policy for N more decisions
     tasks: tuple[str, ...] | None = None
     jobs: int = 1
     progress: bool = True
@@ -86,8 +89,10 @@ def _label_shard(cfg: CandidateLabelConfig, seeds: list[int], shard: int, thread
     rows: dict[str, list[np.ndarray]] = {k: [] for k in KEYS}
     instructions: list[str] = []
 
+    follower = policy_follower(policy, cfg.seed) if cfg.follow > 0 else None
+
     def on_decision(obs: Observation, chunks: np.ndarray, chosen: int) -> None:
-        labels = candidate_outcomes(world, chunks, pc.exec_horizon)
+        labels = candidate_outcomes(world, chunks, pc.exec_horizon, follower, cfg.follow)
         imgs = torch.stack([torch.from_numpy(obs.images[c]).permute(2, 0, 1) for c in pc.cameras])
         rows["images"].append(resize_uint8(imgs, pc.image_size).numpy())
         rows["state"].append(obs.state.astype(np.float32))
@@ -134,7 +139,7 @@ def label_candidates(cfg: CandidateLabelConfig) -> dict[str, Any]:
     meta = {"format": "wm_vla.candidate_labels/1", "policy": cfg.policy, "world": cfg.world, "k": cfg.k,
             "cameras": list(policy.cfg.cameras), "image_size": policy.cfg.image_size,
             "horizon": policy.cfg.horizon, "action_dim": policy.cfg.action_dim, "state_dim": policy.cfg.state_dim,
-            "exec_horizon": policy.cfg.exec_horizon, "seeds": [seeds[0], seeds[-1]], "shards": jobs,
+            "exec_horizon": policy.cfg.exec_horizon, "follow_decisions": cfg.follow, "seeds": [seeds[0], seeds[-1]], "shards": jobs,
             "decisions": sum(r["decisions"] for r in results),
             "episode_success": wilson(sum(e["success"] for e in episodes), len(episodes)).to_dict()}
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
