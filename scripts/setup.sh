@@ -60,7 +60,19 @@ else
   quiet_pip install -q --upgrade pip
   reqs=(-r "$repo/requirements/requirements.txt")
   ((system_ros)) || reqs+=(-r "$repo/requirements/ros-pip.txt")
-  log "installing pinned Python dependencies (first time: ~3 min, ~9 GB; lerobot brings torch)"
+  # lerobot 0.4.4 pins torch<2.11, whose only Linux wheels are the CUDA builds (~9 GB with the nvidia-* libraries,
+  # all needed at import time even on a CPU). Install without pip's cache (it would hold a second copy of every
+  # wheel) and torch first, so its unpacked downloads are freed before the rest arrive: peak ~11 GB, not ~16 GB.
+  export PIP_NO_CACHE_DIR=${PIP_NO_CACHE_DIR:-1}
+  need_gb=11
+  free_gb=$(df -Pk "$(dirname "$venv")" | awk 'NR==2 {print int($4 / 1048576)}')
+  tmp_gb=$(df -Pk "${TMPDIR:-/tmp}" | awk 'NR==2 {print int($4 / 1048576)}')
+  if ((free_gb < need_gb || tmp_gb < 4)); then
+    log "WARNING: a first install needs ~${need_gb} GB free; $(dirname "$venv") has ${free_gb} GB, ${TMPDIR:-/tmp} has ${tmp_gb} GB"
+    log "         (point WM_VLA_VENV and TMPDIR at a larger disk if pip stops with 'No space left on device')"
+  fi
+  log "installing pinned Python dependencies (first time: ~3 min, ~9 GB; lerobot brings CUDA torch)"
+  quiet_pip install -q torch torchvision -c "$repo/requirements/constraints.txt"
   quiet_pip install -q "${reqs[@]}" -c "$repo/requirements/constraints.txt"
   quiet_pip install -q --no-deps -e "$repo"
   echo "$want" > "$stamp"
