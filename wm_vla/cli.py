@@ -151,7 +151,7 @@ def _train_tiny(args: argparse.Namespace) -> int:
 
     log = run_pipeline(PipelineConfig(out=Path(args.out), world=args.world, task=args.task, policy_steps=args.policy_steps,
                                       demos=args.demos, perturbed=args.perturbed, label_episodes=args.label_episodes,
-                                      label_follow=args.label_follow,
+                                      label_follow=args.label_follow, seed=args.seed,
                                       ablation=args.ablation, jobs=args.jobs, progress=not args.no_progress))
     print(f"stages (s): {log['stages']}")
     print(f"training (policy + world model + distill): {log['training_seconds']} s; everything: {log['total_seconds']} s")
@@ -468,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--label-episodes", type=int, default=120, help="closed-loop episodes whose candidates get labelled")
     tt.add_argument("--label-follow", type=int, default=2,
                     help="judge each candidate after N more single-sample policy decisions (0: right after it)")
+    tt.add_argument("--seed", type=int, default=0, help="training seed (policy, teacher, student)")
     tt.add_argument("--ablation", action="store_true", help="also train the FLARE lambda=0 policy")
     tt.add_argument("--no-progress", action="store_true")
     tt.set_defaults(func=_train_tiny)
