@@ -139,6 +139,7 @@ def _train_distill(args: argparse.Namespace) -> int:
     result = distill(DistillConfig(datasets=args.dataset, policy=args.policy, teacher=args.teacher, out=args.out,
                                    candidates=args.candidates,
                                    states=args.states, k=args.k, steps=args.steps, seed=args.seed,
+                                   student_hidden=args.student_hidden, student_layers=args.student_layers,
                                    progress=not args.no_progress))
     print(f"student {result['out']}: {result['candidates']} policy candidates, {result['train_seconds']} s, "
           f"top-1 ranking agreement with the teacher: held-out states {result['top1_agreement_heldout']:.3f} "
@@ -453,6 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     td.add_argument("--states", type=int, default=1500)
     td.add_argument("--k", type=int, default=8)
     td.add_argument("--steps", type=int, default=4000)
+    td.add_argument("--student-hidden", type=int, default=None, help="override the student preset's width")
+    td.add_argument("--student-layers", type=int, default=None, help="override the student preset's depth")
     td.add_argument("--seed", type=int, default=0)
     td.add_argument("--no-progress", action="store_true")
     td.set_defaults(func=_train_distill)
