@@ -8,6 +8,8 @@ carries. Problems do not crash a read: undecodable messages, unknown types and a
 from __future__ import annotations
 
 import logging
+import struct
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -71,15 +73,38 @@ class BagReader:
     def __init__(self, path: str | Path, typestore: Typestore | None = None) -> None:
         self.path = Path(path)
         self.issues = BagIssues()
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if not self.path.exists():
             raise BagOpenError(f"{self.path}: no such bag")
         try:
-            self._reader = Reader(self.path)
-            self._reader.open()
+            self._reader = self._open(self.path)
         except Exception as exc:  # rosbags raises several types for broken files
-            raise BagOpenError(f"{self.path}: cannot open as a ROS 2 bag (mcap or sqlite3): {exc}") from exc
+            mcap = _single_mcap(self.path)
+            if mcap is None or "end magic" not in str(exc) and "footer" not in str(exc).lower():
+                raise BagOpenError(f"{self.path}: cannot open as a ROS 2 bag (mcap or sqlite3): {exc}") from exc
+            self._reader = self._recover(mcap, exc)
         self.store = typestore or bag_typestore()
         self._known = self._register_bag_types(self._reader.connections)
+
+    @staticmethod
+    def _open(path: Path) -> Reader:
+        reader = Reader(path)
+        reader.open()
+        return reader
+
+    def _recover(self, mcap: Path, exc: Exception) -> Reader:
+        """An mcap without its footer (the recording was cut off): read its complete records, count the loss."""
+        self._tmp = tempfile.TemporaryDirectory(prefix="wm_vla_bag_")
+        fixed = Path(self._tmp.name) / mcap.name
+        kept, dropped = recover_mcap(mcap, fixed)
+        try:
+            reader = self._open(fixed)
+        except Exception as exc2:
+            self._tmp.cleanup()
+            raise BagOpenError(f"{self.path}: truncated mcap ({exc}) and not recoverable: {exc2}") from exc2
+        self.issues.add("truncated", f"{mcap.name}: no mcap footer (recording cut off); read {kept} complete "
+                        f"record(s), dropped {dropped} trailing byte(s)")
+        return reader
 
     def __enter__(self) -> BagReader:
         return self
@@ -89,6 +114,9 @@ class BagReader:
 
     def close(self) -> None:
         self._reader.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
 
     def _register_bag_types(self, connections: Iterable[Connection]) -> set[str]:
         """Register definitions carried by the bag for types our store lacks; return the decodable types."""
@@ -163,6 +191,8 @@ class BagReader:
             if normalize_type(conn.msgtype) not in self._known:
                 self.issues.add("unknown_type", f"{conn.topic}: {conn.msgtype}", int(conn.msgcount) or 1)
         conns = [c for c in conns if normalize_type(c.msgtype) in self._known]
+        if not conns:  # rosbags reads every connection when given none
+            return
         index: Counter[str] = Counter()
         it = self._reader.messages(connections=conns)
         while True:
@@ -188,6 +218,50 @@ class BagReader:
     def read(self, topic: str) -> list[Record]:
         """All decodable messages of one topic, sorted by stamp (non-monotonic stamps are counted)."""
         return sort_by_stamp(topic, [r for _, _, r in self.iter_records([topic]) if r is not None], self.issues)
+
+
+MCAP_MAGIC = b"\x89MCAP0\r\n"
+
+
+def _single_mcap(path: Path) -> Path | None:
+    if path.is_file():
+        return path if path.suffix == ".mcap" else None
+    files = sorted(path.glob("*.mcap"))
+    return files[0] if len(files) == 1 else None
+
+
+def _records(data: bytes, pos: int) -> tuple[list[tuple[int, int, int]], int]:
+    """Complete (op, start, end) records from `pos` on, stopping at an incomplete one, a footer or a data end."""
+    out = []
+    while pos + 9 <= len(data):
+        op, size = data[pos], struct.unpack_from("<Q", data, pos + 1)[0]
+        end = pos + 9 + size
+        if end > len(data) or op in (0x02, 0x0F):
+            break
+        out.append((op, pos, end))
+        pos = end
+    return out, pos
+
+
+def recover_mcap(src: Path, dst: Path) -> tuple[int, int]:
+    """Copy the complete records of a truncated mcap (and those inside an uncompressed chunk cut off midway) and
+    close it with an empty footer (no summary, so readers scan it). Returns (records kept, bytes dropped)."""
+    data = src.read_bytes()
+    if not data.startswith(MCAP_MAGIC):
+        raise BagOpenError(f"{src}: not an mcap file (bad magic)")
+    records, pos = _records(data, len(MCAP_MAGIC))
+    body, kept, dropped = bytearray(data[:pos]), len(records), len(data) - pos
+    if pos + 9 + 28 + 4 <= len(data) and data[pos] == 0x06:  # a chunk cut off: salvage its complete records
+        head = pos + 9 + 28
+        name_len = struct.unpack_from("<I", data, head)[0]
+        inner = head + 4 + name_len + 8
+        if name_len == 0 and inner <= len(data):
+            salvaged, inner_end = _records(data, inner)
+            body += data[inner:inner_end]
+            kept, dropped = kept + len(salvaged), len(data) - inner_end
+    footer = bytes([0x02]) + struct.pack("<Q", 20) + struct.pack("<QQI", 0, 0, 0)
+    dst.write_bytes(bytes(body) + footer + MCAP_MAGIC)
+    return kept, dropped
 
 
 def sort_by_stamp(topic: str, records: list[Record], issues: BagIssues) -> list[Record]:
