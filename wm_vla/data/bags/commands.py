@@ -79,13 +79,13 @@ class CommandTrack:
     def _trajectory(self, msg: Any, start_ns: int, t_ns: int, row: np.ndarray) -> None:
         if not msg.points:
             return
-        reach = np.array([start_ns + _duration_ns(p.time_from_start) for p in msg.points], np.float64)
+        reach = np.array([_duration_ns(p.time_from_start) for p in msg.points], np.float64)  # after start
         pos = np.array([np.asarray(p.positions, float) for p in msg.points])
         if pos.ndim != 2 or pos.shape[1] != len(msg.joint_names):
             raise BagMessageError(f"{self.source.topic}: trajectory points must each have {len(msg.joint_names)} positions")
         for j, name in enumerate(msg.joint_names):
             if name in self.action_names:
-                row[self.action_names.index(name)] = np.interp(float(t_ns), reach, pos[:, j])
+                row[self.action_names.index(name)] = np.interp(float(t_ns - start_ns), reach, pos[:, j])
 
     def _array(self, msg: Any, row: np.ndarray) -> None:
         data = np.asarray(msg.data, float)

@@ -140,7 +140,7 @@ class _Loader:
             self.warn(f"marker topic {self.t.marker} not in the bag: one episode")
         if self.cfg.gap_s:
             return by_gaps(ref, self.cfg.gap_s)
-        return [Episode(0, int(ref[0]), int(ref[-1]) + 1)]
+        return [Episode(0, int(ref[0]), max(int(ref[-1]), self.r.end_ns) + 1)]
 
     def frame_decisions(self, ref: np.ndarray, episodes: list[Episode]) -> tuple[np.ndarray, np.ndarray]:
         """Reference frames at least every_s apart inside each episode -> (stamps, episode index)."""

@@ -49,15 +49,18 @@ def by_ranges(ranges: list[tuple[float, float]], bag_start_ns: int) -> list[Epis
 
 
 def by_gaps(stamps_ns: np.ndarray, gap_s: float) -> list[Episode]:
-    """A new episode wherever consecutive stamps of a stream are more than `gap_s` apart."""
+    """A new episode wherever consecutive stamps of a stream are more than `gap_s` apart; each episode lasts one
+    typical frame period past its last stamp (the command sent after the last frame still belongs to it)."""
     if gap_s <= 0:
         raise EpisodeSpecError(f"episode gap must be > 0 s, got {gap_s}")
     t = np.sort(np.asarray(stamps_ns, np.int64))
     if t.size == 0:
         return []
-    cuts = np.flatnonzero(np.diff(t) > gap_s * NS) + 1
-    bounds = np.split(t, cuts)
-    return [Episode(i, int(b[0]), int(b[-1]) + 1) for i, b in enumerate(bounds)]
+    diffs = np.diff(t)
+    cuts = np.flatnonzero(diffs > gap_s * NS) + 1
+    inside = diffs[(diffs > 0) & (diffs <= gap_s * NS)]
+    period = int(np.median(inside)) if inside.size else int(gap_s * NS)
+    return [Episode(i, int(b[0]), int(b[-1]) + period) for i, b in enumerate(np.split(t, cuts))]
 
 
 def marker_is_end(msg: Any) -> bool:
