@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,13 @@ def _policy_config(path: str) -> dict[str, Any]:
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
+
+
+def _nanmean(x: np.ndarray | list, axis: int | tuple[int, ...]) -> np.ndarray:
+    """nanmean that returns NaN for all-NaN slices without a RuntimeWarning (unrecorded steps are expected)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(np.asarray(x, float), axis=axis)
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -119,15 +127,13 @@ class BagEvaluator:
         have = ~np.isnan(rec)
         if have.any():
             err = np.where(have[None], np.abs(d.actions - np.nan_to_num(rec)[None]), np.nan)   # (K, H, A)
-            with np.errstate(invalid="ignore"):
-                per_cand = np.nanmean(err, axis=(1, 2))
+            per_cand = _nanmean(err, (1, 2))
             best = int(np.nanargmin(per_cand))
             row.update(covered=float(have.mean()), err_cand0=float(per_cand[0]), err_chosen=float(per_cand[d.chosen]),
                        err_best=float(per_cand[best]), err_mean=float(np.nanmean(per_cand)), best=best,
-                       err_joint_chosen=np.nanmean(err[d.chosen], axis=0).tolist(),
-                       err_step_chosen=np.nanmean(err[d.chosen], axis=1).tolist(),
-                       err_step_best=np.nanmean(err[best], axis=1).tolist(),
-                       err_step_cand0=np.nanmean(err[0], axis=1).tolist())
+                       err_joint_chosen=_nanmean(err[d.chosen], 0).tolist(),
+                       err_step_chosen=_nanmean(err[d.chosen], 1).tolist(),
+                       err_step_best=_nanmean(err[best], 1).tolist(), err_step_cand0=_nanmean(err[0], 1).tolist())
             if d.ranking is not None and len(per_cand) > 1:
                 row["rank_corr"] = _spearman(d.ranking.scores, -per_cand)
                 row["chosen_err_rank"] = float(np.sum(per_cand < per_cand[d.chosen]) / (len(per_cand) - 1))
@@ -206,9 +212,9 @@ def summarise(cfg: BagEvalConfig, data: BagData, rows: list[dict[str, Any]], loa
         for name, ms in r["stage_ms"].items():
             stages.setdefault(name, []).append(ms)
     with_err = [r for r in rows if "err_chosen" in r]
-    steps = {k: np.nanmean([r[k] for r in with_err], axis=0).tolist() if with_err else []
+    steps = {k: _nanmean([r[k] for r in with_err], 0).tolist() if with_err else []
              for k in ("err_step_cand0", "err_step_chosen", "err_step_best")}
-    joints = np.nanmean([r["err_joint_chosen"] for r in with_err], axis=0).tolist() if with_err else []
+    joints = _nanmean([r["err_joint_chosen"] for r in with_err], 0).tolist() if with_err else []
     t0 = rows[0]["t_s"] if rows else 0.0
     for r in rows:
         r["t_rel_s"] = r["t_s"] - t0

@@ -201,9 +201,10 @@ def load_decisions(path: str | Path, topics: TopicMap, cfg: LoadConfig) -> BagDa
             return str(instructions[ins_idx[i]].msg.data) if ins_idx[i] >= 0 else (cfg.instruction or "")
 
         if stack_cand:
-            points = [DecisionPoint(i, 0, int(t), obs_images, state, text or instruction(i), recorded[i], None, seed,
-                                    cand, chosen)
+            points = [DecisionPoint(i, 0, int(t), obs_images, state, text or instruction(i), recorded[i], None,
+                                    seed=seed, recorded_candidates=cand, recorded_chosen=chosen)
                       for i, (t, obs_images, state, text, seed, cand, chosen) in enumerate(data[: len(times)])]
+            _stack_futures(ld, stack_obs, points)
         else:
             points = _frame_points(ld, cams, joints, times, eps, recorded, instruction, ends)
         duration = (reader.end_ns - reader.start_ns) / NS
@@ -258,6 +259,22 @@ def _frame_points(ld: _Loader, cams: dict[str, tuple[str, np.ndarray, np.ndarray
                                     recorded[n], np.stack(fut) if has_future else None,
                                     fut_state if has_future else None))
     return points
+
+
+def _stack_futures(ld: _Loader, obs: list[Record], points: list[DecisionPoint]) -> None:
+    """The realised future of each recorded decision: the stack's Observation as of t + H (bounded age)."""
+    cfg = ld.cfg
+    stamps = np.array([r.stamp_ns for r in obs], np.int64)
+    future = np.array([p.stamp_ns for p in points], np.int64) + int(round(cfg.horizon * NS / cfg.fps))
+    for p, j in zip(points, asof_indices(stamps, future, ld.age)):
+        if j < 0:
+            continue
+        o = obs[j].msg
+        names = list(o.camera_names)
+        if all(c in names for c in cfg.cameras):
+            p.future_images = np.stack([_resize(image_to_rgb(o.images[names.index(c)]), cfg.image_size)
+                                        for c in cfg.cameras])
+            p.future_state = np.asarray(o.state, np.float32)
 
 
 def _stack_points(ld: _Loader, obs: list[Record], cand: list[Record], rank: list[Record]) -> list[tuple]:

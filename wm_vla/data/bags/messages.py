@@ -57,3 +57,33 @@ def float64_array(values: np.ndarray) -> Any:
 
 def string(text: str) -> Any:
     return _t("std_msgs/msg/String")(data=text)
+
+
+def observation(images: dict[str, np.ndarray], state: np.ndarray, state_names: Sequence[str], ns: int,
+                frame_id: str = "base_link") -> Any:
+    """wm_vla_interfaces/Observation: rgb8 images (in dict order) + joint state + state vector, all stamped `ns`."""
+    return _t("wm_vla_interfaces/msg/Observation")(
+        header=header(ns, frame_id), images=[image(img, ns, f"{name}_camera", "rgb8") for name, img in images.items()],
+        camera_names=list(images), joint_state=joint_state(state_names, state, ns), state=np.asarray(state, np.float64))
+
+
+def action_candidates(actions: np.ndarray, obs_latent: np.ndarray, future_latents: np.ndarray,
+                      action_names: Sequence[str], seed: int, instruction: str, ns: int, policy_id: str = "") -> Any:
+    k, h, a = actions.shape
+    m = future_latents.shape[-2] if future_latents.ndim >= 2 else 0
+    return _t("wm_vla_interfaces/msg/ActionCandidates")(
+        header=header(ns), k=k, h=h, a=a, action_names=list(action_names),
+        actions=np.ascontiguousarray(actions, np.float32).reshape(-1),
+        obs_latent=np.asarray(obs_latent, np.float32).reshape(-1), m=m, latent_dim=int(np.size(obs_latent)),
+        future_latents=np.ascontiguousarray(future_latents, np.float32).reshape(-1),
+        policy_scores=np.zeros(0, np.float32), seed=int(seed), instruction=instruction, policy_id=policy_id)
+
+
+def ranking_result(chosen: int, scores: np.ndarray, progress: np.ndarray, failure_prob: np.ndarray,
+                   stage_ms: dict[str, float], ns: int, backend: str = "torch", ranker: str = "gpc_rank",
+                   degraded: bool = False) -> Any:
+    return _t("wm_vla_interfaces/msg/RankingResult")(
+        header=header(ns), chosen=int(chosen), scores=np.asarray(scores, np.float32),
+        progress=np.asarray(progress, np.float32), failure_prob=np.asarray(failure_prob, np.float32),
+        stage_names=list(stage_ms), stage_ms=np.asarray(list(stage_ms.values()), np.float32), backend=backend,
+        ranker=ranker, degraded=bool(degraded))

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from wm_vla.data.bags import messages as m
-from wm_vla.data.bags.topics import TopicMap
+from wm_vla.data.bags.topics import STACK_TOPICS, TopicMap
 from wm_vla.data.bags.writer import BagRecorder, RecorderConfig
 
 NS = 1_000_000_000
@@ -41,8 +41,40 @@ class SimBagConfig:
     progress: bool = False
 
 
-def write_sim_episodes(cfg: SimBagConfig, sink: Sink) -> dict[str, Any]:
-    """Run `cfg.episodes` expert episodes and hand every message to `sink`; returns a summary."""
+class PolicyDriver:
+    """Drive the sim with a decision pipeline (policy + GPC-RANK) and record what our stack records: the
+    Observation, ActionCandidates (with the noise seed) and RankingResult of every decision."""
+
+    def __init__(self, pipeline: Any, k: int, exec_horizon: int, seed: int = 0, policy_id: str = "") -> None:
+        self.pipeline, self.k, self.exec_h, self.seed, self.policy_id = pipeline, k, exec_horizon, seed, policy_id
+        self.decisions = 0
+
+    def __call__(self, obs: Any, t: int, world: Any, sink: Sink) -> np.ndarray:
+        from wm_vla.runtime.spec import candidate_noise
+
+        spec = self.pipeline.backend.spec
+        seed = self.seed * 1_000_003 + self.decisions
+        self.decisions += 1
+        images = np.stack([obs.images[c].transpose(2, 0, 1) for c in spec.cameras])[None].astype(np.float32) / 255
+        d = self.pipeline.decide(images, obs.state[None].astype(np.float32), obs.instruction,
+                                 candidate_noise(spec.horizon, spec.action_dim, self.k, seed))
+        names = world.profile.state.names
+        sink(STACK_TOPICS["observation"], "wm_vla_interfaces/msg/Observation",
+             m.observation({c: obs.images[c] for c in spec.cameras}, obs.state, names, t), t + 3_000_000)
+        sink(STACK_TOPICS["candidates"], "wm_vla_interfaces/msg/ActionCandidates",
+             m.action_candidates(d.actions, d.obs_latent, d.future_latents, world.profile.action.names, seed,
+                                 obs.instruction, t, self.policy_id), t + 20_000_000)
+        r = d.ranking
+        zeros = np.zeros(self.k)
+        sink(STACK_TOPICS["ranking"], "wm_vla_interfaces/msg/RankingResult",
+             m.ranking_result(d.chosen, r.scores if r else zeros, r.progress if r else zeros,
+                              r.failure_prob if r else zeros, d.stage_ms, t, ranker=r.ranker if r else "passthrough"),
+             t + 25_000_000)
+        return d.actions[d.chosen, : self.exec_h]
+
+
+def write_sim_episodes(cfg: SimBagConfig, sink: Sink, driver: PolicyDriver | None = None) -> dict[str, Any]:
+    """Run `cfg.episodes` episodes (the scripted expert, or `driver`) and hand every message to `sink`."""
     from wm_vla.sim.registry import make_expert, make_world
 
     world = make_world(cfg.world, image_size=cfg.image_size)
@@ -61,6 +93,7 @@ def write_sim_episodes(cfg: SimBagConfig, sink: Sink) -> dict[str, Any]:
         seed = cfg.seed + ep
         obs = world.reset(seed, family=cfg.family)
         expert = make_expert(world, np.random.default_rng([seed, 1]))
+        pending: list[np.ndarray] = []
         sink(MARKER_TOPIC, "std_msgs/msg/String", m.string("start"), t - 20_000_000)
         sink(topics.instruction, "std_msgs/msg/String", m.string(obs.instruction), t - 10_000_000)
         steps, result = 0, None
@@ -73,7 +106,9 @@ def write_sim_episodes(cfg: SimBagConfig, sink: Sink) -> dict[str, Any]:
                 cam_spec = next((c for c in prof.cameras if c.name == cam), None)
                 frame = cam_spec.frame if cam_spec else f"{cam}_camera_optical_frame"
                 sink(topic, "sensor_msgs/msg/Image", m.image(obs.images[cam], t, frame, cfg.encoding), t + 2_000_000)
-            action = world.check_action(expert.act(obs))
+            if not pending:
+                pending = list(driver(obs, t, world, sink)) if driver is not None else [expert.act(obs)]
+            action = world.check_action(pending.pop(0))
             sent = t + int(cfg.latency_ms * 1e6)
             arm = [prof.action.names.index(j) for j in traj.joints]
             sink(traj.topic, "trajectory_msgs/msg/JointTrajectory",
@@ -97,8 +132,8 @@ def write_sim_episodes(cfg: SimBagConfig, sink: Sink) -> dict[str, Any]:
     return summary
 
 
-def record_sim_bag(cfg: SimBagConfig) -> tuple[Path, dict[str, Any]]:
+def record_sim_bag(cfg: SimBagConfig, driver: PolicyDriver | None = None) -> tuple[Path, dict[str, Any]]:
     """Write the sim episodes with rosbags into `cfg.out` (one rosbag2 directory); returns its path and summary."""
     with BagRecorder(RecorderConfig(Path(cfg.out), name="sim", storage=cfg.storage)) as rec:
-        summary = write_sim_episodes(cfg, rec.write)
+        summary = write_sim_episodes(cfg, rec.write, driver)
     return rec.parts[0], summary
