@@ -42,7 +42,7 @@ class BagPlayer(Node):
                 continue
             out = cfg.remap.get(topic, topic)
             self.pubs[out] = self.create_publisher(cls, out, qos)
-        self.clock = self.create_publisher(Clock, "/clock", 10) if cfg.clock_hz > 0 else None
+        self.clock_pub = self.create_publisher(Clock, "/clock", 10) if cfg.clock_hz > 0 else None
         self.published = 0
 
     def wait_for_subscribers(self, timeout_s: float) -> bool:
@@ -54,11 +54,11 @@ class BagPlayer(Node):
             time.sleep(0.05)
         return False
 
-    def _clock(self, bag_ns: int) -> None:
-        if self.clock is not None:
+    def _publish_clock(self, bag_ns: int) -> None:
+        if self.clock_pub is not None:
             msg = Clock()
             msg.clock.sec, msg.clock.nanosec = int(bag_ns // NS), int(bag_ns % NS)
-            self.clock.publish(msg)
+            self.clock_pub.publish(msg)
 
     def play(self) -> int:
         """Publish everything due, sleeping in between (and publishing /clock at clock_hz); returns the count."""
@@ -71,12 +71,12 @@ class BagPlayer(Node):
                 continue
             while (now := time.monotonic() - start) < item.due_s:
                 if clock_period is not None and now >= next_clock:
-                    self._clock(item.log_ns - int((item.due_s - now) * self.cfg.rate * NS))
+                    self._publish_clock(item.log_ns - int((item.due_s - now) * self.cfg.rate * NS))
                     next_clock = now + clock_period
                 wait = item.due_s - now
                 time.sleep(min(wait, clock_period) if clock_period else wait)
             if clock_period is not None and now >= next_clock:
-                self._clock(item.log_ns)
+                self._publish_clock(item.log_ns)
                 next_clock = now + clock_period
             pub.publish(item.data)
             self.published += 1
@@ -85,8 +85,9 @@ class BagPlayer(Node):
         return self.published
 
 
-def main(cfg: PlayConfig, wait_s: float = 0.0, args: Sequence[str] | None = None) -> int:
-    rclpy.init(args=args)
+def main(cfg: PlayConfig, wait_s: float = 0.0, args: Sequence[str] = ()) -> int:
+    """Play once (or forever with loop); `args` are ROS arguments (not the wm-vla command line)."""
+    rclpy.init(args=["bag_player", *args])
     node = BagPlayer(cfg)
     try:
         if wait_s > 0 and not node.wait_for_subscribers(wait_s):

@@ -7,6 +7,7 @@ playback (bag time from the start offset, divided by the rate); a node publishes
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,13 +65,17 @@ def bag_topics(bag: Path) -> dict[str, str]:
         return {c.topic: normalize_type(c.msgtype) for c in reader.connections}
 
 
-def _open(bag: Path) -> Reader:
+@contextmanager
+def _open(bag: Path) -> Iterator[Reader]:
     try:
         reader = Reader(bag)
         reader.open()
     except Exception as exc:
         raise BagOpenError(f"{bag}: cannot open as a ROS 2 bag: {exc}") from exc
-    return reader
+    try:
+        yield reader
+    finally:
+        reader.close()
 
 
 def play_schedule(cfg: PlayConfig) -> Iterator[Item]:
