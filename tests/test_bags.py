@@ -301,6 +301,18 @@ def test_decision_points_align_images_state_and_recorded_commands(simbag: tuple[
     assert len(data.decisions) == sum((n + 3) // 4 for n in steps)
 
 
+def test_episodes_from_the_marker_topic_match_the_gaps(simbag: tuple[Path, dict]) -> None:
+    path, _ = simbag
+    by_gap = load_decisions(path, _topics(), _load_cfg())
+    by_marker = load_decisions(path, _topics().with_overrides({"marker": "/wm_vla/episode"}), _load_cfg(gap_s=None))
+    assert by_marker.topics["marker"] == "/wm_vla/episode" and len(by_marker.episodes) == 2
+    assert [(d.stamp_ns, d.episode) for d in by_marker.decisions] == [(d.stamp_ns, d.episode) for d in by_gap.decisions]
+    one = load_decisions(path, _topics(), _load_cfg(gap_s=None))
+    assert len(one.episodes) == 1   # without episodes, the last command holds through the pause: fewer NaN steps
+    assert sum(np.isnan(d.recorded).sum() for d in one.decisions) < sum(np.isnan(d.recorded).sum()
+                                                                        for d in by_gap.decisions)
+
+
 def test_decision_points_without_commands_or_cameras(simbag: tuple[Path, dict], tmp_path: Path) -> None:
     path, _ = simbag
     topics = _topics().with_overrides({"command.0": "/none/a", "command.1": "/none/b", "instruction": "/none/i"})
@@ -312,6 +324,8 @@ def test_decision_points_without_commands_or_cameras(simbag: tuple[Path, dict], 
         load_decisions(path, _topics().with_overrides({"front": "/none/cam"}), _load_cfg())
     with pytest.raises(BagAlignmentError, match="no decision point"):
         load_decisions(path, _topics(), _load_cfg(max_age_ms=0.0, ranges=[(100.0, 200.0)]))
+    with pytest.raises(BagAlignmentError, match="bad_joint_state"):   # state names the bag's joint_states lacks
+        load_decisions(path, _topics(), _load_cfg(state_names=("vx", "vy", "wz")))
 
 
 def test_compressed_images_are_found_and_decoded(simbag: tuple[Path, dict], tmp_path: Path) -> None:

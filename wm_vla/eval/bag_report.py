@@ -33,19 +33,19 @@ def _plots(report: dict[str, Any], out: Path, score_only: bool) -> list[Path]:
     fig, axes = plt.subplots(3 if not score_only else 1, 1, figsize=(10, 7.5 if not score_only else 3), sharex=True,
                              squeeze=False)
     ax_f = axes[-1, 0]
+    def lines(ax: Any, specs: tuple[tuple[str, str, str], ...], ylabel: str, where: str) -> None:
+        for key, label, c in specs:
+            ax.plot(t, col(key), ".-", ms=3, lw=0.8, label=label, color=c)
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=7, loc=where)
+
     if not score_only:
-        ax = axes[0, 0]
-        for key, label, c in (("err_cand0", "candidate 0 (single sample)", "#9d9d9d"),
-                              ("err_chosen", "GPC-RANK choice", "#4c78a8"), ("err_best", "best of K", "#54a24b")):
-            ax.plot(t, col(key), ".-", ms=3, lw=0.8, label=label, color=c)
-        ax.set_ylabel("MAE vs recorded\ncommand chunk")
-        ax.legend(fontsize=7, loc="upper right")
-        ax = axes[1, 0]
-        for key, label, c in (("cos_wm_recorded", "WM(z_t, recorded chunk)", "#e45756"),
-                              ("cos_wm_chosen", "WM(z_t, chosen chunk)", "#4c78a8"), ("cos_static", "z_t (no change)", "#9d9d9d")):
-            ax.plot(t, col(key), ".-", ms=3, lw=0.8, label=label, color=c)
-        ax.set_ylabel("cos to realised\nz_{t+H}")
-        ax.legend(fontsize=7, loc="lower right")
+        lines(axes[0, 0], (("err_cand0", "candidate 0 (single sample)", "#9d9d9d"),
+                           ("err_chosen", "GPC-RANK choice", "#4c78a8"), ("err_best", "best of K", "#54a24b")),
+              "MAE vs recorded\ncommand chunk", "upper right")
+        lines(axes[1, 0], (("cos_wm_recorded", "WM(z_t, recorded chunk)", "#e45756"),
+                           ("cos_wm_chosen", "WM(z_t, chosen chunk)", "#4c78a8"),
+                           ("cos_static", "z_t (no change)", "#9d9d9d")), "cos to realised\nz_{t+H}", "lower right")
     ax_f.plot(t, col("recorded_failure_prob"), ".-", ms=3, lw=0.8, color="#e45756", label="recorded chunk")
     ax_f.plot(t, col("failure_prob", lambda r: r["failure_prob"][r["chosen"]] if r.get("failure_prob") else np.nan),
               ".-", ms=3, lw=0.8, color="#4c78a8", label="chosen candidate")

@@ -207,6 +207,9 @@ def load_decisions(path: str | Path, topics: TopicMap, cfg: LoadConfig) -> BagDa
             _stack_futures(ld, stack_obs, points)
         else:
             points = _frame_points(ld, cams, joints, times, eps, recorded, instruction, ends)
+        if not points:
+            raise BagAlignmentError(f"{path}: none of {len(times)} decision point(s) has usable images and state "
+                                    f"(issues: {reader.issues.to_dict()})")
         duration = (reader.end_ns - reader.start_ns) / NS
         return BagData(str(path), points, episodes, reader.issues, ld.used, ld.warnings, duration,
                        "stack" if stack_cand else "frames")
