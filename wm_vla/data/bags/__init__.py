@@ -12,4 +12,4 @@ from wm_vla.data.bags.writer import BagRecorder, RecorderConfig
 
 __all__ = ["BagData", "BagIssues", "BagReader", "BagRecorder", "CommandSource", "DecisionPoint", "Episode",
            "LoadConfig", "Record", "RecorderConfig", "TopicMap", "asof_indices", "bag_typestore", "by_gaps",
-           "by_markers", "by_ranges", "image_to_rgb", "load_decisions", "parse_overrides"]
+           "by_markers", "by_ranges", "image_to_rgb", "load_decisions", "parse_overrides", "parse_ranges"]

@@ -21,7 +21,7 @@ from wm_vla.data.bags.align import asof_indices
 from wm_vla.data.bags.commands import CommandTrack, command_chunks
 from wm_vla.data.bags.episodes import Episode, by_gaps, by_markers, by_ranges, marker_is_end
 from wm_vla.data.bags.images import image_to_rgb
-from wm_vla.data.bags.reader import BagIssues, BagReader, Record, sort_by_stamp
+from wm_vla.data.bags.reader import BagIssues, BagReader, Record
 from wm_vla.data.bags.topics import TopicMap
 from wm_vla.data.errors import BagAlignmentError, BagMessageError
 from wm_vla.models.preprocess import resize_uint8
@@ -164,8 +164,7 @@ def load_decisions(path: str | Path, topics: TopicMap, cfg: LoadConfig) -> BagDa
         stack_cand = ld.optional("candidates", topics.stack.get("candidates")) if stack_obs else []
         stack_rank = ld.optional("ranking", topics.stack.get("ranking")) if stack_cand else []
         cams = {} if stack_cand else ld.image_stamps()
-        joints = [] if stack_cand else reader.read(reader.require(topics.joint_states, "joint_states"))
-        ld.used.setdefault("joint_states", topics.joint_states) if joints else None
+        joints = [] if stack_cand else ld.optional("joint_states", reader.require(topics.joint_states, "joint_states"))
         tracks = []
         for src in topics.commands:
             records = ld.optional(f"command:{src.interface}", src.topic)
