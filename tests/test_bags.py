@@ -324,8 +324,48 @@ def test_decision_points_without_commands_or_cameras(simbag: tuple[Path, dict], 
         load_decisions(path, _topics().with_overrides({"front": "/none/cam"}), _load_cfg())
     with pytest.raises(BagAlignmentError, match="no decision point"):
         load_decisions(path, _topics(), _load_cfg(max_age_ms=0.0, ranges=[(100.0, 200.0)]))
-    with pytest.raises(BagAlignmentError, match="bad_joint_state"):   # state names the bag's joint_states lacks
+    with pytest.raises(BagAlignmentError, match="bad_state"):   # state names the bag's joint_states lacks
         load_decisions(path, _topics(), _load_cfg(state_names=("vx", "vy", "wz")))
+
+
+def test_quadruped_bag_state_from_odometry_and_commands_from_cmd_vel(tmp_path: Path) -> None:
+    """Body-velocity robot: state (x, y, yaw, vx, vy, wz) as of each frame from /odom, chunks from TwistStamped."""
+    from transforms3d.euler import euler2quat
+
+    quad = load_profile("quadruped")
+    ts = bag_typestore().types
+    vec, period = ts["geometry_msgs/msg/Vector3"], NS // 10
+    with BagRecorder(RecorderConfig(tmp_path / "q")) as rec:
+        for i in range(100):   # odometry at 50 Hz for 2 s: yaw = 0.01 * i
+            t = T0 + i * NS // 50
+            w, x, y, z = euler2quat(0.0, 0.0, 0.01 * i)
+            pose = ts["geometry_msgs/msg/PoseWithCovariance"](pose=ts["geometry_msgs/msg/Pose"](
+                position=ts["geometry_msgs/msg/Point"](x=0.1 * i, y=0.0, z=0.0),
+                orientation=ts["geometry_msgs/msg/Quaternion"](x=x, y=y, z=z, w=w)), covariance=np.zeros(36))
+            twist = ts["geometry_msgs/msg/TwistWithCovariance"](twist=ts["geometry_msgs/msg/Twist"](
+                linear=vec(x=float(i), y=0.0, z=0.0), angular=vec(x=0.0, y=0.0, z=0.5)), covariance=np.zeros(36))
+            rec.write("/odom", "nav_msgs/msg/Odometry", ts["nav_msgs/msg/Odometry"](
+                header=m.header(t, "odom"), child_frame_id="base_link", pose=pose, twist=twist), t)
+        for i in range(20):    # head camera at 10 Hz; cmd_vel for the first second only
+            t = T0 + i * period
+            rec.write("/camera/camera/color/image_raw", "sensor_msgs/msg/Image",
+                      m.image(np.full((8, 8, 3), i, np.uint8), t), t + 1000)
+            if i < 10:
+                cmd = ts["geometry_msgs/msg/Twist"](linear=vec(x=0.01 * i, y=0.0, z=0.0), angular=vec(x=0.0, y=0.0, z=-0.1))
+                rec.write("/cmd_vel", "geometry_msgs/msg/TwistStamped",
+                          ts["geometry_msgs/msg/TwistStamped"](header=m.header(t + period // 2), twist=cmd), t + period // 2)
+    cfg = LoadConfig(("head",), 8, tuple(quad.state.names), tuple(quad.action.names), horizon=4, fps=10.0, every_s=0.5,
+                     max_age_ms=30.0)
+    data = load_decisions(rec.parts[0], TopicMap.from_profile(quad, ("head",)), cfg)
+    assert data.topics["state"] == "/odom" and data.topics["command:twist"] == "/cmd_vel" and not data.issues.counts
+    assert [round((d.stamp_ns - T0) / period) for d in data.decisions] == [0, 5, 10, 15]
+    for d in data.decisions:
+        k = (d.stamp_ns - T0) // (NS // 50)                      # the odometry sample at the frame, not a later one
+        np.testing.assert_allclose(d.state, [0.1 * k, 0, 0.01 * k, k, 0, 0.5], atol=1e-5)
+        assert d.images[0, 0, 0, 0] == round((d.stamp_ns - T0) / period)
+    np.testing.assert_allclose(data.decisions[1].recorded, [[0.01 * i, 0, -0.1] for i in (5, 6, 7, 8)], atol=1e-12)
+    np.testing.assert_allclose(data.decisions[2].recorded[:, 0], 0.09)   # the last command holds for 0.5 s ...
+    np.testing.assert_allclose(data.decisions[3].recorded, 0.0)          # ... then cmd_vel times out: stop
 
 
 def test_compressed_images_are_found_and_decoded(simbag: tuple[Path, dict], tmp_path: Path) -> None:

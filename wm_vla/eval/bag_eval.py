@@ -140,8 +140,7 @@ class BagEvaluator:
         if not self.backend.spec.has_world_model:
             return
         if have.any():
-            # unrecorded dims hold their current value (position control holds the last target)
-            filled = np.where(have, rec, dp.state[None, : rec.shape[1]]) if rec.shape[1] == dp.state.size else None
+            filled = self._hold(rec, have, dp.state)
             if filled is not None:
                 roll = self.backend.rollout(d.obs_latent, filled[None].astype(np.float32))
                 row.update(recorded_progress=float(roll.progress[0]), recorded_failure_prob=float(roll.failure_prob[0]))
@@ -151,6 +150,15 @@ class BagEvaluator:
                     chosen = self.backend.rollout(d.obs_latent, d.actions[d.chosen][None]).next_latent[0]
                     row["cos_wm_chosen"] = _cos(chosen, fut)
                     row["cos_static"] = _cos(d.obs_latent, fut)   # baseline: "nothing changes"
+
+    def _hold(self, rec: np.ndarray, have: np.ndarray, state: np.ndarray) -> np.ndarray | None:
+        """Unrecorded dims: position control holds the current value, velocity control stops (zero)."""
+        act, st = self.profile.action, list(self.profile.state.names)
+        if act.kind != "joint_position":
+            return np.where(have, rec, 0.0)
+        if not all(n in st for n in act.names):
+            return None
+        return np.where(have, rec, state[[st.index(n) for n in act.names]][None])
 
     def compare_recorded(self, dp: DecisionPoint, d: Decision, row: dict[str, Any]) -> None:
         if dp.recorded_candidates is None:

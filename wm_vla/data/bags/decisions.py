@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from transforms3d.euler import quat2euler
 
 from wm_vla.data.bags.align import asof_indices
 from wm_vla.data.bags.commands import CommandTrack, command_chunks
@@ -76,13 +77,19 @@ class BagData:
 
 
 def _state(msg: Any, names: tuple[str, ...]) -> np.ndarray:
-    if hasattr(msg, "state") and hasattr(msg, "joint_state"):  # wm_vla_interfaces/Observation
-        return np.asarray(msg.state, np.float32)
-    pos = dict(zip(msg.name, np.asarray(msg.position, float)))
-    missing = [n for n in names if n not in pos]
+    """The profile's state vector from a JointState (positions by name) or an Odometry (x, y, yaw, vx, vy, wz)."""
+    if hasattr(msg, "pose") and hasattr(msg, "twist"):  # nav_msgs/Odometry
+        p, q, v = msg.pose.pose.position, msg.pose.pose.orientation, msg.twist.twist
+        yaw = quat2euler([q.w, q.x, q.y, q.z], "sxyz")[2]
+        values = {"x": p.x, "y": p.y, "z": p.z, "yaw": yaw, "vx": v.linear.x, "vy": v.linear.y, "vz": v.linear.z,
+                  "wz": v.angular.z}
+        what = "odometry"
+    else:
+        values, what = dict(zip(msg.name, np.asarray(msg.position, float))), "joint_states"
+    missing = [n for n in names if n not in values]
     if missing:
-        raise BagMessageError(f"joint_states lacks {missing} (has {list(msg.name)})")
-    return np.array([pos[n] for n in names], np.float32)
+        raise BagMessageError(f"{what} lacks {missing} (has {list(values)})")
+    return np.array([values[n] for n in names], np.float32)
 
 
 def _resize(rgb: np.ndarray, size: int) -> np.ndarray:
@@ -164,7 +171,7 @@ def load_decisions(path: str | Path, topics: TopicMap, cfg: LoadConfig) -> BagDa
         stack_cand = ld.optional("candidates", topics.stack.get("candidates")) if stack_obs else []
         stack_rank = ld.optional("ranking", topics.stack.get("ranking")) if stack_cand else []
         cams = {} if stack_cand else ld.image_stamps()
-        joints = [] if stack_cand else ld.optional("joint_states", reader.require(topics.joint_states, "joint_states"))
+        joints = [] if stack_cand else ld.optional("state", reader.require(topics.state, "robot state"))
         tracks = []
         for src in topics.commands:
             records = ld.optional(f"command:{src.interface}", src.topic)
@@ -254,7 +261,7 @@ def _frame_points(ld: _Loader, cams: dict[str, tuple[str, np.ndarray, np.ndarray
             state = _state(joints[js_idx[n]].msg, cfg.state_names)
             fut_state = _state(joints[js_fut[n]].msg, cfg.state_names) if js_fut[n] >= 0 else None
         except BagMessageError as exc:
-            ld.r.issues.add("bad_joint_state", str(exc))
+            ld.r.issues.add("bad_state", str(exc))
             continue
         has_future = fut_state is not None and all(f is not None for f in fut)
         points.append(DecisionPoint(len(points), int(eps[n]), int(times[n]), np.stack(now), state, instruction(n),

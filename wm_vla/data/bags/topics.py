@@ -36,6 +36,13 @@ class TopicMap:
     instruction: str = "/instruction"
     marker: str | None = None                        # episode marker topic (std_msgs/String or Bool), optional
     stack: Mapping[str, str] = field(default_factory=lambda: dict(STACK_TOPICS))
+    odometry: str | None = None                      # nav_msgs/Odometry, the state of body-velocity robots
+    state_kind: str = "joint_position"               # joint_position (state from joint_states) | odometry
+
+    @property
+    def state(self) -> str:
+        """The topic the robot state vector comes from."""
+        return (self.odometry or "/odom") if self.state_kind == "odometry" else self.joint_states
 
     @classmethod
     def from_profile(cls, profile: RobotProfile, cameras: Iterable[str]) -> TopicMap:
@@ -51,7 +58,8 @@ class TopicMap:
             arm = ctrl.get("trajectory") or ctrl.get("forward")
             commands = tuple(CommandSource(c.topic, c.interface, tuple(c.joints))
                              for c in (arm, ctrl.get("gripper")) if c is not None)
-        return cls(cams, profile.topics.joint_states, commands, profile.topics.instruction)
+        return cls(cams, profile.topics.joint_states, commands, profile.topics.instruction,
+                   odometry=profile.topics.odometry, state_kind=profile.state.kind)
 
     def with_overrides(self, pairs: Mapping[str, str]) -> TopicMap:
         """Override entries: a camera name, joint_states, instruction, marker, a stack topic (observation,
@@ -64,7 +72,7 @@ class TopicMap:
                 cams[key] = topic
             elif key in stack:
                 stack[key] = topic
-            elif key in ("joint_states", "instruction", "marker"):
+            elif key in ("joint_states", "instruction", "marker", "odometry"):
                 out = replace(out, **{key: topic})
             elif key == "command" or key.startswith("command."):
                 i = 0 if key == "command" else int(key.split(".", 1)[1]) if key.split(".", 1)[1].isdigit() else -1
@@ -72,7 +80,7 @@ class TopicMap:
                     raise BagTopicError(f"no command source {key!r} (have {len(commands)})")
                 commands[i] = replace(commands[i], topic=topic)
             else:
-                names = sorted([*cams, *stack, "joint_states", "instruction", "marker", "command"])
+                names = sorted([*cams, *stack, "joint_states", "odometry", "instruction", "marker", "command"])
                 raise BagTopicError(f"unknown topic entry {key!r} (known: {', '.join(names)})")
         return replace(out, cameras=cams, stack=stack, commands=tuple(commands))
 
