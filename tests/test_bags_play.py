@@ -135,3 +135,23 @@ def test_play_publishes_at_rate_and_field_exact(bag: Path, ros_domain: int, tmp_
     assert [msg.data for _, msg in got["/instruction"]] == ["touch the red cube"]
     clock = [msg.clock.sec * NS + msg.clock.nanosec for _, msg in got["/clock"]]
     assert len(clock) >= 50 and clock == sorted(clock) and T0 <= clock[0] and clock[-1] <= T0 + 2 * NS + 10**7
+
+
+def test_play_and_sim_command_lines(bag: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from wm_vla.cli import main
+    from wm_vla.data.bags import BagReader
+
+    assert main(["bag", "play", str(tmp_path / "missing")]) == 2
+    assert "cannot open as a ROS 2 bag" in capsys.readouterr().err
+    assert main(["bag", "play", str(bag), "--rate", "0"]) == 2
+    assert "rate must be > 0" in capsys.readouterr().err
+    assert main(["bag", "play", str(bag), "--remap", "joint_states:=/x"]) == 2
+    assert "/from:=/to" in capsys.readouterr().err
+    assert main(["bag", "sim", "--out", str(tmp_path / "sim"), "--episodes", "1", "--image-size", "32",
+                 "--no-progress"]) == 0
+    assert "1 episodes" in capsys.readouterr().out
+    with BagReader(tmp_path / "sim" / "sim_0000") as reader:
+        assert reader.topics["/camera/camera/color/image_raw"] == "sensor_msgs/msg/Image"
+        assert reader.topics["/arm_controller/joint_trajectory"] == "trajectory_msgs/msg/JointTrajectory"
+        img = reader.read("/camera/front/color/image_raw")[0].msg
+    assert (img.encoding, img.width, img.height) == ("bgr8", 32, 32)
