@@ -86,6 +86,32 @@ def test_bag_without_commands_still_evaluates_with_a_warning(simbag: Path, model
     assert all("err_chosen" not in r and "scores" in r for r in report["decisions"])
 
 
+def test_a_bad_observation_is_counted_and_the_report_goes_on(simbag: Path, models: tuple[Path, Path],
+                                                             tmp_path: Path) -> None:
+    """A NaN joint state at the third decision's frame: that decision fails (counted), the others are reported (the
+    first one without its realised future, which is that frame)."""
+    from rosbags.rosbag2 import Reader
+
+    from wm_vla.data.bags import BagRecorder, RecorderConfig
+    from wm_vla.data.bags.typestore import bag_typestore
+
+    store = bag_typestore()
+    with Reader(simbag) as reader, BagRecorder(RecorderConfig(tmp_path / "nan")) as rec:
+        js = 0
+        for conn, t, raw in reader.messages():
+            msg = store.deserialize_cdr(raw, conn.msgtype)
+            if conn.topic == "/joint_states":
+                if js == 8:   # decisions every 0.4 s = 4 frames
+                    msg.position = np.r_[np.nan, msg.position[1:]]
+                js += 1
+            rec.write(conn.topic, conn.msgtype, msg, t)
+    report = evaluate_bag(_cfg(rec.parts[0], models, max_decisions=4))
+    assert [r["index"] for r in report["decisions"]] == [0, 1, 3]
+    assert "cos_wm_recorded" not in report["decisions"][0] and "cos_wm_recorded" in report["decisions"][1]
+    assert report["issues"]["decision_failed"]["count"] == 1
+    assert "NaN" in report["issues"]["decision_failed"]["example"]
+
+
 def test_missing_camera_topic_is_a_clear_cli_error(simbag: Path, models: tuple[Path, Path],
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["bag", "eval", str(simbag), "--policy", str(models[0]), "--wm", str(models[1]),

@@ -23,9 +23,11 @@ from tqdm import tqdm
 
 from wm_vla.data.bags import LoadConfig, TopicMap, load_decisions, parse_ranges
 from wm_vla.data.bags.decisions import BagData, DecisionPoint
+from wm_vla.data.errors import BagAlignmentError, DataError
 from wm_vla.robots import load_profile
 from wm_vla.runtime.backends import BackendConfig, select_backend
 from wm_vla.runtime.decision import Decision, DecisionPipeline
+from wm_vla.runtime.errors import RuntimeErrorBase
 from wm_vla.runtime.ranker import KinematicPenalty, RankerConfig
 from wm_vla.runtime.spec import candidate_noise
 
@@ -144,7 +146,7 @@ class BagEvaluator:
             if filled is not None:
                 roll = self.backend.rollout(d.obs_latent, filled[None].astype(np.float32))
                 row.update(recorded_progress=float(roll.progress[0]), recorded_failure_prob=float(roll.failure_prob[0]))
-                if dp.future_images is not None and dp.future_state is not None:
+                if dp.future_images is not None and dp.future_state is not None and np.isfinite(dp.future_state).all():
                     fut = self.backend.encode(*self._obs(dp.future_images, dp.future_state), dp.instruction).obs_latent
                     row["cos_wm_recorded"] = _cos(roll.next_latent[0], fut)
                     chosen = self.backend.rollout(d.obs_latent, d.actions[d.chosen][None]).next_latent[0]
@@ -175,11 +177,17 @@ class BagEvaluator:
         rows = []
         t1 = time.perf_counter()
         for dp in tqdm(data.decisions, desc="bag eval", unit="decision", disable=not self.cfg.progress):
-            d, row = self.decide(dp)
-            self.analyse(dp, d, row)
-            self.compare_recorded(dp, d, row)
+            try:
+                d, row = self.decide(dp)
+                self.analyse(dp, d, row)
+                self.compare_recorded(dp, d, row)
+            except (RuntimeErrorBase, DataError) as exc:  # one bad observation must not end the report
+                data.issues.add("decision_failed", f"decision {dp.index} at {dp.stamp_ns / NS:.3f} s: {exc}")
+                continue
             rows.append(row)
         eval_s = time.perf_counter() - t1
+        if not rows:
+            raise BagAlignmentError(f"{self.cfg.bag}: every decision failed ({data.issues.to_dict()})")
         report = summarise(self.cfg, data, rows, load_s, eval_s, self.backend.describe())
         if self.cfg.out:
             from wm_vla.eval.bag_report import write_bag_report
