@@ -14,7 +14,8 @@ def data(dest: str, pattern: str) -> tuple[str, list[str]]:
 setup(
     name=PACKAGE,
     version="0.1.0",
-    packages=find_packages(include=["wm_vla", "wm_vla.*", "vla_node", "world_model_node", "perception_node"]),
+    packages=find_packages(include=["wm_vla", "wm_vla.*", "vla_node", "world_model_node", "perception_node",
+                                    "bag_player"]),
     package_data={"wm_vla.runtime": ["data/*.json"],  # TensorRT ONNX-parser operator support list
                   "wm_vla.models": ["weights/tiny/MANIFEST.json", "weights/tiny/*/*"]},  # shipped tiny checkpoints
     data_files=[

@@ -14,7 +14,6 @@ from wm_vla.robots.errors import RobotError
 # Groups whose commands later milestones bring; each says so instead of pretending to work.
 PLANNED_GROUPS: dict[str, tuple[str, str]] = {
     "up": ("run the ROS 2 stack without ros2 launch", "issue #5 (ROS 2 stack)"),
-    "bag": ("rosbag replay, evaluation and conversion", "issue #6 (bags)"),
     "teleop": ("teleoperation and LeRobot recording", "issue #7 (teleop)"),
 }
 # Commands of existing groups that a later milestone brings.
@@ -334,6 +333,116 @@ def _latency_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----- wm-vla bag (issue #6): eval | score | play | sim -----
+def _bag_eval(args: argparse.Namespace, score_only: bool = False) -> int:
+    from wm_vla.data.bags import parse_overrides
+    from wm_vla.eval.bag_eval import BagEvalConfig, evaluate_bag
+
+    _default_checkpoints(args)
+    report = evaluate_bag(BagEvalConfig(
+        bag=args.bag, policy=args.policy, wm=args.wm, out=args.out, robot=args.robot, k=args.k, seed=args.seed,
+        backend=args.backend, onnx_dir=args.onnx_dir, topics=parse_overrides(args.topic), every_s=args.every,
+        max_age_ms=args.max_age_ms, episodes=args.episodes, gap_s=args.gap or None, marker=args.marker,
+        max_decisions=args.max_decisions, instruction=args.instruction, fail_threshold=args.fail_threshold,
+        threads=args.threads, progress=not args.no_progress), score_only)
+    s = report["summary"]
+    for w in report["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+    for kind, v in report["issues"].items():
+        print(f"bag issue: {kind}: {v['count']} (e.g. {v['example']})", file=sys.stderr)
+    print(f"{s['decisions']} decisions in {s['episodes']} episode(s), {s['throughput']['decisions_per_s']:.2f} decisions/s")
+    if not score_only:
+        e = s["error"]
+        fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+        print(f"MAE vs recorded: candidate 0 {fmt(e['cand0'])}, chosen {fmt(e['chosen'])}, best of K {fmt(e['best_of_k'])}")
+        print(f"WM cos(predicted, realised z_t+H) for the recorded chunk: "
+              f"{fmt(s['world_model']['cos_pred_recorded_vs_realised'])}")
+        if "replay" in s:
+            print(f"replay: same choice {s['replay']['chosen_match']}/{s['replay']['with_recorded_choice']}, "
+                  f"max |candidate diff| {s['replay']['max_abs_diff']:.3g}")
+    print(f"WM predicts failure at {len(report['failure_moments'])} moment(s) (P >= {args.fail_threshold})")
+    if args.out:
+        print("wrote " + ", ".join(report["files"]))
+    return 0
+
+
+def _bag_play(args: argparse.Namespace) -> int:
+    from wm_vla.data.bags.play import PlayConfig, parse_remaps
+
+    cfg = PlayConfig(Path(args.bag), rate=args.rate, loop=args.loop, start_offset_s=args.start_offset,
+                     remap=parse_remaps(args.remap), topics=tuple(args.topics or ()), clock_hz=args.clock).validate()
+    from bag_player.node import main as play  # rclpy lives in the node package, never in the core
+
+    print(f"published {play(cfg, wait_s=args.wait_for_subscribers)} messages")
+    return 0
+
+
+def _bag_sim(args: argparse.Namespace) -> int:
+    from wm_vla.data.bags.simbag import SimBagConfig, record_sim_bag
+
+    path, summary = record_sim_bag(SimBagConfig(out=Path(args.out), episodes=args.episodes, seed=args.seed,
+                                                family=args.task, image_size=args.image_size, storage=args.storage,
+                                                gap_s=args.gap, progress=not args.no_progress))
+    ok = sum(e["success"] for e in summary["episodes"])
+    print(f"wrote {path}: {len(summary['episodes'])} episodes ({ok} successful), {summary['steps']} steps, "
+          f"{summary['duration_s']:.1f} s of bag time")
+    return 0
+
+
+def _add_bag_commands(groups: argparse._SubParsersAction) -> None:
+    bag = groups.add_parser("bag", help="rosbags: offline evaluation, WM scoring, real-time replay, sim bags")
+    cmds = bag.add_subparsers(dest="command")
+    bag.set_defaults(func=_need_command(bag))
+    for name, helptext in (("eval", "open-loop replay of every decision point: candidates vs recorded commands, "
+                                     "ranking analysis, WM vs realised future, latency; JSON + Markdown + PNG"),
+                           ("score", "WM scores of the recorded chunks and the candidates; moments of predicted "
+                                     "failure")):
+        e = cmds.add_parser(name, help=helptext)
+        e.add_argument("bag", help="rosbag2 directory (mcap or sqlite3) or a .mcap file")
+        e.add_argument("--policy", default=None, help="policy checkpoint (default: wm-vla train tiny's)")
+        e.add_argument("--wm", default=None, help="world model checkpoint (default: the pipeline's student)")
+        e.add_argument("--out", default=None, help="report directory (report.json, report.md, PNGs)")
+        e.add_argument("--robot", default="arm", help="robot profile (topic names, state/action order)")
+        e.add_argument("--topic", action="append", default=[], metavar="NAME=/topic",
+                       help="override a topic: a camera name, joint_states, instruction, marker, command[.N]")
+        e.add_argument("-k", "--k", type=int, default=16, help="candidates per decision")
+        e.add_argument("--seed", type=int, default=0)
+        e.add_argument("--backend", default="torch", choices=("auto", "torch", "onnxruntime", "tensorrt"))
+        e.add_argument("--onnx-dir", default=None)
+        e.add_argument("--every", type=float, default=None, help="seconds between decisions (default exec horizon)")
+        e.add_argument("--max-age-ms", type=float, default=None, help="as-of age bound (default: the profile's)")
+        e.add_argument("--episodes", default=None, help="episode time ranges START:END,... (s from the bag start)")
+        e.add_argument("--gap", type=float, default=1.0, help="split episodes at pauses longer than this (s; 0: off)")
+        e.add_argument("--marker", default=None, help="split episodes at this marker topic (String/Bool)")
+        e.add_argument("--max-decisions", type=int, default=None)
+        e.add_argument("--instruction", default=None, help="instruction when the bag has none")
+        e.add_argument("--fail-threshold", type=float, default=0.5)
+        e.add_argument("--threads", type=int, default=None)
+        e.add_argument("--no-progress", action="store_true")
+        e.set_defaults(func=_bag_eval if name == "eval" else lambda a: _bag_eval(a, score_only=True))
+    p = cmds.add_parser("play", help="publish a bag into ROS 2 in real time (rclpy)")
+    p.add_argument("bag")
+    p.add_argument("--rate", type=float, default=1.0)
+    p.add_argument("--loop", action="store_true")
+    p.add_argument("--start-offset", type=float, default=0.0, help="seconds into the bag")
+    p.add_argument("--remap", action="append", default=[], metavar="/from:=/to")
+    p.add_argument("--topics", nargs="+", default=None, help="only these topics")
+    p.add_argument("--clock", type=float, default=0.0, metavar="HZ", help="publish /clock at this rate")
+    p.add_argument("--wait-for-subscribers", type=float, default=0.0, metavar="S",
+                   help="wait up to S seconds for a subscriber on every topic before playing")
+    p.set_defaults(func=_bag_play)
+    m = cmds.add_parser("sim", help="record expert episodes of the MuJoCo arm as a realsense/JTC-style bag")
+    m.add_argument("--out", required=True)
+    m.add_argument("--episodes", type=int, default=4)
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--task", default="touch")
+    m.add_argument("--image-size", type=int, default=96)
+    m.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"))
+    m.add_argument("--gap", type=float, default=2.0, help="pause between episodes (s)")
+    m.add_argument("--no-progress", action="store_true")
+    m.set_defaults(func=_bag_sim)
+
+
 def _planned_command(group: str, command: str) -> Callable[[argparse.Namespace], int]:
     def run(_args: argparse.Namespace) -> int:
         what, where = PLANNED_COMMANDS[(group, command)]
@@ -592,6 +701,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_demo)
 
+    _add_bag_commands(groups)
     for group, (what, where) in PLANNED_GROUPS.items():
         p = groups.add_parser(group, help=f"{what} (arrives with {where})")
         p.set_defaults(func=_planned(group))

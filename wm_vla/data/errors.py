@@ -13,3 +13,34 @@ class DatasetExistsError(DataError, FileExistsError):
 
 class DatasetLocationError(DataError, OSError):
     """The output location cannot be created or written."""
+
+
+class BagError(DataError):
+    """Base class of rosbag reading, alignment and writing errors."""
+
+
+class BagOpenError(BagError, OSError):
+    """The bag cannot be opened or read (missing, not a ROS 2 bag, truncated beyond recovery)."""
+
+
+class BagTopicError(BagError, KeyError):
+    """A required topic is not in the bag (or has no usable message)."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class BagMessageError(BagError, ValueError):
+    """A message type is unknown to the typestore, or a message cannot be decoded or converted."""
+
+
+class BagAlignmentError(BagError, ValueError):
+    """Observations and commands cannot be aligned (no decision point within the allowed age)."""
+
+
+class EpisodeSpecError(BagError, ValueError):
+    """An episode split specification is malformed (ranges, gap, marker topic)."""
+
+
+class BagWriteError(BagError, OSError):
+    """A bag cannot be written (existing output, bad split settings, unknown message type)."""
