@@ -168,7 +168,8 @@ def test_tune_picks_a_fitting_config_writes_params_and_explains_rejections(ckpts
     slowest = max(r["decision_ms"]["p99"] for r in report["rows"])
     out = ckpts["root"] / "tuned_loose"
     args = ["latency", "tune", "--policy", str(ckpts["policy"]), "--wm", str(ckpts["wm"]), "--device", "cpu-2core",
-            "--k", "1,3", "--steps", "2,4", "--exec-horizon", "2,4", "--measurements", str(profiled.with_suffix(".json")),
+            "--k", "1,3", "--steps", "2,4", "--exec-horizon", "2,4",
+            "--measurements", str(profiled.with_suffix(".json")),
             "--verify-decisions", "3", "--onnx-cache", str(ckpts["root"] / "exports"), "--no-progress"]
     assert main([*args, "--budget-ms", str(100 * slowest + 1000), "--out", str(out)]) == 0
     text = capsys.readouterr().out

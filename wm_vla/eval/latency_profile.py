@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from wm_vla.eval.plots import write_json
 from wm_vla.runtime.backends.base import Backend, default_threads
 from wm_vla.runtime.decision import DecisionPipeline
 from wm_vla.runtime.errors import LatencyConfigError
@@ -149,7 +150,7 @@ class _Source:
             self.world.close()
 
 
-def _executor_stage(horizon: int, action_dim: int, fps: float) -> Callable[[np.ndarray], None] | None:
+def _executor_stage(action_dim: int, fps: float) -> Callable[[np.ndarray], None] | None:
     """The chunk executor's per-decision work (submit the chunk, compute the first target), or None if absent."""
     try:
         from wm_vla.runtime.executor import ChunkExecutor, ExecutorConfig  # type: ignore[import-not-found]
@@ -251,7 +252,7 @@ def run_profile(cfg: ProfileConfig) -> dict[str, Any]:
     configs = cfg.configs()
     spec0 = backends.policy.cfg
     source = _Source(cfg.robot, tuple(spec0.cameras), spec0.image_size, spec0.state_dim, cfg.instruction, cfg.seed)
-    executor = _executor_stage(spec0.horizon, spec0.action_dim, float(spec0.fps))
+    executor = _executor_stage(spec0.action_dim, float(spec0.fps))
     status = {s: "measured" for s in STAGES}
     status["executor"] = "measured" if executor else "not measured: no chunk executor on this branch (issue #5)"
     status["publish"] = "not measured: serialisation and DDS are measured by the ROS nodes"
@@ -365,17 +366,9 @@ def print_table(report: dict[str, Any]) -> None:
 
 def write_profile(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
     """OUT.json and OUT.png: one stacked bar (p50 per measured stage) per configuration, decision p99 as a marker."""
-    import json
-
-    import matplotlib
-
-    matplotlib.use("Agg")
+    json_path, png_path = write_json(report, out)
     import matplotlib.pyplot as plt
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    json_path, png_path = out.with_suffix(".json"), out.with_suffix(".png")
-    json_path.write_text(json.dumps(report, indent=2))
     rows, stages = report["rows"], measured_stages(report)
     labels = [f"{r['backend'][:4]} {r['precision']}\nK={r['k']} s={r['steps']}" for r in rows]
     fig, ax = plt.subplots(figsize=(2 + 0.55 * len(rows), 4.2))

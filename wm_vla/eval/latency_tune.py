@@ -99,7 +99,7 @@ def _measure(cfg: TuneConfig, keys: list[tuple[str, str, int, int]], decisions: 
 
 
 def tune(cfg: TuneConfig) -> dict[str, Any]:
-    """Search, judge, verify; returns the report (chosen config, re-measured p99, every verdict). BudgetError if none."""
+    """Search, judge, verify: the report (chosen config, re-measured p99, every verdict); BudgetError if none fits."""
     from wm_vla.models.checkpoint import load_checkpoint
 
     device = cfg.device

@@ -98,7 +98,8 @@ def parse_device(text: str, source: str = "<string>") -> DeviceProfile:
         raise fail("precisions", "every device runs fp32; list it")
     if dev.kind == "cpu" and "tensorrt" in dev.backends:
         raise fail("backends", "a cpu device cannot run tensorrt")
-    checks = [("cpu_cores", dev.cpu_cores >= 1), ("memory_gb", dev.memory_gb > 0), ("gpu_memory_gb", dev.gpu_memory_gb >= 0),
+    checks = [("cpu_cores", dev.cpu_cores >= 1), ("memory_gb", dev.memory_gb > 0),
+              ("gpu_memory_gb", dev.gpu_memory_gb >= 0),
               ("default_budget_ms", dev.default_budget_ms > 0), ("budget_margin", 0 <= dev.budget_margin < 1),
               ("threads", dev.threads >= 0), ("memory_fraction", 0 < dev.memory_fraction <= 1)]
     for where, ok in checks:

@@ -188,7 +188,8 @@ class LatencyGovernor:
         pairs = [("mode", self.mode.name), ("level", f"{self.level}/{len(self.modes) - 1}"),
                  ("k", str(self.mode.k)), ("gpc_opt", str(self.mode.gpc_opt).lower()),
                  ("rank", str(self.mode.rank).lower()), ("budget_ms", f"{self.cfg.budget_ms:.1f}"),
-                 ("decisions", str(self.decisions)), ("changes", str(len(self.history))), ("recover_dwell", str(self._recover_dwell))]
+                 ("decisions", str(self.decisions)), ("changes", str(len(self.history))),
+                 ("recover_dwell", str(self._recover_dwell))]
         pairs += [(f"{name}_p{self.cfg.percentile:g}_ms", f"{v:.2f}") for name, v in self.stage_percentiles().items()]
         if self.history:
             last = self.history[-1]

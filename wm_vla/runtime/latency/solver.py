@@ -60,7 +60,8 @@ class Verdict:
     def to_json(self) -> dict[str, Any]:
         c = self.candidate
         return {"backend": c.backend, "precision": c.precision, "k": c.k, "steps": c.steps,
-                "exec_horizon": c.exec_horizon, "quality": round(self.quality, 4), "quality_source": self.quality_source,
+                "exec_horizon": c.exec_horizon, "quality": round(self.quality, 4),
+                "quality_source": self.quality_source,
                 "p50_ms": self.p50_ms, "p99_ms": self.p99_ms, "fits": self.fits, "reason": self.reason}
 
 
