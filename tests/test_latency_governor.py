@@ -15,8 +15,7 @@ from wm_vla.runtime.backends.ort_backend import OrtBackend
 from wm_vla.runtime.decision import DecisionPipeline
 from wm_vla.runtime.errors import LatencyConfigError
 from wm_vla.runtime.export import export_models
-from wm_vla.runtime.latency import GovernorConfig, LatencyGovernor, ladder
-from wm_vla.runtime.latency.governor import governor_config_from_mapping
+from wm_vla.runtime.latency import GovernorConfig, LatencyGovernor, governor_config_from_mapping, ladder
 from wm_vla.runtime.ranker import GpcRanker
 from wm_vla.runtime.spec import candidate_noise
 

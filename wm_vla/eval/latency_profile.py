@@ -370,8 +370,9 @@ def write_profile(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
     import matplotlib.pyplot as plt
 
     rows, stages = report["rows"], measured_stages(report)
-    labels = [f"{r['backend'][:4]} {r['precision']}\nK={r['k']} s={r['steps']}" for r in rows]
-    fig, ax = plt.subplots(figsize=(2 + 0.55 * len(rows), 4.2))
+    short = {"onnxruntime": "ort", "tensorrt": "trt"}
+    labels = [f"{short.get(r['backend'], r['backend'])} {r['precision']}\nK={r['k']} s={r['steps']}" for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.5 + 0.6 * len(rows)), 4.4))
     bottom = np.zeros(len(rows))
     colors = plt.get_cmap("tab10")
     for i, s in enumerate(stages):
@@ -383,9 +384,9 @@ def write_profile(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
     ax.set_xticks(range(len(rows)), labels, fontsize=6)
     ax.set_ylabel("ms (stacked stage p50)")
     meta = report["meta"]
-    ax.set_title(f"per-stage latency, {meta['preset']} preset, robot {meta['robot']}, {meta['threads']} threads, "
-                 f"{meta['decisions']} decisions per configuration", fontsize=9)
-    ax.legend(fontsize=7, ncol=4)
+    ax.set_title(f"per-stage latency, {meta['preset']} preset, robot {meta['robot']}, {meta['threads']} threads\n"
+                 f"{meta['decisions']} decisions per configuration, interleaved", fontsize=9)
+    ax.legend(fontsize=7, ncol=4, loc="upper left")
     fig.tight_layout()
     fig.savefig(png_path, dpi=120)
     plt.close(fig)

@@ -23,7 +23,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -224,8 +224,3 @@ def governor_config_from_mapping(data: Mapping[str, Any]) -> GovernorConfig:
     except TypeError as exc:
         raise LatencyConfigError(f"invalid governor settings: {exc}") from exc
 
-
-def config_dict(cfg: GovernorConfig) -> dict[str, Any]:
-    out = asdict(cfg)
-    out["k_levels"] = list(cfg.k_levels)
-    return out
