@@ -23,6 +23,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         data("launch", "launch/*.py"),
         data("config/robots", "config/robots/*.yaml"),
+        data("config/devices", "config/devices/*.yaml"),
         data("urdf", "urdf/*.urdf"),
     ],
     install_requires=["setuptools"],

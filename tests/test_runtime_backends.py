@@ -301,8 +301,6 @@ def test_latency_bench_writes_interleaved_rows_json_and_png(setup, tmp_path: Pat
     assert "onnxruntime/torch policy-only" in capsys.readouterr().out
 
 
-def test_latency_commands_of_issue_8_say_when_they_arrive(capsys) -> None:
-    assert main(["latency", "profile"]) == 2
-    assert "arrives with issue #8" in capsys.readouterr().err
+def test_latency_bench_rejects_unknown_backends(capsys) -> None:
     assert main(["latency", "bench", "--backends", "tflite", "--policy", "x"]) == 2
     assert "unknown backend" in capsys.readouterr().err

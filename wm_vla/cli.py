@@ -16,13 +16,6 @@ PLANNED_GROUPS: dict[str, tuple[str, str]] = {
     "up": ("run the ROS 2 stack without ros2 launch", "issue #5 (ROS 2 stack)"),
     "teleop": ("teleoperation and LeRobot recording", "issue #7 (teleop)"),
 }
-# Commands of existing groups that a later milestone brings.
-PLANNED_COMMANDS: dict[tuple[str, str], tuple[str, str]] = {
-    ("latency", "profile"): ("per-stage latency profiling on the robot", "issue #8 (latency)"),
-    ("latency", "tune"): ("latency budget tuning (K, steps, precision, backend)", "issue #8 (latency)"),
-}
-
-
 class CliError(Exception):
     """A user error the CLI reports in one line (exit code 2)."""
 
@@ -443,12 +436,56 @@ def _add_bag_commands(groups: argparse._SubParsersAction) -> None:
     m.set_defaults(func=_bag_sim)
 
 
-def _planned_command(group: str, command: str) -> Callable[[argparse.Namespace], int]:
-    def run(_args: argparse.Namespace) -> int:
-        what, where = PLANNED_COMMANDS[(group, command)]
-        raise CliError(f"'wm-vla {group} {command}' ({what}) is not available in this version; it arrives with {where}")
+def _latency_profile(args: argparse.Namespace) -> int:
+    from wm_vla.eval.latency_profile import ProfileConfig, print_table, run_profile, write_profile
 
-    return run
+    _default_checkpoints(args)
+    backends = tuple(b.strip() for b in args.backend.split(",") if b.strip())
+    precisions = {b: tuple(p.strip() for p in args.precision.split(",")) for b in backends} if args.precision else {}
+    report = run_profile(ProfileConfig(policy=args.policy, wm=args.wm, robot=args.robot, backends=backends,
+                                       precisions=precisions, ks=_ints(args.k), steps=_ints(args.steps),
+                                       decisions=args.decisions, warmup=args.warmup, threads=args.threads,
+                                       device=args.device, onnx_cache=args.onnx_cache, seed=args.seed,
+                                       progress=not args.no_progress))
+    print_table(report)
+    if args.out:
+        json_path, png_path = write_profile(report, Path(args.out))
+        print(f"wrote {json_path} and {png_path}")
+    return 0
+
+
+def _latency_tune(args: argparse.Namespace) -> int:
+    from wm_vla.eval.latency_tune import TuneConfig, params_yaml, print_verdicts, tune
+    from wm_vla.runtime.errors import BudgetError
+    from wm_vla.runtime.latency.devices import load_device
+
+    _default_checkpoints(args)
+    device = load_device(args.device)
+    cfg = TuneConfig(budget_ms=args.budget_ms, device=device, policy=args.policy, wm=args.wm, robot=args.robot,
+                     ks=_ints(args.k), steps=_ints(args.steps), exec_horizons=_ints(args.exec_horizon),
+                     decisions=args.decisions, verify_decisions=args.verify_decisions, eval_files=tuple(args.eval),
+                     measurements=args.measurements, onnx_cache=args.onnx_cache, progress=not args.no_progress)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        report = tune(cfg)
+    except BudgetError as exc:
+        if exc.report:
+            print_verdicts(exc.report)
+            out.with_suffix(".json").write_text(json.dumps(exc.report, indent=2))
+        print(f"wm-vla: budget too tight: {exc}", file=sys.stderr)
+        return 3
+    print_verdicts(report)
+    c = report["chosen"]
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    yaml_path = out.with_suffix(".yaml")
+    yaml_path.write_text(params_yaml(report, device.threads))
+    print(f"chosen: {c['backend']} {c['precision']} K={c['k']} steps={c['steps']} exec_horizon={c['exec_horizon']}, "
+          f"quality {c['quality']:.3f} ({c['quality_source']}); p99 {c['p99_ms']:.1f} ms in the search, re-measured "
+          f"p99 {c['verified_p99_ms']:.1f} ms over {c['verify_decisions']} decisions (budget {report['budget_ms']:g} ms, "
+          f"margin {report['margin']:.0%})")
+    print(f"wrote {yaml_path} and {out.with_suffix('.json')}")
+    return 0
 
 
 def _need_command(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
@@ -672,7 +709,7 @@ def build_parser() -> argparse.ArgumentParser:
             e.add_argument("--no-build", action="store_true", help="fail instead of rebuilding missing/stale engines")
             e.set_defaults(func=_engines_verify)
 
-    la = groups.add_parser("latency", help="decision latency: benchmark backends (profiling and tuning: issue #8)")
+    la = groups.add_parser("latency", help="decision latency: benchmark backends, profile stages, tune to a budget")
     la_cmds = la.add_subparsers(dest="command", metavar="COMMAND")
     la.set_defaults(func=_need_command(la))
     lb = la_cmds.add_parser("bench", help="decision latency per backend and K, interleaved in one run; JSON + PNG")
@@ -692,9 +729,38 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--out", default=None, help="write OUT.json and OUT.png")
     lb.add_argument("--no-progress", action="store_true")
     lb.set_defaults(func=_latency_bench)
-    for (group, command), (what, where) in PLANNED_COMMANDS.items():
-        p = la_cmds.add_parser(command, help=f"{what} (arrives with {where})")
-        p.set_defaults(func=_planned_command(group, command))
+    lp = la_cmds.add_parser("profile", help="per-stage latency (capture .. executor), p50/p90/p99/max, memory, CPU load; "
+                                            "table + JSON + PNG")
+    lt = la_cmds.add_parser("tune", help="best expected quality whose measured p99 fits --budget-ms on --device; "
+                                         "writes a params YAML")
+    for p in (lp, lt):
+        p.add_argument("--policy", default=None, help="default: the checkpoints of `wm-vla train tiny`")
+        p.add_argument("--wm", default=None, help="student world model (default: with the default policy)")
+        p.add_argument("--robot", default="sim", choices=["sim", "arm"],
+                       help="capture source: sim (MuJoCo render) or arm (JPEG-decoded camera-sized frames)")
+        p.add_argument("--k", default="1,4,16,64", help="comma-separated K values")
+        p.add_argument("--steps", default="4,8,10", help="comma-separated denoising steps")
+        p.add_argument("--onnx-cache", default="outputs/latency/exports", help="exports per steps value are kept here")
+        p.add_argument("--no-progress", action="store_true")
+    lp.add_argument("--backend", default="onnxruntime", help="comma-separated: onnxruntime, torch, tensorrt")
+    lp.add_argument("--precision", default=None, help="comma-separated precisions for every backend (default: fp32; "
+                                                      "tensorrt fp16)")
+    lp.add_argument("--decisions", type=int, default=500, help="measured decisions per configuration")
+    lp.add_argument("--warmup", type=int, default=3)
+    lp.add_argument("--threads", type=int, default=None, help="intra-op threads (default: OMP_NUM_THREADS or cores)")
+    lp.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    lp.add_argument("--seed", type=int, default=0)
+    lp.add_argument("--out", default=None, help="write OUT.json and OUT.png")
+    lp.set_defaults(func=_latency_profile)
+    lt.add_argument("--budget-ms", type=float, default=None, help="decision p99 budget (default: the device's)")
+    lt.add_argument("--device", default="cpu-2core", help="device profile name (config/devices) or YAML path")
+    lt.add_argument("--exec-horizon", default="4,8", help="comma-separated execution horizons (actions per chunk)")
+    lt.add_argument("--decisions", type=int, default=100, help="decisions per configuration in the search")
+    lt.add_argument("--verify-decisions", type=int, default=300, help="decisions re-measuring the chosen config")
+    lt.add_argument("--eval", action="append", default=[], help="`wm-vla eval` JSON with success rates (repeatable)")
+    lt.add_argument("--measurements", default=None, help="a `wm-vla latency profile` JSON instead of measuring")
+    lt.add_argument("--out", default="outputs/latency/tuned", help="writes OUT.yaml (params) and OUT.json")
+    lt.set_defaults(func=_latency_tune)
 
     d = groups.add_parser("demo", help="collect and render a few expert episodes in both worlds")
     d.add_argument("--out", default="outputs/demo")

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from wm_vla.eval.plots import write_json
 from wm_vla.runtime.backends.base import Backend, default_threads
 from wm_vla.runtime.decision import DecisionPipeline
 from wm_vla.runtime.parity import agreement
@@ -196,17 +197,9 @@ def format_table(report: dict[str, Any]) -> str:
 
 def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
     """OUT.json and OUT.png (p50 per K, one bar per backend x ranked, p99 whiskers, log scale)."""
-    import json
-
-    import matplotlib
-
-    matplotlib.use("Agg")
+    json_path, png_path = write_json(report, out)
     import matplotlib.pyplot as plt
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    json_path, png_path = out.with_suffix(".json"), out.with_suffix(".png")
-    json_path.write_text(json.dumps(report, indent=2))
     rows = report["rows"]
     series = sorted({(r["backend"], r["ranked"]) for r in rows})
     ks = sorted({r["k"] for r in rows})

@@ -19,17 +19,23 @@ class Bar:
     color: str = "#4c78a8"
 
 
-def write_json_and_bars(report: dict[str, Any], bars: list[Bar], title: str, out: Path) -> tuple[Path, Path]:
-    """Write `<out>.json` (the report) and `<out>.png` (one bar per entry: success % with CI whiskers)."""
+def write_json(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
+    """Write `<out>.json` (parents created) and select matplotlib's Agg backend; returns the JSON and PNG paths."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     json_path, png_path = out.with_suffix(".json"), out.with_suffix(".png")
     json_path.write_text(json.dumps(report, indent=2))
+    return json_path, png_path
+
+
+def write_json_and_bars(report: dict[str, Any], bars: list[Bar], title: str, out: Path) -> tuple[Path, Path]:
+    """Write `<out>.json` (the report) and `<out>.png` (one bar per entry: success % with CI whiskers)."""
+    json_path, png_path = write_json(report, out)
+    import matplotlib.pyplot as plt
+
     rates = [b.successes / b.trials if b.trials else 0.0 for b in bars]
     err = [[max(0.0, 100 * (r - b.low)) for r, b in zip(rates, bars)],
            [max(0.0, 100 * (b.high - r)) for r, b in zip(rates, bars)]]

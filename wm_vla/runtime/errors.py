@@ -45,3 +45,23 @@ class ParityError(RuntimeErrorBase, ValueError):
 
 class BackendConfigError(RuntimeErrorBase, ValueError):
     """A backend configuration that names an unknown backend, device or precision."""
+
+
+class LatencyError(RuntimeErrorBase):
+    """Base class of the latency profiler, budget solver and live governor errors."""
+
+
+class LatencyConfigError(LatencyError, ValueError):
+    """A latency budget, governor setting, measurement file or search space that is malformed or inconsistent."""
+
+
+class DeviceProfileError(LatencyError, ValueError):
+    """A device profile YAML (config/devices) that is missing, malformed or inconsistent."""
+
+
+class BudgetError(LatencyError):
+    """No configuration fits the latency budget; `report` holds every candidate and why it failed."""
+
+    def __init__(self, message: str, report: dict | None = None) -> None:
+        super().__init__(message)
+        self.report = report

@@ -157,12 +157,9 @@ class _BlockConsts(nn.Module):
         w, b = blk.attn.in_proj_weight.detach().clone(), blk.attn.in_proj_bias.detach().clone()
         w[:d] *= scale
         b[:d] *= scale
-        self.register_buffer("qkv_w", w)
-        self.register_buffer("qkv_b", b)
-        self.register_buffer("q_w", w[:d].clone())
-        self.register_buffer("q_b", b[:d].clone())
-        self.register_buffer("kv_w", w[d:].clone())
-        self.register_buffer("kv_b", b[d:].clone())
+        for i, part in enumerate("qkv"):
+            self.register_buffer(f"{part}_w", w[i * d:(i + 1) * d].clone())
+            self.register_buffer(f"{part}_b", b[i * d:(i + 1) * d].clone())
         wq, wk, wv, bq, bk, bv = (t.detach().clone() for t in _split_in_proj(blk.cross))
         self.register_buffer("cq_w", wq * scale)
         self.register_buffer("cq_b", bq * scale)
@@ -222,7 +219,7 @@ class SamplerGraph(nn.Module):
             scores = scores + bias
         return torch.softmax(scores, dim=-1) @ v
 
-    def _block(self, j: int, x: torch.Tensor, mod: torch.Tensor, k: int,
+    def _block(self, j: int, x: torch.Tensor, mod: torch.Tensor,
                cross: tuple[torch.Tensor, torch.Tensor, torch.Tensor], actions_only: bool) -> torch.Tensor:
         """One DiT block on (K * n, D) tokens. adaLN: LayerNorm with the step's (1 + scale, shift) as its affine.
 
@@ -233,24 +230,24 @@ class SamplerGraph(nn.Module):
         h_, n, d, hz = self.heads, self.n_tok, self.dim, self.horizon
         dh = d // h_
         h = F.layer_norm(x, (d,), mod[1], mod[0], blk.norm1.eps)
+        # Reshapes use -1 for K (constant shape tensors: no Shape/Gather/Concat chains in the graph), and q, k, v
+        # are three GEMMs laid out per head by their own transposes (no Gather/Split copies of one fused qkv): on a
+        # small CPU such data-movement ops cost about as much as the attention maths itself.
+        keys = F.linear(h, c.k_w, c.k_b).reshape(-1, n, h_, dh).permute(0, 2, 3, 1)     # (K, heads, dh, n)
+        values = F.linear(h, c.v_w, c.v_b).reshape(-1, n, h_, dh).transpose(1, 2)       # (K, heads, n, dh)
+        rows = n
         if actions_only:
-            kv = F.linear(h, c.kv_w, c.kv_b).reshape(k, n, 2, h_, dh).permute(2, 0, 3, 1, 4)
-            keys, values = kv[0], kv[1]
-            x = x.reshape(k, n, d)[:, n - hz:].reshape(k * hz, d)
-            h = h.reshape(k, n, d)[:, n - hz:].reshape(k * hz, d)
-            q = F.linear(h, c.q_w, c.q_b).reshape(k, hz, h_, dh).transpose(1, 2)
+            x = x.reshape(-1, n, d)[:, n - hz:].reshape(-1, d)
+            h = h.reshape(-1, n, d)[:, n - hz:].reshape(-1, d)
             rows = hz
-        else:
-            qkv = F.linear(h, c.qkv_w, c.qkv_b).reshape(k, n, 3, h_, dh).permute(2, 0, 3, 1, 4)
-            q, keys, values = qkv[0], qkv[1], qkv[2]
-            rows = n
-        att = self._attend(q, keys.transpose(-1, -2), values, None)  # (K, heads, rows, dh)
-        x = x + mod[2] * blk.attn.out_proj(att.transpose(1, 2).reshape(k * rows, d))
+        q = F.linear(h, c.q_w, c.q_b).reshape(-1, rows, h_, dh).transpose(1, 2)           # (K, heads, rows, dh)
+        att = self._attend(q, keys, values, None)  # (K, heads, rows, dh)
+        x = x + mod[2] * blk.attn.out_proj(att.transpose(1, 2).reshape(-1, d))
         h = F.layer_norm(x, (d,), mod[4], mod[3], blk.norm2.eps)
         # cross-attention against the one shared context, folded into two GEMMs (see `_cross_consts`)
         a, bias, b = cross
         t = a.shape[1] // h_
-        probs = torch.softmax((h @ a + bias).reshape(k * rows, h_, t), dim=-1).reshape(k * rows, h_ * t)
+        probs = torch.softmax((h @ a + bias).reshape(-1, h_, t), dim=-1).reshape(-1, h_ * t)
         x = x + mod[5] * (probs @ b + blk.cross.out_proj.bias)
         h = F.layer_norm(x, (d,), mod[7], mod[6], blk.norm3.eps)
         return x + mod[8] * blk.mlp(h)
@@ -258,7 +255,7 @@ class SamplerGraph(nn.Module):
     def forward(self, context: torch.Tensor, context_mask: torch.Tensor, state: torch.Tensor, noise: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         p, n_steps, m, n, d = self.p, self.steps, self.m, self.n_tok, self.dim
-        k, hz, a = noise.shape
+        k, hz, a = noise.shape[0], self.horizon, noise.shape[2]
         cbias = torch.where(context_mask, 0.0, MASK_VALUE)  # (1, T)
         cross = [self._cross_consts(j, context, cbias) for j in range(len(p.blocks))]  # once per decision
         state_tok = p.state_token((state - self.state_mean) / self.state_std)  # (1, D)
@@ -267,16 +264,16 @@ class SamplerGraph(nn.Module):
         future = prefix[:, 1:1 + m]
         last = len(p.blocks) - 1
         for i in range(n_steps):
-            tokens = torch.cat([prefix, p.action_in(x) + p.action_pos], dim=1).reshape(k * n, d)
+            tokens = torch.cat([prefix, p.action_in(x) + p.action_pos], dim=1).reshape(-1, d)
             flare_step = i == n_steps - 1
             for j in range(len(p.blocks)):
                 actions_only = j == last and not (flare_step and p.cfg.flare_layer == last + 1)
-                tokens = self._block(j, tokens, getattr(self, f"mod_{i}_{j}"), k, cross[j], actions_only)
+                tokens = self._block(j, tokens, getattr(self, f"mod_{i}_{j}"), cross[j], actions_only)
                 if j + 1 == p.cfg.flare_layer and flare_step:
-                    future = tokens.reshape(k, n, d)[:, 1:1 + m]
+                    future = tokens.reshape(-1, n, d)[:, 1:1 + m]
             if not actions_only:
-                tokens = tokens.reshape(k, n, d)[:, 1 + m:].reshape(k * hz, d)
-            x = x + (p.action_out(p.out_norm(tokens)) / n_steps).reshape(k, hz, a)
+                tokens = tokens.reshape(-1, n, d)[:, 1 + m:].reshape(-1, d)
+            x = x + (p.action_out(p.out_norm(tokens)) / n_steps).reshape(-1, hz, a)
         return x * self.action_std + self.action_mean, p.flare_head(future)
 
 
