@@ -17,7 +17,7 @@ setup(
     packages=find_packages(include=["wm_vla", "wm_vla.*", "vla_node", "world_model_node", "perception_node",
                                     "bag_player"]),
     package_data={"wm_vla.runtime": ["data/*.json"],  # TensorRT ONNX-parser operator support list
-                  "wm_vla.models": ["weights/tiny/MANIFEST.json", "weights/tiny/*/*"]},  # shipped tiny checkpoints
+                  "wm_vla.models": ["weights/*/MANIFEST.json", "weights/*/*/*"]},  # shipped tiny checkpoints
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

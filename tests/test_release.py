@@ -28,6 +28,16 @@ def test_shipped_checkpoints_match_manifest_and_each_other() -> None:
     assert load_checkpoint(student_dir)[0].cfg.role == "student"
 
 
+def test_shipped_quadruped_checkpoints() -> None:
+    policy_dir, student_dir = default_checkpoints(world="quadruped")
+    assert set(verify_release(policy_dir.parent)) == {"policy/config.json", "policy/model.safetensors",
+                                                      "wm_student/config.json", "wm_student/model.safetensors"}
+    policy = load_checkpoint(policy_dir, expect="policy")[0]
+    assert policy.cfg.action_dim == 3 and load_checkpoint(student_dir)[0].cfg.action_dim == 3  # vx, vy, wz
+    with pytest.raises(ValueError, match="no shipped checkpoints"):
+        default_checkpoints(world="submarine")
+
+
 def test_verify_refuses_a_modified_or_missing_file(tmp_path: Path) -> None:
     root = tmp_path / "tiny"
     shutil.copytree(SHIPPED_DIR, root)

@@ -144,7 +144,8 @@ def _train_tiny(args: argparse.Namespace) -> int:
 
     log = run_pipeline(PipelineConfig(out=Path(args.out), world=args.world, task=args.task, policy_steps=args.policy_steps,
                                       demos=args.demos, perturbed=args.perturbed, label_episodes=args.label_episodes,
-                                      label_follow=args.label_follow, seed=args.seed,
+                                      label_follow=args.label_follow, seed=args.seed, wm_steps=args.wm_steps,
+                                      distill_steps=args.distill_steps,
                                       ablation=args.ablation, jobs=args.jobs, progress=not args.no_progress))
     print(f"stages (s): {log['stages']}")
     print(f"training (policy + world model + distill): {log['training_seconds']} s; everything: {log['total_seconds']} s")
@@ -158,6 +159,8 @@ def _models_ship(args: argparse.Namespace) -> int:
     src = Path(args.source)
     sources = {"policy": Path(args.policy or src / POLICY), "wm_student": Path(args.wm or src / STUDENT),
                "wm_teacher": Path(args.teacher or src / TEACHER)}
+    roles = [r.strip() for r in args.roles.split(",") if r.strip()]
+    sources = {role: sources[role] for role in roles if role in sources} | {r: Path("?") for r in roles if r not in sources}
     out = ship(sources, Path(args.out or SHIPPED_DIR), recipe=args.recipe)
     print(f"shipped {', '.join(f'{k} <- {v}' for k, v in sources.items())} to {out}")
     return 0
@@ -612,6 +615,8 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--task", default=None, help="task family; default: the world's benchmark task (arm: touch)")
     tt.add_argument("--jobs", type=int, default=2, help="parallel processes for candidate labelling")
     tt.add_argument("--policy-steps", type=int, default=3000)
+    tt.add_argument("--wm-steps", type=int, default=3000, help="teacher world model steps")
+    tt.add_argument("--distill-steps", type=int, default=3000, help="student distillation steps")
     tt.add_argument("--demos", type=int, default=400, help="expert demonstrations")
     tt.add_argument("--perturbed", type=int, default=200, help="perturbed (noisy) expert episodes with failures")
     tt.add_argument("--label-episodes", type=int, default=120, help="closed-loop episodes whose candidates get labelled")
@@ -631,6 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
     ms.add_argument("--wm", default=None, help="override: student world model checkpoint")
     ms.add_argument("--teacher", default=None, help="override: teacher world model checkpoint")
     ms.add_argument("--out", default=None, help="default: wm_vla/models/weights/tiny")
+    ms.add_argument("--roles", default="policy,wm_student,wm_teacher", help="which checkpoints to ship")
     ms.add_argument("--recipe", default="make models", help="the command that regenerates them (kept in the manifest)")
     ms.set_defaults(func=_models_ship)
     mv = md_cmds.add_parser("verify", help="check the shipped files against their manifest and load them")

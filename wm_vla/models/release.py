@@ -15,6 +15,7 @@ from wm_vla.models.checkpoint import CONFIG, WEIGHTS, load_checkpoint, save_chec
 from wm_vla.models.errors import CheckpointError
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights" / "tiny"
+SHIPPED_DIRS = {"arm": SHIPPED_DIR, "quadruped": SHIPPED_DIR.parent / "tiny_quadruped"}  # per sim world
 MANIFEST = "MANIFEST.json"
 ROLES = ("policy", "wm_student", "wm_teacher")
 

@@ -51,11 +51,14 @@ class PipelineConfig:
     progress: bool = True
 
 
-def default_checkpoints(root: Path | None = None) -> tuple[Path, Path]:
-    """(policy, student world model): the shipped `tiny` checkpoints, or those of a `wm-vla train tiny` output `root`."""
+def default_checkpoints(root: Path | None = None, world: str = "arm") -> tuple[Path, Path]:
+    """(policy, student world model): the shipped `tiny` checkpoints of `world`, or those of a `wm-vla train tiny`
+    output folder `root`."""
     if root is None:
-        from wm_vla.models.release import SHIPPED_DIR
-        return SHIPPED_DIR / POLICY, SHIPPED_DIR / STUDENT
+        from wm_vla.models.release import SHIPPED_DIRS
+        if world not in SHIPPED_DIRS:
+            raise ValueError(f"no shipped checkpoints for world {world!r}; choose from {sorted(SHIPPED_DIRS)}")
+        return SHIPPED_DIRS[world] / POLICY, SHIPPED_DIRS[world] / STUDENT
     return Path(root) / POLICY, Path(root) / STUDENT
 
 
