@@ -13,3 +13,12 @@ class DatasetExistsError(DataError, FileExistsError):
 
 class DatasetLocationError(DataError, OSError):
     """The output location cannot be created or written."""
+
+
+class FrameError(DataError, ValueError):
+    """A camera frame or state sample that cannot be used (bad encoding, size, stamp, or too old); `reason` is a
+    short diagnostic key that nodes count."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -89,6 +89,7 @@ class SafetyFilter:
         self.last: np.ndarray | None = None
         self.last_vel = np.zeros(len(limits.names))
         self.held: np.ndarray | None = None
+        self.held_reason = ""
         self.counts: Counter[str] = Counter()
 
     @classmethod
@@ -124,6 +125,8 @@ class SafetyFilter:
         if t.shape != (len(self.lim.names),) or not np.all(np.isfinite(t)):
             return self._stop("bad_target")
         reasons = []
+        if self.held is not None and self.measured is not None and self.lim.mode == POSITION:
+            self.last, self.last_vel = self.measured.copy(), np.zeros(len(t))  # resume from where the robot is
         clamped = np.clip(t, self.lim.low, self.lim.high)
         if not np.array_equal(clamped, t):
             reasons.append("joint_limit" if self.lim.mode == POSITION else "twist_limit")
@@ -132,7 +135,7 @@ class SafetyFilter:
             return self._stop("no_state")
         if self.lim.mode == POSITION and not self._in_workspace(out):
             return self._stop("workspace")
-        self.held = None
+        self.held, self.held_reason = None, ""
         self._emit(out)
         self.counts.update(reasons)
         return SafeCommand(out.copy(), "track", tuple(reasons))
@@ -152,6 +155,8 @@ class SafetyFilter:
         if self.lim.mode == VELOCITY:
             self._emit(np.zeros(len(self.lim.names)))
             return SafeCommand(np.zeros(len(self.lim.names)), "stop", (reason,))
+        if self.held_reason != reason:  # a new hold (or a new cause, e.g. stale -> no chunk) latches afresh
+            self.held, self.held_reason = None, reason
         if self.held is None:  # e-stop / stale / no chunk: where the robot is; a refused target: the last command
             at_robot = reason not in ("workspace", "bad_target") and self.measured is not None
             self.held = self.measured if at_robot else (self.last if self.last is not None else self.measured)
