@@ -125,7 +125,8 @@ class SafetyFilter:
         if t.shape != (len(self.lim.names),) or not np.all(np.isfinite(t)):
             return self._stop("bad_target")
         reasons = []
-        if self.held is not None and self.measured is not None and self.lim.mode == POSITION:
+        resumable = self.held_reason in ("e_stop", "stale_observation", "no_chunk")
+        if self.held is not None and resumable and self.measured is not None and self.lim.mode == POSITION:
             self.last, self.last_vel = self.measured.copy(), np.zeros(len(t))  # resume from where the robot is
         clamped = np.clip(t, self.lim.low, self.lim.high)
         if not np.array_equal(clamped, t):

@@ -1,0 +1,182 @@
+"""Safety of the command path over real rclpy / Fast DDS: the world_model_node runs as a subprocess (passthrough
+ranking, no models) and this process plays perception, the robot's joint_states, the VLA's candidates and the
+e-stop button, recording every command the node publishes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, Float64MultiArray, String
+from wm_vla_interfaces.msg import ActionCandidates, Observation
+
+from node_common.msgs import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, f32, from_ns
+from ros_stack_helpers import Feeder, Probe, Received
+from sim_node.episodes import lineage_ns
+from wm_vla.bringup import NodeSpec
+from wm_vla.launcher import Stack
+from wm_vla.robots import load_profile
+
+pytestmark = pytest.mark.ros
+ARM = load_profile("arm")
+NAMES = list(ARM.action.names)
+HOME = np.array([0.0, -0.5, 1.2, 0.0, 0.9, 0.0, 0.0])
+FORWARD = ARM.controllers["forward"].topic
+GRIPPER = ARM.controllers["gripper"].topic
+DT = 1.0 / ARM.control_rate_hz
+MAX_AGE = ARM.max_obs_age_ms / 1e3
+
+
+class Rig:
+    def __init__(self, probe: Probe) -> None:
+        n = probe.node
+        self.probe = probe
+        self.obs_pub = n.create_publisher(Observation, "/wm_vla/observation", SENSOR_QOS)
+        self.js_pub = n.create_publisher(JointState, ARM.topics.joint_states, SENSOR_QOS)
+        self.cand_pub = n.create_publisher(ActionCandidates, "/wm_vla/action_candidates", COMMAND_QOS)
+        self.estop_pub = n.create_publisher(Bool, ARM.topics.e_stop, LATCHED_QOS)
+        self.instr_pub = n.create_publisher(String, ARM.topics.instruction, LATCHED_QOS)
+        self.forward = probe.record(Float64MultiArray, FORWARD, COMMAND_QOS)
+        self.gripper = probe.record(Float64MultiArray, GRIPPER, COMMAND_QOS)
+        self.diag = probe.record(DiagnosticArray, "/diagnostics", 10)
+        self.feed_obs = True
+        self.last_obs = 0.0
+        self.feeder = Feeder(self._feed, 50.0)
+
+    def _feed(self) -> None:
+        now = self.probe.node.get_clock().now()
+        self.joint_state(HOME, now.to_msg())
+        if self.feed_obs:
+            obs = Observation()
+            obs.header.stamp = now.to_msg()
+            self.obs_pub.publish(obs)
+            self.last_obs = now.nanoseconds * 1e-9
+
+    def joint_state(self, q: np.ndarray, stamp: object = None) -> None:
+        js = JointState(name=[*NAMES, "finger_right_joint"], position=[*map(float, q), float(q[-1])])
+        js.header.stamp = stamp or self.probe.node.get_clock().now().to_msg()
+        self.js_pub.publish(js)
+
+    def candidates(self, chunk: np.ndarray) -> int:
+        """Publish one candidate (1, H, A) stamped now; returns the stamp in ns."""
+        now = self.probe.node.get_clock().now().nanoseconds
+        msg = ActionCandidates(k=1, h=chunk.shape[0], a=chunk.shape[1], action_names=NAMES, actions=f32(chunk[None]))
+        msg.header.stamp = from_ns(now)
+        self.cand_pub.publish(msg)
+        return now
+
+    def fresh_task(self) -> None:
+        """Release the e-stop, resume observations, clear the node's chunks (a new instruction) and the records."""
+        self.estop_pub.publish(Bool(data=False))
+        self.feed_obs = True
+        self.instr_pub.publish(String(data="test"))
+        time.sleep(0.3)
+        for box in (self.forward, self.gripper, self.diag):
+            box.clear()
+
+
+@pytest.fixture(scope="module")
+def rig(ros_domain: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    spec = NodeSpec("world_model_node", "world_model_node", "world_model_node.node", {"robot": "arm", "rank": False})
+    logs = tmp_path_factory.mktemp("wm_node")
+    with Stack([spec], log_dir=logs) as stack:
+        probe = Probe()
+        rig = Rig(probe)
+        try:
+            probe.wait(lambda: len(rig.forward.items) > 5 or bool(stack.failed()), 60,
+                       "hold commands from world_model_node")
+            assert not stack.failed(), stack.log("world_model_node")
+            yield rig
+        finally:
+            rig.feeder.stop()
+            probe.close()
+
+
+def tracked(box: Received, t0: float = 0.0) -> list[tuple[float, np.ndarray, int]]:
+    return [(t, np.array(m.data), lineage_ns(m)) for t, m in box.since(t0)]
+
+
+def test_before_any_chunk_the_arm_holds_its_measured_position_never_zeros(rig: Rig) -> None:
+    rig.fresh_task()
+    time.sleep(0.2)
+    cmds = tracked(rig.forward)
+    assert cmds and all(np.allclose(q, HOME[:6]) and lin == 0 for _, q, lin in cmds)
+
+
+def test_out_of_limit_candidate_is_clamped_never_published_raw(rig: Rig) -> None:
+    rig.fresh_task()
+    chunk = np.tile(HOME, (16, 1))
+    chunk[:, 5] = 9.0    # flange_roll limit is 2.9 rad
+    chunk[:, 6] = -1.0   # finger limit is [0, 0.04] m
+    stamp = rig.candidates(chunk)
+    time.sleep(1.6)
+    arm = [(q, lin) for _, q, lin in tracked(rig.forward) if lin == stamp]
+    grip = [np.array(m.data) for _, m in rig.gripper.since(0.0) if lineage_ns(m) == stamp]
+    assert len(arm) > 20 and grip, "the chunk was streamed with its observation stamp as lineage"
+    roll = np.array([q[5] for q, _ in arm])
+    assert roll.max() == pytest.approx(2.9)  # driven to the limit (velocity-limited), never beyond
+    assert all(np.all(g >= 0.0) for g in grip)
+    steps = np.abs(np.diff(roll))
+    assert steps.max() <= 3.0 * DT + 1e-9  # URDF velocity limit of flange_roll: 3 rad/s
+
+
+def test_stale_observations_hold_within_two_control_periods(rig: Rig) -> None:
+    rig.fresh_task()
+    chunk = np.tile(HOME, (16, 1))
+    chunk[:, 0] = np.linspace(0.0, 0.6, 16)   # a slow pan: commands keep changing
+    rig.candidates(chunk)
+    time.sleep(0.4)
+    rig.feed_obs = False                      # the camera / perception stops
+    time.sleep(0.1)
+    deadline = rig.last_obs + MAX_AGE
+    time.sleep(MAX_AGE + 0.3)
+    cmds = tracked(rig.forward)
+    holds = [t for t, _, lin in cmds if lin == 0 and t > deadline - DT]
+    assert holds, "no hold command after the observations went stale"
+    assert holds[0] <= deadline + 2 * DT, f"hold came {1e3 * (holds[0] - deadline):.0f} ms after the deadline"
+    assert not [t for t, _, lin in cmds if lin != 0 and t > deadline + 2 * DT]
+    assert all(np.allclose(q, HOME[:6]) for t, q, lin in cmds if t > deadline + 2 * DT)  # held, not zeroed
+
+
+def test_e_stop_blocks_motion_until_released(rig: Rig) -> None:
+    rig.fresh_task()
+    rig.estop_pub.publish(Bool(data=True))
+    time.sleep(0.2)
+    t0 = rig.probe.now()
+    chunk = np.tile(HOME, (16, 1))
+    chunk[:, 0] = 0.5
+    rig.candidates(chunk)
+    time.sleep(0.6)
+    during = tracked(rig.forward, t0)
+    assert len(during) > 15 and all(np.allclose(q, HOME[:6]) and lin == 0 for _, q, lin in during)
+    rig.estop_pub.publish(Bool(data=False))
+    time.sleep(0.3)
+    t1 = rig.probe.now()
+    assert all(lin == 0 for _, _, lin in tracked(rig.forward, t1)), "the stopped chunk must not resume"
+    stamp = rig.candidates(chunk)
+    time.sleep(0.5)
+    after = [q for _, q, lin in tracked(rig.forward, t1) if lin == stamp]
+    assert after and after[-1][0] > 0.1  # a fresh chunk moves again
+
+
+def test_nan_joint_state_is_rejected_with_a_diagnostic(rig: Rig) -> None:
+    rig.fresh_task()
+    bad = HOME.copy()
+    bad[2] = np.nan
+    t0 = rig.probe.now()
+    for _ in range(5):
+        rig.joint_state(bad)
+        time.sleep(0.05)
+    rig.probe.wait(lambda: any(s.level == DiagnosticStatus.ERROR and "non_finite" in s.message
+                               for _, m in rig.diag.since(t0) for s in m.status
+                               if s.name.endswith("world_model_node")), 5.0, "an ERROR diagnostic naming non_finite")
+    counts = [dict((kv.key, kv.value) for kv in s.values) for _, m in rig.diag.since(t0) for s in m.status
+              if s.name.endswith("world_model_node")]
+    assert int(counts[-1].get("rejected_joint_state_non_finite", 0)) >= 5
+    cmds = tracked(rig.forward, t0)
+    assert cmds and all(np.all(np.isfinite(q)) and np.allclose(q, HOME[:6]) for _, q, _ in cmds)
