@@ -17,6 +17,7 @@ import rclpy
 from geometry_msgs.msg import TwistStamped
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 from wm_vla_interfaces.msg import RankingResult
@@ -37,8 +38,9 @@ def lineage_ns(msg: Float64MultiArray | TwistStamped) -> int:
 
 
 class EpisodeClient(Node):
-    def __init__(self, robot: str = "arm") -> None:
-        super().__init__("wm_vla_episodes")
+    def __init__(self, robot: str = "arm", context: Any = None, use_sim_time: bool = False) -> None:
+        super().__init__("wm_vla_episodes", context=context,
+                         parameter_overrides=[Parameter("use_sim_time", value=use_sim_time)])
         self.profile = load_profile(robot)
         self.cond = threading.Condition()
         self.status: dict[str, Any] = {}
@@ -48,7 +50,6 @@ class EpisodeClient(Node):
         self.rankings: list[RankingResult] = []
         self.create_subscription(String, "/sim/status", self._on_status, LATCHED_QOS)
         self.create_subscription(RankingResult, RANKING_TOPIC, self.rankings.append, COMMAND_QOS)
-        spec = next(iter(self.profile.controllers.values()))
         for spec in self.profile.controllers.values():
             if spec.interface == "twist":
                 self.create_subscription(TwistStamped, spec.topic, self._on_command, COMMAND_QOS)
@@ -102,7 +103,7 @@ class EpisodeClient(Node):
 
 
 def spin_in_thread(node: Node) -> tuple[MultiThreadedExecutor, threading.Thread]:
-    ex = MultiThreadedExecutor(num_threads=2)
+    ex = MultiThreadedExecutor(num_threads=2, context=node.context)
     ex.add_node(node)
     thread = threading.Thread(target=ex.spin, daemon=True)
     thread.start()
@@ -115,9 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--episodes", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds per episode")
     ap.add_argument("--out", default=None, help="JSON file for the per-episode results")
+    ap.add_argument("--use-sim-time", action="store_true", help="stamps and latencies in the sim's /clock time")
     args = ap.parse_args(argv)
     rclpy.init()
-    node = EpisodeClient(args.robot)
+    node = EpisodeClient(args.robot, use_sim_time=args.use_sim_time)
     ex, _ = spin_in_thread(node)
     results = []
     try:

@@ -3,7 +3,10 @@
 Publishes joint_states (and /odom for the quadruped) and one rgb8 camera stream per sim camera like a camera
 driver, accepts the profile's command topics (JointTrajectory, Float64MultiArray, Twist/TwistStamped), publishes
 the task status (JSON on /sim/status, latched) and the episode's instruction, and resets on the `/sim/reset`
-service (std_srvs/Trigger; episode n uses seed `seed + n`). The commands' observation stamp is recorded in the
+service (std_srvs/Trigger; episode n uses seed `seed + n`). With `wait_for_command` the episode's clock (physics,
+time limit) starts with its first command, so a stack that is still loading does not lose episode time. With
+`sim_clock` it publishes /clock (one world step per tick, `rate_scale` x real time) and stamps everything with it;
+the other nodes then run with use_sim_time, so a slow machine slows the world instead of adding latency. The commands' observation stamp is recorded in the
 status (`last_command_obs_ns`) so lineage is visible end to end.
 """
 
@@ -16,13 +19,14 @@ from typing import Any
 import numpy as np
 from geometry_msgs.msg import Twist, TwistStamped
 from nav_msgs.msg import Odometry
+from rosgraph_msgs.msg import Clock
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from node_common.msgs import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, rgb_to_image, to_ns
+from node_common.msgs import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, from_ns, rgb_to_image, to_ns
 from node_common.spin import run
 from wm_vla.bringup import camera_topic
 from wm_vla.sim.registry import make_world
@@ -35,12 +39,14 @@ class SimRobot(Node):
     def __init__(self) -> None:
         super().__init__("sim_robot")
         p = self.declare_parameters("", [("world", "arm"), ("seed", 1_000_000), ("task", ""), ("image_size", 96),
-                                         ("time_limit_s", 0.0), ("autostart", True), ("rate_scale", 1.0)])
+                                         ("time_limit_s", 0.0), ("autostart", True), ("rate_scale", 1.0),
+                                         ("wait_for_command", True), ("sim_clock", False)])
         params = {name.name: name.value for name in p}
         self.world = make_world(params["world"], image_size=params["image_size"],
                                 time_limit_s=params["time_limit_s"] or None)
         self.profile = self.world.profile
-        self.base_seed = int(params["seed"])
+        self.base_seed, self.wait_for_command = int(params["seed"]), bool(params["wait_for_command"])
+        self.episode_commands = 0
         self.task = tuple(t.strip() for t in params["task"].split(",") if t.strip()) or None  # families
         self.episode = -1
         self.result: StepResult | None = None
@@ -56,6 +62,10 @@ class SimRobot(Node):
         self.instr_pub = self.create_publisher(String, self.profile.topics.instruction, LATCHED_QOS)
         self._subscribe_commands()
         self.create_service(Trigger, "/sim/reset", self._on_reset)
+        self.sim_clock = bool(params["sim_clock"])
+        self.clock_ns = self.get_clock().now().nanoseconds  # sim time starts at the wall time, then advances by steps
+        self.step_ns = round(1e9 / self.world.fps)
+        self.clock_pub = self.create_publisher(Clock, "/clock", 10) if self.sim_clock else None
         self.timer = self.create_timer(1.0 / (self.world.fps * params["rate_scale"]), self._tick)
         if params["autostart"]:
             self.reset()
@@ -72,36 +82,42 @@ class SimRobot(Node):
             else:
                 self.create_subscription(JointTrajectory, spec.topic, self._on_trajectory, COMMAND_QOS)
 
-    def _set(self, values: dict[str, float]) -> None:
+    def _set(self, values: dict[str, float], lineage_ns: int | None = None) -> None:
+        """Apply command values; `lineage_ns` 0 marks a hold (it does not start the episode clock)."""
         if self.target is None:
             return
+        if lineage_ns is not None:
+            self.last_lineage_ns = lineage_ns
         names = self.profile.action.names
         for name, v in values.items():
             if name in names:
                 self.target[names.index(name)] = v
         self.commands += 1
+        self.episode_commands += int(lineage_ns != 0)
 
     def _on_positions(self, joints: tuple[str, ...], msg: Float64MultiArray) -> None:
         if len(msg.data) != len(joints) or not np.all(np.isfinite(msg.data)):
             self.get_logger().warning(f"ignoring a position command of length {len(msg.data)} for {joints}")
             return
+        lineage = None
         for dim in msg.layout.dim:
             if dim.label.startswith("obs_stamp_ns="):
-                self.last_lineage_ns = int(dim.label.split("=", 1)[1])
-        self._set(dict(zip(joints, msg.data)))
+                lineage = int(dim.label.split("=", 1)[1])
+        self._set(dict(zip(joints, msg.data)), lineage)
 
     def _on_trajectory(self, msg: JointTrajectory) -> None:
-        start = to_ns(msg.header.stamp) or self.get_clock().now().nanoseconds
+        start = to_ns(msg.header.stamp) or self.now_ns()
         self.last_lineage_ns = to_ns(msg.header.stamp)
         self.trajectory = [(start + to_ns(pt.time_from_start), dict(zip(msg.joint_names, pt.positions)))
                            for pt in msg.points if len(pt.positions) == len(msg.joint_names)]
 
     def _on_twist(self, msg: Twist | TwistStamped) -> None:
+        lineage = None
         if isinstance(msg, TwistStamped):
-            self.last_lineage_ns = to_ns(msg.header.stamp)
+            lineage = to_ns(msg.header.stamp)
             msg = msg.twist
         self._set({"vx": msg.linear.x, "vy": msg.linear.y, "vz": msg.linear.z, "wx": msg.angular.x,
-                   "wy": msg.angular.y, "wz": msg.angular.z})
+                   "wy": msg.angular.y, "wz": msg.angular.z}, lineage)
 
     # ----- episode -----
     def _on_reset(self, _req: Trigger.Request, res: Trigger.Response) -> Trigger.Response:
@@ -116,6 +132,7 @@ class SimRobot(Node):
         kind = self.profile.action.kind
         self.target = np.zeros(len(self.profile.action.names)) if kind == "body_velocity" else obs.state.astype(float)
         self.trajectory = []
+        self.episode_commands = 0
         self.instr_pub.publish(String(data=obs.instruction))
         self._publish()
         return self.status()
@@ -127,12 +144,22 @@ class SimRobot(Node):
                 "event": (r.event if r else None), "commands": self.commands,
                 "last_command_obs_ns": self.last_lineage_ns, "progress": round(self.world.progress(), 4)}
 
+    def now_ns(self) -> int:
+        """Stamp of what the sim publishes: its own clock (/clock) or the node's (wall) clock."""
+        return self.clock_ns if self.sim_clock else self.get_clock().now().nanoseconds
+
     def _tick(self) -> None:
+        if self.clock_pub is not None:  # sim time advances one step per tick, also while waiting or frozen
+            self.clock_ns += self.step_ns
+            self.clock_pub.publish(Clock(clock=from_ns(self.clock_ns)))
         if self.result is None or self.target is None:
             return
         if self.result.done:  # the episode is over: the scene freezes (no frames) until the next reset
             return
-        now = self.get_clock().now().nanoseconds
+        if self.wait_for_command and not self.episode_commands:  # the clock starts with the first command
+            self._publish()
+            return
+        now = self.now_ns()
         due = [pos for t, pos in self.trajectory if t <= now]
         if due:
             self._set(due[-1])
@@ -141,7 +168,7 @@ class SimRobot(Node):
 
     def _publish(self) -> None:
         assert self.result is not None
-        stamp = self.get_clock().now().to_msg()
+        stamp = from_ns(self.now_ns())
         q = self.world.joint_positions()
         js = JointState(name=list(q), position=list(q.values()))
         js.header.stamp = stamp

@@ -83,7 +83,7 @@ class VlaNode(LifecycleNode):
         self.create_subscription(Observation, self.p("observation"), self._on_obs, SENSOR_QOS, callback_group=io)
         self.create_subscription(String, self.profile.topics.instruction, self._on_instruction, LATCHED_QOS,
                                  callback_group=io)
-        self.create_timer(0.002, self._infer, callback_group=infer)
+        self.wake = self.create_guard_condition(self._infer, callback_group=infer)
         self.create_timer(1.0, self._diagnostics, callback_group=io)
         self.get_logger().info(f"policy loaded on {self.backend.describe()} (fallbacks: "
                                f"{[f.candidate for f in sel.fallbacks]}); K={self.k}, decision period {self.period} s")
@@ -127,6 +127,7 @@ class VlaNode(LifecycleNode):
             if self.pending is not None:
                 self.counts["skipped_busy"] += 1
             self.pending = msg
+        self.wake.trigger()
 
     # ----- inference -----
     def _infer(self) -> None:

@@ -49,6 +49,7 @@ class BringupArgs:
     policy: str | None = None
     world_model: str | None = None
     tasks: tuple[str, ...] | None = None  # sim task families; None: those in the policy's vocabulary
+    rate_scale: float = 1.0         # sim speed vs real time (with use_sim_time the sim publishes /clock)
 
 
 def policy_tasks(world: str, policy: str | None) -> tuple[str, ...]:
@@ -81,7 +82,7 @@ def build_plan(args: BringupArgs) -> list[NodeSpec]:
         tasks = args.tasks or policy_tasks(profile_name, args.policy)
         nodes.append(NodeSpec("sim_robot", "sim_robot", "sim_node.node",
                               {"world": profile_name, "seed": args.seed, "task": ",".join(tasks),
-                               "use_sim_time": args.use_sim_time}))
+                               "sim_clock": args.use_sim_time, "rate_scale": args.rate_scale}))
         perception.update(camera_names=list(cams), camera_topics=[camera_topic(c) for c in cams])
     else:
         perception.update(camera_names=[c.name for c in profile.cameras], camera_topics=[c.topic for c in profile.cameras])

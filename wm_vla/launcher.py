@@ -21,6 +21,10 @@ class Stack:
     def __init__(self, plan: list[NodeSpec], log_dir: Path | None = None, env: dict[str, str] | None = None,
                  quiet: bool = True) -> None:
         self.plan, self.env = plan, {**os.environ, **(env or {})}
+        root = str(Path(__file__).resolve().parents[1])  # the checkout holding the node packages
+        path = self.env.get("PYTHONPATH", "")
+        if root not in path.split(os.pathsep):
+            self.env["PYTHONPATH"] = os.pathsep.join(p for p in (root, path) if p)
         self.quiet = quiet
         self._tmp = tempfile.TemporaryDirectory(prefix="wm_vla_up_")
         self.log_dir = Path(log_dir) if log_dir else Path(self._tmp.name)
