@@ -117,23 +117,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds per episode")
     ap.add_argument("--out", default=None, help="JSON file for the per-episode results")
     ap.add_argument("--use-sim-time", action="store_true", help="stamps and latencies in the sim's /clock time")
+    ap.add_argument("--first-autostarted", action="store_true",
+                    help="the first episode is the one the sim started itself (no reset before it)")
     args = ap.parse_args(argv)
     rclpy.init()
     node = EpisodeClient(args.robot, use_sim_time=args.use_sim_time)
-    ex, _ = spin_in_thread(node)
+    ex, thread = spin_in_thread(node)
     results = []
     try:
-        for _ in range(args.episodes):
-            r = node.run_episode(args.timeout)
+        if args.first_autostarted and not node.wait_for(lambda s: s.get("episode") == 0, 120):
+            raise TimeoutError("the sim did not start its first episode")
+        for i in range(args.episodes):
+            r = node.run_episode(args.timeout, reset=not (args.first_autostarted and i == 0))
             results.append(r)
             print(f"[episode {r['episode']}] seed {r['seed']} {r['instruction']!r}: "
                   f"{'success' if r['success'] else r['event']} after {r['steps']} steps", flush=True)
+        if args.out:
+            Path(args.out).write_text(json.dumps(results, indent=1))
     finally:
         ex.shutdown()
+        thread.join(5)
         node.destroy_node()
         rclpy.try_shutdown()
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=1))
     return 0
 
 

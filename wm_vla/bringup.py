@@ -7,7 +7,8 @@ subprocesses in a pip venv. robot: `arm` | `quadruped` (real robots: drivers and
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,16 @@ class NodeSpec:
     remappings: tuple[tuple[str, str], ...] = ()
     lifecycle: bool = False
     package: str = "wm_vla"
+
+    @property
+    def external(self) -> bool:
+        """A node of another ROS package (e.g. robot_state_publisher): launched by ros2 launch only."""
+        return self.package != "wm_vla"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "package": self.package, "executable": self.executable, "module": self.module,
+                "parameters": dict(self.parameters), "remappings": [list(r) for r in self.remappings],
+                "lifecycle": self.lifecycle}
 
 
 @dataclass(frozen=True)
@@ -90,9 +101,38 @@ def build_plan(args: BringupArgs) -> list[NodeSpec]:
     nodes.append(NodeSpec("vla_node", "vla_node", "vla_node.node", {**common, **models, "k": args.k}, lifecycle=True))
     wm = {**common, **models, "rank": args.rank, **({"world_model": args.world_model} if args.world_model else {})}
     nodes.append(NodeSpec("world_model_node", "world_model_node", "world_model_node.node", wm, lifecycle=True))
+    nodes.append(NodeSpec("robot_state_publisher", "robot_state_publisher", "", {
+        "robot_description": profile.urdf_path().read_text(), "use_sim_time": args.use_sim_time},
+        package="robot_state_publisher"))
     if args.params_file:
         nodes = _override(nodes, Path(args.params_file))
     return nodes
+
+
+def bringup_args(values: Mapping[str, str]) -> BringupArgs:
+    """BringupArgs from launch-style string arguments (robot, backend, k, params_file, use_sim_time, ...)."""
+    known = {f.name: f for f in fields(BringupArgs)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ProfileError(f"unknown bringup argument(s) {unknown}; known: {sorted(known)}")
+    out: dict[str, Any] = {}
+    for name, text in values.items():
+        default = getattr(BringupArgs(), name)
+        if text in ("", None):
+            continue
+        if isinstance(default, bool):
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ProfileError(f"{name} must be true or false, got {text!r}")
+            out[name] = text.lower() in ("true", "1")
+        elif isinstance(default, int):
+            out[name] = int(text)
+        elif isinstance(default, float):
+            out[name] = float(text)
+        elif name == "tasks":
+            out[name] = tuple(t for t in text.split(",") if t)
+        else:
+            out[name] = text
+    return BringupArgs(**out)
 
 
 def _override(nodes: list[NodeSpec], path: Path) -> list[NodeSpec]:

@@ -20,7 +20,8 @@ class Stack:
 
     def __init__(self, plan: list[NodeSpec], log_dir: Path | None = None, env: dict[str, str] | None = None,
                  quiet: bool = True) -> None:
-        self.plan, self.env = plan, {**os.environ, **(env or {})}
+        self.skipped = [n.name for n in plan if n.external]  # other packages' nodes need ros2 launch
+        self.plan, self.env = [n for n in plan if not n.external], {**os.environ, **(env or {})}
         root = str(Path(__file__).resolve().parents[1])  # the checkout holding the node packages
         path = self.env.get("PYTHONPATH", "")
         if root not in path.split(os.pathsep):
