@@ -99,7 +99,8 @@ class EpisodeClient(Node):
             lat = self.latency_ms[n_lat:]
         return {"episode": episode, "seed": s.get("seed"), "instruction": s.get("instruction"),
                 "success": bool(ok and s.get("success")), "event": s.get("event") if ok else "client_timeout",
-                "steps": s.get("step"), "latency_ms": lat}
+                "steps": s.get("step"), "progress": s.get("progress"), "start_progress": start.get("progress"),
+                "latency_ms": lat}
 
 
 def spin_in_thread(node: Node) -> tuple[MultiThreadedExecutor, threading.Thread]:
