@@ -15,11 +15,15 @@ class OpenCvSource:
 
     def __init__(self, device: str) -> None:
         self.cap = cv2.VideoCapture(int(device) if device.isdigit() else device)
+        self.is_file = not device.isdigit()  # a video file loops (replay); a V4L2 device streams
         if not self.cap.isOpened():
             raise FrameError("source", f"opencv source {device!r} cannot be opened")
 
     def grab(self) -> np.ndarray | None:
         ok, frame = self.cap.read()
+        if not ok and self.is_file:
+            self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, frame = self.cap.read()
         return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if ok else None
 
     def close(self) -> None:

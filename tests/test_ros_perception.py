@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -145,3 +146,37 @@ def test_bad_inputs_are_dropped_and_counted_never_forwarded(rig: Rig, case: str)
         rig.image(pixels, "rgb8", stamp)
     rig.probe.wait(lambda: rig.counters(t0).get(f"dropped_{case}", 0) > before, 5.0, f"a dropped_{case} count")
     assert not [m for m in settle(rig.raw_obs, t0, 0, 0.3) if to_ns(m.header.stamp) in (stamp, stamp - 10**9)]
+
+
+def test_opencv_source_reads_a_video_file(ros_domain: int, tmp_path: Path) -> None:
+    video = tmp_path / "cam.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 20, (64, 48))
+    for i in range(40):
+        writer.write(np.full((48, 64, 3), (0, 0, 100 + i), np.uint8))  # BGR: red ramps up
+    writer.release()
+    spec = NodeSpec("perception_cv", "perception_node", "perception_node.node",
+                    {"robot": "arm", "source": "opencv", "device": str(video), "fps": 20.0, "camera_names": ["wrist"],
+                     "image_size": 32, "output": "/test/obs_cv"})
+    with Stack([spec], log_dir=tmp_path) as stack:
+        probe = Probe()
+        try:
+            js = probe.node.create_publisher(JointState, ARM.topics.joint_states, SENSOR_QOS)
+            got = probe.record(Observation, "/test/obs_cv", SENSOR_QOS)
+
+            def feed() -> None:
+                msg = JointState(name=NAMES, position=list(map(float, Q)))
+                msg.header.stamp = probe.node.get_clock().now().to_msg()
+                js.publish(msg)
+
+            from ros_stack_helpers import Feeder
+
+            feeder = Feeder(feed, 50.0)
+            try:
+                probe.wait(lambda: len(got.items) >= 5 or bool(stack.failed()), 60, "observations from the video")
+            finally:
+                feeder.stop()
+            assert not stack.failed(), stack.log("perception_cv")
+            img = np.frombuffer(bytes(got.items[-1][1].images[0].data), np.uint8).reshape(32, 32, 3)
+            assert img[..., 0].mean() > 90 and img[..., 2].mean() < 10  # decoded BGR -> RGB
+        finally:
+            probe.close()
