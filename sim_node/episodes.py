@@ -47,9 +47,9 @@ class EpisodeClient(Node):
         self.latency_ms: list[float] = []
         self.lineages: set[int] = set()
         self.commands = 0
-        self.rankings: list[RankingResult] = []
         self.create_subscription(String, "/sim/status", self._on_status, LATCHED_QOS)
-        self.create_subscription(RankingResult, RANKING_TOPIC, self.rankings.append, COMMAND_QOS)
+        self.decision_ms: list[float] = []
+        self.create_subscription(RankingResult, RANKING_TOPIC, self._on_ranking, COMMAND_QOS)
         for spec in self.profile.controllers.values():
             if spec.interface == "twist":
                 self.create_subscription(TwistStamped, spec.topic, self._on_command, COMMAND_QOS)
@@ -61,6 +61,11 @@ class EpisodeClient(Node):
         with self.cond:
             self.status = json.loads(msg.data)
             self.cond.notify_all()
+
+    def _on_ranking(self, msg: RankingResult) -> None:
+        """Camera stamp -> RankingResult receipt: the whole decision through the ROS stack."""
+        with self.cond:
+            self.decision_ms.append((self.get_clock().now().nanoseconds - to_ns(msg.header.stamp)) / 1e6)
 
     def _on_command(self, msg: Float64MultiArray | TwistStamped) -> None:
         now = self.get_clock().now().nanoseconds
@@ -92,15 +97,15 @@ class EpisodeClient(Node):
             time.sleep(settle_s)
         start = self.reset() if reset else dict(self.status)
         episode = start["episode"]
-        n_lat = len(self.latency_ms)
+        n_lat, n_dec = len(self.latency_ms), len(self.decision_ms)
         ok = self.wait_for(lambda s: s.get("episode") == episode and s.get("done"), timeout)
         with self.cond:
             s = dict(self.status)
-            lat = self.latency_ms[n_lat:]
+            lat, dec = self.latency_ms[n_lat:], self.decision_ms[n_dec:]
         return {"episode": episode, "seed": s.get("seed"), "instruction": s.get("instruction"),
                 "success": bool(ok and s.get("success")), "event": s.get("event") if ok else "client_timeout",
                 "steps": s.get("step"), "progress": s.get("progress"), "start_progress": start.get("progress"),
-                "latency_ms": lat}
+                "latency_ms": lat, "decision_ms": dec}
 
 
 def spin_in_thread(node: Node) -> tuple[MultiThreadedExecutor, threading.Thread]:

@@ -64,9 +64,42 @@ def run_config(cfg: DemoConfig, rank: bool, log_dir: Path) -> list[dict[str, Any
         return json.loads(out.read_text())
 
 
+def inprocess_decision_ms(cfg: DemoConfig, n: int = 30) -> list[float]:
+    """The same decision (encode, K samples, world model, GPC-RANK) in one process on sim observations."""
+    import torch
+
+    from wm_vla.eval.closed_loop import obs_batch
+    from wm_vla.runtime.decision import DecisionPipeline
+    from wm_vla.runtime.loading import open_backend
+    from wm_vla.runtime.ranker import KinematicPenalty
+    from wm_vla.runtime.spec import candidate_noise
+    from wm_vla.sim.registry import make_world
+    from wm_vla.training.pipeline import default_checkpoints
+
+    torch.set_num_threads(1)  # like the nodes (threads: 1)
+    policy, wm = default_checkpoints()
+    backend = open_backend(cfg.backend, cfg.policy or str(policy), cfg.world_model or str(wm), threads=1).backend
+    world = make_world("arm")
+    pipe = DecisionPipeline(backend, KinematicPenalty(world.profile))
+    spec = backend.spec
+    times = []
+    for i in range(n + 3):
+        obs = world.reset(cfg.seed + i % max(1, cfg.episodes))
+        batch = obs_batch(obs, spec.cameras, spec.image_size)
+        noise = candidate_noise(spec.horizon, spec.action_dim, cfg.k, i)
+        t0 = time.perf_counter()
+        pipe.decide(batch.images.numpy(), batch.state.numpy(), obs.instruction, noise)
+        if i >= 3:  # warm-up
+            times.append(1e3 * (time.perf_counter() - t0))
+    world.close()
+    backend.close()
+    return times
+
+
 def summarize(name: str, episodes: list[dict[str, Any]]) -> dict[str, Any]:
     rate = wilson(sum(e["success"] for e in episodes), len(episodes))
     lat = [x for e in episodes for x in e["latency_ms"]]
+    dec = [x for e in episodes for x in e.get("decision_ms", [])]
     events: dict[str, int] = {}
     for e in episodes:
         events[e["event"] or "none"] = events.get(e["event"] or "none", 0) + 1
@@ -74,7 +107,12 @@ def summarize(name: str, episodes: list[dict[str, Any]]) -> dict[str, Any]:
             "ci95": [rate.low, rate.high], "events": events,
             "latency_ms_p50": float(np.percentile(lat, 50)) if lat else float("nan"),
             "latency_ms_p99": float(np.percentile(lat, 99)) if lat else float("nan"), "chunks": len(lat),
+            "decision_ms_p50": _p(dec, 50), "decision_ms_p99": _p(dec, 99),
             "per_episode": episodes}
+
+
+def _p(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
@@ -90,12 +128,17 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         print(f"[demo] {name}: {r['successes']}/{r['episodes']} successes, camera->command p50 "
               f"{r['latency_ms_p50']:.1f} ms p99 {r['latency_ms_p99']:.1f} ms", flush=True)
     ranked, single = rows["ranked"], rows["single"]
+    inproc = inprocess_decision_ms(cfg)
+    ratio = ranked["decision_ms_p50"] / _p(inproc, 50)
+    print(f"[demo] decision camera->RankingResult over ROS p50 {ranked['decision_ms_p50']:.1f} ms vs in-process "
+          f"{_p(inproc, 50):.1f} ms: ratio {ratio:.2f}", flush=True)
     report = {"episodes": cfg.episodes, "success_rate_ranked": ranked["success_rate"],
               "success_rate_single": single["success_rate"], "latency_ms_p50": ranked["latency_ms_p50"],
               "latency_ms_p99": ranked["latency_ms_p99"], "k": cfg.k, "seeds": [cfg.seed, cfg.seed + cfg.episodes - 1],
               "backend": cfg.backend, "clock": "wall" if cfg.rate_scale == 1.0 else f"sim x{cfg.rate_scale}",
               "latency": "camera stamp -> command receipt, first command of each chunk, ranked stack",
-              "cpu_threads": os.cpu_count(), "wall_s": round(time.perf_counter() - t0, 1), "configs": [ranked, single]}
+              "decision_ms_ros_p50": ranked["decision_ms_p50"], "decision_ms_inprocess_p50": _p(inproc, 50),
+              "decision_ratio_ros_over_inprocess": ratio, "cpu_threads": os.cpu_count(), "wall_s": round(time.perf_counter() - t0, 1), "configs": [ranked, single]}
     bars = [Bar(f"{r['name']}\nK={cfg.k if r['name'] == 'ranked' else 1}", r["successes"], r["episodes"],
                 r["ci95"][0], r["ci95"][1], f"p50 {r['latency_ms_p50']:.0f} ms",
                 "#4c78a8" if r["name"] == "ranked" else "#9d9d9d") for r in (ranked, single)]
