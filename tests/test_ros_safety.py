@@ -169,14 +169,20 @@ def test_nan_joint_state_is_rejected_with_a_diagnostic(rig: Rig) -> None:
     bad = HOME.copy()
     bad[2] = np.nan
     t0 = rig.probe.now()
-    for _ in range(5):
+
+    def statuses() -> list[DiagnosticStatus]:
+        return [s for _, m in rig.diag.since(t0) for s in m.status if s.name.endswith("world_model_node")]
+
+    def rejected() -> int:
+        return max((int(kv.value) for s in statuses() for kv in s.values
+                    if kv.key == "rejected_joint_state_non_finite"), default=0)
+
+    def send_bad() -> bool:  # best-effort sensor QoS: keep sending until the node has counted a few
         rig.joint_state(bad)
         time.sleep(0.05)
-    rig.probe.wait(lambda: any(s.level == DiagnosticStatus.ERROR and "non_finite" in s.message
-                               for _, m in rig.diag.since(t0) for s in m.status
-                               if s.name.endswith("world_model_node")), 5.0, "an ERROR diagnostic naming non_finite")
-    counts = [dict((kv.key, kv.value) for kv in s.values) for _, m in rig.diag.since(t0) for s in m.status
-              if s.name.endswith("world_model_node")]
-    assert int(counts[-1].get("rejected_joint_state_non_finite", 0)) >= 5
+        return rejected() >= 3
+
+    rig.probe.wait(send_bad, 10.0, "counted joint-state rejections")
+    assert any(s.level == DiagnosticStatus.ERROR and "non_finite" in s.message for s in statuses())
     cmds = tracked(rig.forward, t0)
     assert cmds and all(np.all(np.isfinite(q)) and np.allclose(q, HOME[:6]) for _, q, _ in cmds)

@@ -11,15 +11,15 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
-from typing import Any
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from std_msgs.msg import String
 from wm_vla_interfaces.msg import ActionCandidates, Observation
 
 from node_common.diagnostics import Diagnostics
+from node_common.lifecycle import ModelNode, default_checkpoint
 from node_common.msgs import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, f32, to_s
 from node_common.spin import run
 from perception_node.node import OBSERVATION_TOPIC
@@ -31,19 +31,16 @@ CANDIDATES_TOPIC = "/wm_vla/action_candidates"
 
 
 def default_policy() -> str:
-    from wm_vla.training.pipeline import default_checkpoints
-
-    return str(default_checkpoints()[0])
+    return default_checkpoint(0)
 
 
-class VlaNode(LifecycleNode):
+class VlaNode(ModelNode):
     def __init__(self) -> None:
         super().__init__("vla_node")
         self.declare_parameters("", [
             ("robot", "arm"), ("backend", "torch"), ("device", "cpu"), ("policy", ""), ("onnx_dir", ""),
             ("threads", 1), ("k", 16), ("seed", 0), ("decision_period_s", -1.0), ("max_obs_age_ms", 0.0),
             ("observation", OBSERVATION_TOPIC), ("output", CANDIDATES_TOPIC)])
-        self.backend: Any = None
         self.pending: Observation | None = None
         self.lock = threading.Lock()
         self.instruction: str | None = None
@@ -51,10 +48,6 @@ class VlaNode(LifecycleNode):
         self.stage_ms: dict[str, deque[float]] = {s: deque(maxlen=200) for s in ("encode", "sample", "total")}
         self.last_decided = -np.inf
         self.decisions = 0
-        self.active = False
-
-    def p(self, name: str) -> Any:
-        return self.get_parameter(name).value
 
     # ----- lifecycle -----
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -95,20 +88,6 @@ class VlaNode(LifecycleNode):
 
         cfg = json.loads((Path(self.p("policy") or default_policy()) / "config.json").read_text())["config"]
         return int(cfg.get("exec_horizon", cfg["horizon"]))
-
-    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.active = True
-        return super().on_activate(state)
-
-    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.active = False
-        return super().on_deactivate(state)
-
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        if self.backend is not None:
-            self.backend.close()
-            self.backend = None
-        return TransitionCallbackReturn.SUCCESS
 
     # ----- inputs -----
     def _on_instruction(self, msg: String) -> None:

@@ -14,17 +14,17 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
-from typing import Any
 
 import numpy as np
 from geometry_msgs.msg import Twist, TwistStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray, MultiArrayDimension, String
 from wm_vla_interfaces.msg import ActionCandidates, Observation, RankingResult
 
 from node_common.diagnostics import ERROR, Diagnostics
+from node_common.lifecycle import ModelNode, default_checkpoint
 from node_common.msgs import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, f32, from_ns, to_ns, to_s
 from node_common.spin import run
 from perception_node.node import OBSERVATION_TOPIC
@@ -38,13 +38,7 @@ from wm_vla.runtime.safety import SafeCommand, SafetyFilter, check_joint_state
 RANKING_TOPIC = "/wm_vla/ranking_result"
 
 
-def default_world_model() -> str:
-    from wm_vla.training.pipeline import default_checkpoints
-
-    return str(default_checkpoints()[1])
-
-
-class WorldModelNode(LifecycleNode):
+class WorldModelNode(ModelNode):
     def __init__(self) -> None:
         super().__init__("world_model_node")
         self.declare_parameters("", [
@@ -53,7 +47,6 @@ class WorldModelNode(LifecycleNode):
             ("action_dt", 0.0), ("blend_s", 0.0), ("interpolate", False), ("velocity_scale", 1.0),
             ("max_acceleration", 0.0), ("max_obs_age_ms", 0.0), ("candidates", CANDIDATES_TOPIC),
             ("observation", OBSERVATION_TOPIC), ("ranking", RANKING_TOPIC)])
-        self.backend: Any = None
         self.lock = threading.Lock()
         self.counts: Counter[str] = Counter()
         self.stage_ms: dict[str, deque[float]] = {}
@@ -62,10 +55,6 @@ class WorldModelNode(LifecycleNode):
         self.chunk_stamp_ns = 0
         self.reported_ns = 0
         self.deadline_misses = 0
-        self.active = False
-
-    def p(self, name: str) -> Any:
-        return self.get_parameter(name).value
 
     # ----- lifecycle -----
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -76,7 +65,7 @@ class WorldModelNode(LifecycleNode):
         if self.rank:
             try:
                 sel = open_backend(self.p("backend"), self.p("policy") or default_policy(),
-                                   self.p("world_model") or default_world_model(), self.p("onnx_dir") or None,
+                                   self.p("world_model") or default_checkpoint(1), self.p("onnx_dir") or None,
                                    self.p("device"), self.p("threads") or None)
             except (RuntimeErrorBase, OSError, ValueError) as exc:
                 self.get_logger().error(f"cannot load the world model: {exc}")
@@ -125,21 +114,10 @@ class WorldModelNode(LifecycleNode):
             self.position_pubs.append((cols, self.create_lifecycle_publisher(Float64MultiArray, spec.topic,
                                                                              COMMAND_QOS)))
 
-    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.active = True
-        return super().on_activate(state)
-
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.active = False
         with self.lock:
             self.chunks.clear()
         return super().on_deactivate(state)
-
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        if self.backend is not None:
-            self.backend.close()
-            self.backend = None
-        return TransitionCallbackReturn.SUCCESS
 
     # ----- inputs -----
     def _on_e_stop(self, msg: Bool) -> None:
