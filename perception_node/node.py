@@ -20,7 +20,7 @@ from transforms3d.euler import quat2euler
 from wm_vla_interfaces.msg import Observation
 
 from node_common.diagnostics import Diagnostics
-from node_common.msgs import SENSOR_QOS, f64, image_to_rgb, rgb_to_image, to_s
+from node_common.msgs import SENSOR_QOS, f64, from_ns, image_to_rgb, rgb_to_image, to_s
 from node_common.spin import run
 from wm_vla.data.errors import FrameError
 from wm_vla.data.images import fit
@@ -126,9 +126,15 @@ class Perception(Node):
         got = self.grabber.grab()
         if got is None:
             return
-        rgb = got[0] if isinstance(got, tuple) else got
         now = self.get_clock().now()
-        self.frames[self.cameras[0]] = (now.nanoseconds * 1e-9, now.to_msg(), fit(rgb, self.size))
+        stamp_ns = now.nanoseconds
+        if isinstance(got, tuple):  # realsense: (rgb, device time s) in the global (system) time domain
+            rgb, device_s = got
+            if abs(device_s - now.nanoseconds * 1e-9) < 1.0:  # trust it only when it is on our clock
+                stamp_ns = int(device_s * 1e9)
+        else:
+            rgb = got
+        self.frames[self.cameras[0]] = (stamp_ns * 1e-9, from_ns(stamp_ns), fit(rgb, self.size))
         self._emit()
 
     # ----- output -----

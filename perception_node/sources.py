@@ -45,9 +45,12 @@ class RealSenseSource:
             cfg.enable_device(serial)
         cfg.enable_stream(rs.stream.color, width, height, rs.format.rgb8, fps)
         try:
-            self.pipeline.start(cfg)
+            profile = self.pipeline.start(cfg)
         except RuntimeError as exc:
             raise FrameError("source", f"realsense pipeline cannot start: {exc}") from exc
+        for sensor in profile.get_device().query_sensors():  # device timestamps in system time (when supported)
+            if sensor.supports(rs.option.global_time_enabled):
+                sensor.set_option(rs.option.global_time_enabled, 1)
 
     def grab(self) -> tuple[np.ndarray, float] | None:
         frames = self.pipeline.poll_for_frames()

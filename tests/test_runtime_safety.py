@@ -88,6 +88,18 @@ def test_seam_through_the_safety_filter_never_steps_beyond_the_velocity_limit() 
 
 
 # ----- safety filter -----
+def test_extra_commands_between_ticks_share_the_periods_velocity_budget() -> None:
+    f = arm_filter()
+    target = HOME + 1.0
+    first = f.filter(target, 0.0).values          # a tick
+    mid = f.filter(target, 0.5 * DT).values       # a chunk's first command, sent between ticks
+    nxt = f.filter(target, DT).values             # the next tick
+    vmax = ARM.load_model().joint_limits(ARM.action.names).velocity
+    assert np.all(np.abs(nxt - first) <= vmax * DT + 1e-9)
+    assert np.all(np.abs(mid - first) <= vmax * 0.5 * DT + 1e-9) and np.any(mid != first)
+
+
+
 def test_out_of_limit_target_is_clamped_never_passed_raw() -> None:
     f = arm_filter(velocity_scale=1e6)
     target = HOME.copy()

@@ -175,9 +175,13 @@ class WorldModelNode(ModelNode):
             try:
                 self.chunks.submit(actions[chosen], stamp, now)
                 self.chunk_stamp_ns = to_ns(msg.header.stamp)
+                accepted = True
             except ChunkError as exc:
+                accepted = False
                 self.counts["rejected_chunks"] += 1
                 self.diag.warn(f"chunk not executed: {exc}")
+        if accepted:  # the first command goes out now, not at the next tick
+            self._step(now)
         stages["total"] = 1e3 * (time.perf_counter() - t0)
         for name, ms in stages.items():
             self.stage_ms.setdefault(name, deque(maxlen=200)).append(ms)
@@ -207,13 +211,17 @@ class WorldModelNode(ModelNode):
 
     # ----- control loop -----
     def _control(self) -> None:
+        """Control-rate tick (its own callback group)."""
         if not self.active:
             return
-        now_ns = self.get_clock().now().nanoseconds
-        now = now_ns * 1e-9
+        now = self.get_clock().now().nanoseconds * 1e-9
         if self.tick_times and now - self.tick_times[-1] > 1.5 * self.control_dt:
             self.deadline_misses += 1
         self.tick_times.append(now)
+        self._step(now)
+
+    def _step(self, now: float) -> None:
+        """Executor -> safety filter -> publish, at `now`."""
         with self.lock:
             cmd = self.safety.filter(self.chunks.target(now), now)
             lineage = self.chunk_stamp_ns if cmd.state == "track" else 0

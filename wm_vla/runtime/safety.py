@@ -88,6 +88,8 @@ class SafetyFilter:
         self.measured: np.ndarray | None = None
         self.last: np.ndarray | None = None
         self.last_vel = np.zeros(len(limits.names))
+        self.last_t: float | None = None
+        self.step_dt = control_dt
         self.held: np.ndarray | None = None
         self.held_reason = ""
         self.counts: Counter[str] = Counter()
@@ -119,11 +121,11 @@ class SafetyFilter:
         """The command to send at `now` for the executor's `target` (None: no chunk covers now)."""
         why = self._stop_reason(target, now)
         if why is not None:
-            return self._stop(why)
+            return self._stop(why, now)
         assert target is not None
         t = np.asarray(target, float)
         if t.shape != (len(self.lim.names),) or not np.all(np.isfinite(t)):
-            return self._stop("bad_target")
+            return self._stop("bad_target", now)
         reasons = []
         resumable = self.held_reason in ("e_stop", "stale_observation", "no_chunk")
         if self.held is not None and resumable and self.measured is not None and self.lim.mode == POSITION:
@@ -131,13 +133,15 @@ class SafetyFilter:
         clamped = np.clip(t, self.lim.low, self.lim.high)
         if not np.array_equal(clamped, t):
             reasons.append("joint_limit" if self.lim.mode == POSITION else "twist_limit")
+        # steps between ticks (e.g. a chunk's first command sent at once) share the period's velocity budget
+        self.step_dt = self.dt if self.last_t is None else min(max(now - self.last_t, 0.0), self.dt)
         out = self._rate_limit(clamped, reasons)
         if out is None:
-            return self._stop("no_state")
+            return self._stop("no_state", now)
         if self.lim.mode == POSITION and not self._in_workspace(out):
-            return self._stop("workspace")
+            return self._stop("workspace", now)
         self.held, self.held_reason = None, ""
-        self._emit(out)
+        self._emit(out, now)
         self.counts.update(reasons)
         return SafeCommand(out.copy(), "track", tuple(reasons))
 
@@ -151,10 +155,10 @@ class SafetyFilter:
             return "no_chunk"
         return None
 
-    def _stop(self, reason: str) -> SafeCommand:
+    def _stop(self, reason: str, now: float) -> SafeCommand:
         self.counts[reason] += 1
         if self.lim.mode == VELOCITY:
-            self._emit(np.zeros(len(self.lim.names)))
+            self._emit(np.zeros(len(self.lim.names)), now)
             return SafeCommand(np.zeros(len(self.lim.names)), "stop", (reason,))
         if self.held_reason != reason:  # a new hold (or a new cause, e.g. stale -> no chunk) latches afresh
             self.held, self.held_reason = None, reason
@@ -163,13 +167,13 @@ class SafetyFilter:
             self.held = self.measured if at_robot else (self.last if self.last is not None else self.measured)
         if self.held is None:
             return SafeCommand(None, "hold", (reason,))
-        self._emit(self.held)
+        self._emit(self.held, now)
         return SafeCommand(self.held.copy(), "hold", (reason,))
 
-    def _emit(self, out: np.ndarray) -> None:
-        if self.last is not None:
-            self.last_vel = (out - self.last) / self.dt
-        self.last = out.copy()
+    def _emit(self, out: np.ndarray, now: float) -> None:
+        if self.last is not None and (self.last_t is None or now - self.last_t >= self.dt / 2):
+            self.last_vel = (out - self.last) / (self.dt if self.last_t is None else max(now - self.last_t, self.dt))
+        self.last, self.last_t = out.copy(), now
 
     def _rate_limit(self, target: np.ndarray, reasons: list[str]) -> np.ndarray | None:
         lim = self.lim
@@ -177,7 +181,7 @@ class SafetyFilter:
             if lim.max_acceleration is None:
                 return target
             ref = np.zeros(len(target)) if self.last is None else self.last  # a base starts at rest
-            step = lim.max_acceleration * self.dt
+            step = lim.max_acceleration * self.step_dt
             out = np.clip(target, ref - step, ref + step)
             if not np.array_equal(out, target):
                 reasons.append("acceleration_limit")
@@ -185,12 +189,13 @@ class SafetyFilter:
         ref = self.last if self.last is not None else self.measured
         if ref is None:
             return None
-        vel = (target - ref) / self.dt
+        dt = max(self.step_dt, 1e-9)
+        vel = (target - ref) / dt
         vmax = np.full(len(target), np.inf) if lim.max_velocity is None else lim.max_velocity.copy()
         if lim.max_acceleration is not None:  # brake in time: |v| <= sqrt(2 a |error|), and |dv| <= a dt
-            a_dt = lim.max_acceleration * self.dt  # discrete stopping bound: sum of v - k a dt over the steps left
+            a_dt = lim.max_acceleration * dt  # discrete stopping bound: sum of v - k a dt over the steps left
             vmax = np.minimum(vmax, -a_dt / 2 + np.sqrt(a_dt**2 / 4 + 2 * lim.max_acceleration * np.abs(target - ref)))
-            dv = lim.max_acceleration * self.dt
+            dv = lim.max_acceleration * dt
             lo, hi = self.last_vel - dv, self.last_vel + dv
             vel_a = np.clip(vel, lo, hi)
             if not np.allclose(vel_a, vel):
@@ -199,7 +204,7 @@ class SafetyFilter:
         vel_v = np.clip(vel, -vmax, vmax)
         if not np.allclose(vel_v, vel):
             reasons.append("velocity_limit")
-        return np.clip(ref + vel_v * self.dt, lim.low, lim.high)
+        return np.clip(ref + vel_v * dt, lim.low, lim.high)
 
     def _in_workspace(self, q: np.ndarray) -> bool:
         """Tool inside the box, or (when already outside, e.g. after a reset) not moving further out."""
