@@ -7,15 +7,17 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from pathlib import Path
 
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from geometry_msgs.msg import TwistStamped
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray, String
 from wm_vla_interfaces.msg import ActionCandidates, Observation
 
-from node_common.msgs import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, f32, from_ns
+from node_common.msgs import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, f32, from_ns, to_ns
 from ros_stack_helpers import Feeder, Probe, Received
 from sim_node.episodes import lineage_ns
 from wm_vla.bringup import NodeSpec
@@ -186,3 +188,49 @@ def test_nan_joint_state_is_rejected_with_a_diagnostic(rig: Rig) -> None:
     assert any(s.level == DiagnosticStatus.ERROR and "non_finite" in s.message for s in statuses())
     cmds = tracked(rig.forward, t0)
     assert cmds and all(np.all(np.isfinite(q)) and np.allclose(q, HOME[:6]) for _, q, _ in cmds)
+
+
+def test_quadruped_twist_is_limited_carries_lineage_and_zeroes_on_stop(ros_domain: int, tmp_path: Path) -> None:
+    quad = load_profile("quadruped")
+    spec = NodeSpec("world_model_node", "world_model_node", "world_model_node.node",
+                    {"robot": "quadruped", "rank": False})
+    with Stack([spec], log_dir=tmp_path) as stack:
+        probe = Probe()
+        n = probe.node
+        obs_pub = n.create_publisher(Observation, "/wm_vla/observation", SENSOR_QOS)
+        cand_pub = n.create_publisher(ActionCandidates, "/wm_vla/action_candidates", COMMAND_QOS)
+        estop = n.create_publisher(Bool, quad.topics.e_stop, LATCHED_QOS)
+        twists = probe.record(TwistStamped, quad.controllers["base"].topic, COMMAND_QOS)
+        feed_obs = [True]
+
+        def feed() -> None:
+            if feed_obs[0]:
+                obs = Observation()
+                obs.header.stamp = n.get_clock().now().to_msg()
+                obs_pub.publish(obs)
+
+        feeder = Feeder(feed, 50.0)
+        try:
+            probe.wait(lambda: len(twists.items) > 5 or bool(stack.failed()), 60, "cmd_vel from world_model_node")
+            assert not stack.failed(), stack.log("world_model_node")
+            assert all(m.twist.linear.x == 0 and m.twist.angular.z == 0 for _, m in twists.items)  # no chunk: zero
+            chunk = np.tile([2.0, 0.0, -3.0], (16, 1))  # beyond the 0.6 m/s and 1 rad/s limits
+            stamp = n.get_clock().now().nanoseconds
+            msg = ActionCandidates(k=1, h=16, a=3, action_names=list(quad.action.names), actions=f32(chunk[None]))
+            msg.header.stamp = from_ns(stamp)
+            t0 = probe.now()
+            cand_pub.publish(msg)
+            time.sleep(0.5)
+            moving = [m for _, m in twists.since(t0) if to_ns(m.header.stamp) == stamp]
+            assert moving and all(m.twist.linear.x == pytest.approx(0.6) and m.twist.angular.z == pytest.approx(-1.0)
+                                  for m in moving)
+            estop.publish(Bool(data=True))
+            time.sleep(0.3)
+            t1 = probe.now()
+            time.sleep(0.3)
+            stopped = twists.since(t1)
+            assert len(stopped) > 5 and all(m.twist.linear.x == 0 and m.twist.angular.z == 0 for _, m in stopped)
+            assert 1 / np.median(np.diff([t for t, _ in stopped])) >= 20  # republished at >= 20 Hz while stopped
+        finally:
+            feeder.stop()
+            probe.close()
