@@ -28,7 +28,7 @@ from node_common.lifecycle import ModelNode, default_checkpoint
 from node_common.msgs import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, f32, from_ns, to_ns, to_s
 from node_common.spin import run
 from perception_node.node import OBSERVATION_TOPIC
-from vla_node.node import CANDIDATES_TOPIC, default_policy
+from vla_node.node import CANDIDATES_TOPIC
 from wm_vla.robots import load_profile
 from wm_vla.runtime.errors import ChunkError, RuntimeErrorBase, SafetyError
 from wm_vla.runtime.executor import ChunkExecutor, ExecutorConfig
@@ -64,7 +64,7 @@ class WorldModelNode(ModelNode):
         self.rank = bool(self.p("rank"))
         if self.rank:
             try:
-                sel = open_backend(self.p("backend"), self.p("policy") or default_policy(),
+                sel = open_backend(self.p("backend"), self.p("policy") or default_checkpoint(0),
                                    self.p("world_model") or default_checkpoint(1), self.p("onnx_dir") or None,
                                    self.p("device"), self.p("threads") or None)
             except (RuntimeErrorBase, OSError, ValueError) as exc:
