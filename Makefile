@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_OUT ?= outputs/demo
 
-.PHONY: setup demo test test-fast train-tiny eval-tiny bench-latency clean
+.PHONY: setup demo test test-fast train-tiny models eval-tiny bench-latency clean
 
 setup:
 	@bash scripts/setup.sh
@@ -22,9 +22,14 @@ test-fast: setup
 train-tiny: setup
 	$(VENV)/bin/wm-vla train tiny --out outputs/tiny --ablation
 
+# Regenerate the shipped checkpoints (wm_vla/models/weights/tiny) from scratch: the tiny pipeline, then the
+# inference-only copies + sha256 manifest that `make demo`, the ROS stack and `wm-vla eval sim` use by default.
+models: train-tiny
+	$(VENV)/bin/wm-vla models ship --from outputs/tiny
+
 # The headline table: single sample vs GPC-RANK K=4/16/64 vs oracle, 100 held-out arm episodes.
 eval-tiny: setup
-	$(VENV)/bin/wm-vla eval sim --world arm --episodes 100 --jobs 2 --teacher outputs/tiny/wm_teacher --ablation-policy outputs/tiny/policy_flare0 --out outputs/tiny/eval_arm
+	$(VENV)/bin/wm-vla eval sim --world arm --episodes 100 --jobs 2 --teacher wm_vla/models/weights/tiny/wm_teacher --ablation-policy outputs/tiny/policy_flare0 --out outputs/tiny/eval_arm
 
 # Decision latency of torch eager vs onnxruntime, K = 1/4/16/64, on the checkpoints of `make train-tiny`.
 bench-latency: setup

@@ -16,7 +16,8 @@ setup(
     version="0.1.0",
     packages=find_packages(include=["wm_vla", "wm_vla.*", "vla_node", "world_model_node", "perception_node", "sim_node",
                                     "node_common"]),
-    package_data={"wm_vla.runtime": ["data/*.json"]},  # TensorRT ONNX-parser operator support list
+    package_data={"wm_vla.runtime": ["data/*.json"],  # TensorRT ONNX-parser operator support list
+                  "wm_vla.models": ["weights/tiny/MANIFEST.json", "weights/tiny/*/*"]},  # shipped tiny checkpoints
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

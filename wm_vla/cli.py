@@ -186,21 +186,42 @@ def _train_tiny(args: argparse.Namespace) -> int:
 
     log = run_pipeline(PipelineConfig(out=Path(args.out), world=args.world, task=args.task, policy_steps=args.policy_steps,
                                       demos=args.demos, perturbed=args.perturbed, label_episodes=args.label_episodes,
+                                      label_follow=args.label_follow, seed=args.seed,
                                       ablation=args.ablation, jobs=args.jobs, progress=not args.no_progress))
     print(f"stages (s): {log['stages']}")
     print(f"training (policy + world model + distill): {log['training_seconds']} s; everything: {log['total_seconds']} s")
     return 0
 
 
+def _models_ship(args: argparse.Namespace) -> int:
+    from wm_vla.models.release import SHIPPED_DIR, ship
+    from wm_vla.training.pipeline import POLICY, STUDENT, TEACHER
+
+    src = Path(args.source)
+    sources = {"policy": Path(args.policy or src / POLICY), "wm_student": Path(args.wm or src / STUDENT),
+               "wm_teacher": Path(args.teacher or src / TEACHER)}
+    out = ship(sources, Path(args.out or SHIPPED_DIR), recipe=args.recipe)
+    print(f"shipped {', '.join(f'{k} <- {v}' for k, v in sources.items())} to {out}")
+    return 0
+
+
+def _models_verify(args: argparse.Namespace) -> int:
+    from wm_vla.models.release import SHIPPED_DIR, verify_release
+
+    files = verify_release(Path(args.root or SHIPPED_DIR))
+    print(f"{len(files)} shipped files match their manifest and load: {', '.join(sorted(files))}")
+    return 0
+
+
 def _default_checkpoints(args: argparse.Namespace) -> None:
-    """Without --policy, use the checkpoints of `wm-vla train tiny` (and its student unless --wm is given)."""
+    """Without --policy, use the shipped `tiny` checkpoints (and the shipped student unless --wm is given)."""
     from wm_vla.training.pipeline import default_checkpoints
 
     if args.policy is None:
         policy, wm = default_checkpoints()
         if not (policy / "config.json").is_file():
-            raise CliError(f"no --policy given and no default checkpoint at {policy}: run `make train-tiny` "
-                           "(or `wm-vla train tiny`) first, or pass --policy/--wm")
+            raise CliError(f"no --policy given and no shipped checkpoint at {policy}: run `make models` "
+                           "(or `wm-vla train tiny` then `wm-vla models ship`), or pass --policy/--wm")
         args.policy, args.wm = str(policy), args.wm or (str(wm) if (wm / "config.json").is_file() else None)
 
 
@@ -479,17 +500,35 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--policy-steps", type=int, default=3000)
     tt.add_argument("--demos", type=int, default=400, help="expert demonstrations")
     tt.add_argument("--perturbed", type=int, default=200, help="perturbed (noisy) expert episodes with failures")
-    tt.add_argument("--label-episodes", type=int, default=300, help="closed-loop episodes whose candidates get labelled")
+    tt.add_argument("--label-episodes", type=int, default=120, help="closed-loop episodes whose candidates get labelled")
+    tt.add_argument("--label-follow", type=int, default=2,
+                    help="judge each candidate after N more single-sample policy decisions (0: right after it)")
+    tt.add_argument("--seed", type=int, default=0, help="training seed (policy, teacher, student)")
     tt.add_argument("--ablation", action="store_true", help="also train the FLARE lambda=0 policy")
     tt.add_argument("--no-progress", action="store_true")
     tt.set_defaults(func=_train_tiny)
+
+    md = groups.add_parser("models", help="the shipped tiny checkpoints (wm_vla/models/weights/tiny)")
+    md_cmds = md.add_subparsers(dest="command", metavar="COMMAND")
+    md.set_defaults(func=_need_command(md))
+    ms = md_cmds.add_parser("ship", help="copy a `train tiny` output (without optimiser state) to the shipped folder")
+    ms.add_argument("--from", dest="source", default="outputs/tiny", help="a `wm-vla train tiny` output folder")
+    ms.add_argument("--policy", default=None, help="override: policy checkpoint")
+    ms.add_argument("--wm", default=None, help="override: student world model checkpoint")
+    ms.add_argument("--teacher", default=None, help="override: teacher world model checkpoint")
+    ms.add_argument("--out", default=None, help="default: wm_vla/models/weights/tiny")
+    ms.add_argument("--recipe", default="make models", help="the command that regenerates them (kept in the manifest)")
+    ms.set_defaults(func=_models_ship)
+    mv = md_cmds.add_parser("verify", help="check the shipped files against their manifest and load them")
+    mv.add_argument("--root", default=None)
+    mv.set_defaults(func=_models_verify)
 
     ev = groups.add_parser("eval", help="closed-loop evaluation of policy + ranker")
     ev_cmds = ev.add_subparsers(dest="command", required=True, metavar="COMMAND")
     es = ev_cmds.add_parser("sim", help="single-sample vs GPC-RANK(K) vs oracle ranking on held-out seeds")
     es.add_argument("--world", default="arm")
-    es.add_argument("--policy", default=None, help="default: outputs/tiny/policy from `wm-vla train tiny`")
-    es.add_argument("--wm", default=None, help="(student) world model; default outputs/tiny/wm_student with the default policy")
+    es.add_argument("--policy", default=None, help="default: the shipped tiny policy (wm_vla/models/weights/tiny)")
+    es.add_argument("--wm", default=None, help="(student) world model; default: the shipped tiny student with the default policy")
     es.add_argument("--episodes", type=int, default=100)
     es.add_argument("--seed", type=int, default=1_000_000, help="first held-out seed")
     es.add_argument("--k", type=int, nargs="+", default=[4, 16, 64])
@@ -560,8 +599,8 @@ def build_parser() -> argparse.ArgumentParser:
     la_cmds = la.add_subparsers(dest="command", metavar="COMMAND")
     la.set_defaults(func=_need_command(la))
     lb = la_cmds.add_parser("bench", help="decision latency per backend and K, interleaved in one run; JSON + PNG")
-    lb.add_argument("--policy", default=None, help="default: outputs/tiny/policy from `wm-vla train tiny`")
-    lb.add_argument("--wm", default=None, help="default: outputs/tiny/wm_student with the default policy")
+    lb.add_argument("--policy", default=None, help="default: the shipped tiny policy (wm_vla/models/weights/tiny)")
+    lb.add_argument("--wm", default=None, help="default: the shipped tiny student with the default policy")
     lb.add_argument("--onnx", default=None, help="existing export (default: export to a temporary directory)")
     lb.add_argument("--backends", default="torch,onnxruntime", help="comma-separated: torch, onnxruntime, tensorrt")
     lb.add_argument("--k", default="1,4,16,64", help="comma-separated K values")

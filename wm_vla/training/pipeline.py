@@ -2,7 +2,8 @@
 
 collect demos -> collect perturbed rollouts -> policy (FLARE) -> label the policy's candidates (sim-copy rollouts)
 -> teacher world model -> distilled student [-> FLARE ablation policy (lambda = 0)]. The default checkpoints of
-`wm-vla eval sim` live in its output folder.
+`wm-vla eval sim`, the ROS stack and
+the demo are the shipped copies of its output (`wm-vla models ship`, `make models`).
 
 The benchmark task of the arm world is `touch` (reach the named cube around the post without touching the
 others): with the data and compute of a 2-core CPU, the tiny policy succeeds on it often enough (not always)
@@ -36,21 +37,26 @@ class PipelineConfig:
     demos: int = 400
     perturbed: int = 200
     noise: float = 0.5
-    label_episodes: int = 300
+    label_episodes: int = 120
     label_k: int = 8
+    label_follow: int = 2   # judge each candidate after 2 more policy decisions (8-step labels are myopic)
     jobs: int = 2
     policy_steps: int = 3000
-    wm_steps: int = 4000
-    distill_steps: int = 4000
+    wm_steps: int = 3000
+    distill_steps: int = 3000
     distill_states: int = 1500
     image_size: int = 96
+    seed: int = 0           # training seed of the policy, teacher and student (the data's seeds are fixed)
     ablation: bool = False
     progress: bool = True
 
 
-def default_checkpoints(root: Path = DEFAULT_DIR) -> tuple[Path, Path]:
-    """(policy, student world model) produced by `wm-vla train tiny`."""
-    return root / POLICY, root / STUDENT
+def default_checkpoints(root: Path | None = None) -> tuple[Path, Path]:
+    """(policy, student world model): the shipped `tiny` checkpoints, or those of a `wm-vla train tiny` output `root`."""
+    if root is None:
+        from wm_vla.models.release import SHIPPED_DIR
+        return SHIPPED_DIR / POLICY, SHIPPED_DIR / STUDENT
+    return Path(root) / POLICY, Path(root) / STUDENT
 
 
 def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
@@ -81,19 +87,21 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         world=cfg.world, episodes=cfg.perturbed, out=perturbed, seed=5000, noise=cfg.noise, family=task,
         image_size=cfg.image_size, progress=cfg.progress, overwrite=True)))
     stage("train_policy", out / POLICY / "train_log.json", lambda: train_policy(PolicyTrainConfig(
-        dataset=str(demos), out=str(out / POLICY), steps=cfg.policy_steps, progress=cfg.progress)))
+        dataset=str(demos), out=str(out / POLICY), steps=cfg.policy_steps, seed=cfg.seed, progress=cfg.progress)))
     stage("label_candidates", labels / "meta.json", lambda: label_candidates(CandidateLabelConfig(
         policy=str(out / POLICY), out=str(labels), world=cfg.world, episodes=cfg.label_episodes, k=cfg.label_k,
-        tasks=(task,), jobs=cfg.jobs, progress=cfg.progress)))
+        tasks=(task,), jobs=cfg.jobs, follow=cfg.label_follow, progress=cfg.progress)))
     stage("train_world_model", out / TEACHER / "train_log.json", lambda: train_world_model(WorldModelTrainConfig(
         datasets=data, candidates=[str(labels)], policy=str(out / POLICY), out=str(out / TEACHER), steps=cfg.wm_steps,
-        progress=cfg.progress)))
+        seed=cfg.seed, progress=cfg.progress)))
     stage("distill", out / STUDENT / "train_log.json", lambda: distill(DistillConfig(
         datasets=data, candidates=[str(labels)], policy=str(out / POLICY), teacher=str(out / TEACHER),
-        out=str(out / STUDENT), steps=cfg.distill_steps, states=cfg.distill_states, progress=cfg.progress)))
+        out=str(out / STUDENT), steps=cfg.distill_steps, states=cfg.distill_states, seed=cfg.seed,
+        progress=cfg.progress)))
     if cfg.ablation:
         stage("train_policy_flare0", out / ABLATION / "train_log.json", lambda: train_policy(PolicyTrainConfig(
-            dataset=str(demos), out=str(out / ABLATION), steps=cfg.policy_steps, flare_weight=0.0, progress=cfg.progress)))
+            dataset=str(demos), out=str(out / ABLATION), steps=cfg.policy_steps, flare_weight=0.0, seed=cfg.seed,
+            progress=cfg.progress)))
     main = ("train_policy", "train_world_model", "distill")
     log["training_seconds"] = round(sum(log["stages"].get(s, 0.0) for s in main), 1)
     log["total_seconds"] = round(sum(log["stages"].values()), 1)

@@ -1,0 +1,64 @@
+"""Shipped checkpoints: inference-only copies (no optimiser state) of the `tiny` models, committed to the repo.
+
+`wm-vla models ship` writes them from a `wm-vla train tiny` output; `MANIFEST.json` records each file's sha256 so a
+test (and `verify_release`) can tell that the committed files are whole and match their configs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from wm_vla.models.checkpoint import CONFIG, WEIGHTS, load_checkpoint, save_checkpoint
+from wm_vla.models.errors import CheckpointError
+
+SHIPPED_DIR = Path(__file__).resolve().parent / "weights" / "tiny"
+MANIFEST = "MANIFEST.json"
+ROLES = ("policy", "wm_student", "wm_teacher")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def ship(sources: dict[str, Path], out: Path = SHIPPED_DIR, recipe: str = "") -> Path:
+    """Copy each role's checkpoint to `out/<role>` without its extra tensors (optimiser state) and write the manifest."""
+    unknown = sorted(set(sources) - set(ROLES))
+    if unknown:
+        raise CheckpointError(f"unknown checkpoint roles {unknown}; expected some of {list(ROLES)}")
+    out = Path(out)
+    files: dict[str, str] = {}
+    for role, src in sources.items():
+        model, extra, _ = load_checkpoint(Path(src), expect="policy" if role == "policy" else "world_model")
+        dst = out / role
+        if dst.exists():
+            shutil.rmtree(dst)
+        extra = {k: v for k, v in extra.items() if k not in ("history",)} | {"shipped_from": str(src)}
+        save_checkpoint(model, dst, extra=extra)
+        for name in (CONFIG, WEIGHTS):
+            files[f"{role}/{name}"] = _sha256(dst / name)
+    (out / MANIFEST).write_text(json.dumps({"recipe": recipe, "files": files}, indent=2))
+    return out
+
+
+def verify_release(root: Path = SHIPPED_DIR) -> dict[str, str]:
+    """Check the shipped files against the manifest and that each loads; returns {file: sha256}."""
+    manifest_path = Path(root) / MANIFEST
+    if not manifest_path.is_file():
+        raise CheckpointError(f"no shipped checkpoints at {root} ({MANIFEST} missing): run `make models`")
+    try:
+        files = json.loads(manifest_path.read_text())["files"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{manifest_path} is malformed: {exc}") from exc
+    for rel, digest in files.items():
+        path = Path(root) / rel
+        if not path.is_file():
+            raise CheckpointError(f"shipped file {path} is missing")
+        if _sha256(path) != digest:
+            raise CheckpointError(f"shipped file {path} does not match {MANIFEST} (sha256 differs): "
+                                  "re-run `make models` or restore it from git")
+    for role in {rel.split("/")[0] for rel in files}:
+        load_checkpoint(Path(root) / role, expect="policy" if role == "policy" else "world_model")
+    return files
