@@ -156,6 +156,17 @@ def test_hold_is_the_position_never_zeros_and_nothing_without_state() -> None:
     assert cmd.state == "hold" and np.array_equal(cmd.values, HOME) and np.any(cmd.values != 0)
 
 
+def test_reset_forgets_old_positions_until_a_fresh_joint_state() -> None:
+    f = arm_filter()
+    far = HOME + 0.4
+    f.joint_state(far)
+    f.filter(None, 0.01)              # holding at the old measured position
+    f.reset()                         # new task: the robot may have been moved (a sim reset teleports it)
+    assert f.filter(None, 0.02).values is None
+    f.joint_state(HOME)
+    np.testing.assert_array_equal(f.filter(None, 0.03).values, HOME)
+
+
 def test_non_finite_target_is_refused() -> None:
     f = arm_filter()
     cmd = f.filter(np.full(7, np.nan), 0.01)

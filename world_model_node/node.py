@@ -128,8 +128,9 @@ class WorldModelNode(ModelNode):
         self.get_logger().warning(f"e_stop {'ENGAGED' if msg.data else 'released'}")
 
     def _on_instruction(self, _msg: String) -> None:
-        with self.lock:
-            self.chunks.clear()  # a new task: nothing computed for the previous one executes
+        with self.lock:  # a new task: nothing computed for (or measured in) the previous one is commanded
+            self.chunks.clear()
+            self.safety.reset()
 
     def _on_obs(self, msg: Observation) -> None:
         with self.lock:

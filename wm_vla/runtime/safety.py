@@ -103,6 +103,13 @@ class SafetyFilter:
             kin = (Kinematics(profile.load_model()), tuple(profile.arm_joints), profile.tool_link)
         return cls(limits, control_dt or 1.0 / profile.control_rate_hz, kin)
 
+    def reset(self) -> None:
+        """A new task (e.g. after the robot was re-positioned): forget the commanded, measured and held positions,
+        so nothing is commanded until a fresh joint state arrives (the e-stop and the watchdog stay)."""
+        self.measured = self.last = self.held = self.last_t = None
+        self.held_reason = ""
+        self.last_vel = np.zeros(len(self.lim.names))
+
     def set_e_stop(self, engaged: bool) -> None:
         self.e_stop = bool(engaged)
 
