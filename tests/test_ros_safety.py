@@ -112,19 +112,21 @@ def test_before_any_chunk_the_arm_holds_its_measured_position_never_zeros(rig: R
 
 def test_out_of_limit_candidate_is_clamped_never_published_raw(rig: Rig) -> None:
     rig.fresh_task()
-    chunk = np.tile(HOME, (16, 1))
+    chunk = np.tile(HOME, (40, 1))   # 4 s of actions
     chunk[:, 5] = 9.0    # flange_roll limit is 2.9 rad
     chunk[:, 6] = -1.0   # finger limit is [0, 0.04] m
     stamp = rig.candidates(chunk)
-    time.sleep(1.6)
+    rig.probe.wait(lambda: any(lin == stamp and q[5] >= 2.9 - 1e-6 for _, q, lin in tracked(rig.forward)), 6.0,
+                   "flange_roll at its limit")
     arm = [(q, lin) for _, q, lin in tracked(rig.forward) if lin == stamp]
     grip = [np.array(m.data) for _, m in rig.gripper.since(0.0) if lineage_ns(m) == stamp]
     assert len(arm) > 20 and grip, "the chunk was streamed with its observation stamp as lineage"
     roll = np.array([q[5] for q, _ in arm])
     assert roll.max() == pytest.approx(2.9)  # driven to the limit (velocity-limited), never beyond
     assert all(np.all(g >= 0.0) for g in grip)
-    steps = np.abs(np.diff(roll))
-    assert steps.max() <= 3.0 * DT + 1e-9  # URDF velocity limit of flange_roll: 3 rad/s
+    stream = tracked(rig.forward)  # consecutive commands of the chunk (a watchdog hold in between restarts the ramp)
+    steps = [abs(b[1][5] - a[1][5]) for a, b in zip(stream, stream[1:]) if a[2] == b[2] == stamp]
+    assert steps and max(steps) <= 3.0 * DT + 1e-9  # URDF velocity limit of flange_roll: 3 rad/s
 
 
 def test_stale_observations_hold_within_two_control_periods(rig: Rig) -> None:
@@ -138,11 +140,10 @@ def test_stale_observations_hold_within_two_control_periods(rig: Rig) -> None:
     deadline = rig.last_obs + MAX_AGE
     time.sleep(MAX_AGE + 0.3)
     cmds = tracked(rig.forward)
-    holds = [t for t, _, lin in cmds if lin == 0 and t > deadline - DT]
-    assert holds, "no hold command after the observations went stale"
-    assert holds[0] <= deadline + 2 * DT, f"hold came {1e3 * (holds[0] - deadline):.0f} ms after the deadline"
-    assert not [t for t, _, lin in cmds if lin != 0 and t > deadline + 2 * DT]
-    assert all(np.allclose(q, HOME[:6]) for t, q, lin in cmds if t > deadline + 2 * DT)  # held, not zeroed
+    late_tracking = [t for t, _, lin in cmds if lin != 0 and t > deadline]
+    assert len(late_tracking) <= 2, f"{len(late_tracking)} motion commands after the deadline (max 2 periods)"
+    after = [(q, lin) for t, q, lin in cmds if t > deadline]
+    assert after and all(lin == 0 and np.allclose(q, HOME[:6]) for q, lin in after[len(late_tracking):])  # held
 
 
 def test_e_stop_blocks_motion_until_released(rig: Rig) -> None:
