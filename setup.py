@@ -14,8 +14,8 @@ def data(dest: str, pattern: str) -> tuple[str, list[str]]:
 setup(
     name=PACKAGE,
     version="0.1.0",
-    packages=find_packages(include=["wm_vla", "wm_vla.*", "vla_node", "world_model_node", "perception_node",
-                                    "bag_player"]),
+    packages=find_packages(include=["wm_vla", "wm_vla.*", "vla_node", "world_model_node", "perception_node", "sim_node",
+                                    "node_common", "bag_player"]),
     package_data={"wm_vla.runtime": ["data/*.json"],  # TensorRT ONNX-parser operator support list
                   "wm_vla.models": ["weights/*/MANIFEST.json", "weights/*/*/*"]},  # shipped tiny checkpoints
     data_files=[
@@ -33,5 +33,11 @@ setup(
     description="World-model-ranked VLA control for ROS 2 robots",
     license="Apache-2.0",
     python_requires=">=3.10",
-    entry_points={"console_scripts": ["wm-vla = wm_vla.cli:main"]},
+    entry_points={"console_scripts": [
+        "wm-vla = wm_vla.cli:main",
+        "sim_robot = sim_node.node:main",
+        "perception_node = perception_node.node:main",
+        "vla_node = vla_node.node:main",
+        "world_model_node = world_model_node.node:main",
+    ]},
 )

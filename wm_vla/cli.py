@@ -13,9 +13,10 @@ from wm_vla.robots.errors import RobotError
 
 # Groups whose commands later milestones bring; each says so instead of pretending to work.
 PLANNED_GROUPS: dict[str, tuple[str, str]] = {
-    "up": ("run the ROS 2 stack without ros2 launch", "issue #5 (ROS 2 stack)"),
     "teleop": ("teleoperation and LeRobot recording", "issue #7 (teleop)"),
 }
+
+
 class CliError(Exception):
     """A user error the CLI reports in one line (exit code 2)."""
 
@@ -83,8 +84,44 @@ def _sim_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _up(args: argparse.Namespace) -> int:
+    """The bringup plan of `launch/robot.launch.py`, run as one subprocess per node (no system ROS needed)."""
+    from wm_vla.bringup import BringupArgs, build_plan
+    from wm_vla.launcher import Stack
+
+    plan = build_plan(BringupArgs(robot=args.robot, backend=args.backend, k=args.k, params_file=args.params_file,
+                                  use_sim_time=args.use_sim_time, rank=not args.no_rank, seed=args.seed,
+                                  policy=args.policy, world_model=args.wm, rate_scale=args.rate_scale))
+    if args.dry_run:
+        print(json.dumps([n.to_dict() for n in plan], indent=1))
+        return 0
+    with Stack(plan, log_dir=Path(args.log_dir) if args.log_dir else None, quiet=bool(args.log_dir)) as stack:
+        print(f"wm-vla up: {', '.join(n.name for n in stack.plan)} running"
+              + (f" (not started without ros2 launch: {', '.join(stack.skipped)})" if stack.skipped else "")
+              + "; Ctrl-C stops", flush=True)
+        code = stack.wait()
+    if code:
+        print(f"wm-vla up: a node exited with code {code}: {stack.failed()}", file=sys.stderr)
+    return code
+
+
 def _demo(args: argparse.Namespace) -> int:
-    """What exists today: expert demonstrations in both worlds, written as LeRobot datasets and shown as PNG strips."""
+    """The stack over ROS 2 on the sim: N episodes ranked and N single-sample; JSON + PNG report."""
+    from wm_vla.eval.ros_demo import DemoConfig, run_demo
+
+    _default_checkpoints(args)
+    report = run_demo(DemoConfig(episodes=args.episodes, k=args.k, seed=args.seed, backend=args.backend,
+                                 policy=args.policy, world_model=args.wm, out=args.out, rate_scale=args.rate_scale))
+    print(f"success ranked (K={report['k']}): {100 * report['success_rate_ranked']:.0f}%  single: "
+          f"{100 * report['success_rate_single']:.0f}%  over {report['episodes']} episodes each")
+    print(f"camera stamp -> command: p50 {report['latency_ms_p50']:.1f} ms, p99 {report['latency_ms_p99']:.1f} ms "
+          f"({report['clock']} clock)")
+    print(f"wrote {Path(args.out) / 'report.json'} and {Path(args.out) / 'report.png'} in {report['wall_s']} s")
+    return 0
+
+
+def _sim_demo(args: argparse.Namespace) -> int:
+    """Expert demonstrations in both worlds, written as LeRobot datasets and shown as PNG strips."""
     from wm_vla.sim.collect import CollectConfig, collect
     from wm_vla.sim.strip import render_strip
 
@@ -768,9 +805,37 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--out", default="outputs/latency/tuned", help="writes OUT.yaml (params) and OUT.json")
     lt.set_defaults(func=_latency_tune)
 
-    d = groups.add_parser("demo", help="collect and render a few expert episodes in both worlds")
+    sd = sim_cmds.add_parser("demo", help="collect and render a few expert episodes in both worlds")
+    sd.add_argument("--out", default="outputs/sim_demo")
+    sd.add_argument("--seed", type=int, default=0)
+    sd.set_defaults(func=_sim_demo)
+
+    up = groups.add_parser("up", help="run the ROS 2 stack of a robot (the plan of launch/robot.launch.py) "
+                                      "without ros2 launch")
+    up.add_argument("--robot", default="sim", help="arm | quadruped | sim | sim_quadruped")
+    up.add_argument("--backend", default="torch", help="torch | onnxruntime | tensorrt | auto")
+    up.add_argument("--k", type=int, default=16, help="candidate chunks per decision")
+    up.add_argument("--params-file", default=None, help="YAML {node: {ros__parameters: {...}}} overrides")
+    up.add_argument("--use-sim-time", action="store_true", help="sim publishes /clock; nodes use it")
+    up.add_argument("--rate-scale", type=float, default=1.0, help="sim speed vs real time (with --use-sim-time)")
+    up.add_argument("--no-rank", action="store_true", help="execute the policy's first sample (no world model)")
+    up.add_argument("--seed", type=int, default=1_000_000, help="sim: seed of the first episode")
+    up.add_argument("--policy", default=None)
+    up.add_argument("--wm", default=None, help="student world model checkpoint")
+    up.add_argument("--log-dir", default=None, help="write one log per node there (default: to the terminal)")
+    up.add_argument("--dry-run", action="store_true", help="print the plan as JSON and exit")
+    up.set_defaults(func=_up)
+
+    d = groups.add_parser("demo", help="the ROS 2 stack on the sim: N episodes ranked and single-sample, "
+                                       "success + camera->command latency, JSON + PNG")
     d.add_argument("--out", default="outputs/demo")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--episodes", type=int, default=10, help="episodes per configuration")
+    d.add_argument("--k", type=int, default=16)
+    d.add_argument("--seed", type=int, default=1_000_000, help="first episode seed (held-out range)")
+    d.add_argument("--backend", default="torch")
+    d.add_argument("--policy", default=None, help="default: the default checkpoints")
+    d.add_argument("--wm", default=None)
+    d.add_argument("--rate-scale", type=float, default=1.0, help="< 1: sim on its own /clock, slower than real time")
     d.set_defaults(func=_demo)
 
     _add_bag_commands(groups)

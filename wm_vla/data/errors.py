@@ -44,3 +44,12 @@ class EpisodeSpecError(BagError, ValueError):
 
 class BagWriteError(BagError, OSError):
     """A bag cannot be written (existing output, bad split settings, unknown message type)."""
+
+
+class FrameError(DataError, ValueError):
+    """A camera frame or state sample that cannot be used (bad encoding, size, stamp, or too old); `reason` is a
+    short diagnostic key that nodes count."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -65,3 +65,19 @@ class BudgetError(LatencyError):
     def __init__(self, message: str, report: dict | None = None) -> None:
         super().__init__(message)
         self.report = report
+
+
+class ChunkError(RuntimeErrorBase, ValueError):
+    """An action chunk the executor cannot stream: wrong shape, non-finite values, or entirely in the past."""
+
+
+class SafetyError(RuntimeErrorBase, ValueError):
+    """An input the safety filter rejects (the command path then holds); `reason` is a short diagnostic key."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class InvalidJointStateError(SafetyError):
+    """A joint state with missing joints, mismatched lengths, or NaN/inf values."""

@@ -198,6 +198,18 @@ class SimWorld(ABC):
         finally:
             self.config.render = saved
 
+    def joint_positions(self) -> dict[str, float]:
+        """Positions of the profile's robot joints that the sim models (what a joint_states driver publishes)."""
+        p = self.profile
+        names = (*p.arm_joints, *p.gripper_joints, *p.leg_joints)
+        out = {}
+        for name in names:
+            try:
+                out[name] = float(self.data.qpos[self.model.joint(name).qposadr[0]])
+            except KeyError:
+                continue
+        return out
+
     def observe(self) -> Observation:
         images = {cam: self.render(cam) for cam in self.camera_names} if self.config.render else {}
         return Observation(images, self._state().astype(np.float32), self.task.instruction, float(self.data.time))

@@ -1,0 +1,1 @@
+"""Shared rclpy glue of the wm_vla nodes: msg <-> numpy, stamps, QoS profiles, /diagnostics, spinning."""

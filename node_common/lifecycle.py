@@ -1,0 +1,40 @@
+"""Base of the model-owning lifecycle nodes: parameters, the active flag, backend release on cleanup."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+
+
+def default_checkpoint(index: int) -> str:
+    """0: the default policy, 1: the default student world model (`wm_vla.training.pipeline.default_checkpoints`)."""
+    from wm_vla.training.pipeline import default_checkpoints
+
+    return str(default_checkpoints()[index])
+
+
+class ModelNode(LifecycleNode):
+    """configure (subclass) loads the model into `self.backend`; activate/deactivate gate the callbacks."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.backend: Any = None
+        self.active = False
+
+    def p(self, name: str) -> Any:
+        return self.get_parameter(name).value
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.active = True
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.active = False
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self.backend is not None:
+            self.backend.close()
+            self.backend = None
+        return TransitionCallbackReturn.SUCCESS

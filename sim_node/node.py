@@ -1,0 +1,201 @@
+"""sim_robot node: steps a wm_vla.sim world in real time and speaks the real robot's topics.
+
+Publishes joint_states (and /odom for the quadruped) and one rgb8 camera stream per sim camera like a camera
+driver, accepts the profile's command topics (JointTrajectory, Float64MultiArray, Twist/TwistStamped), publishes
+the task status (JSON on /sim/status, latched) and the episode's instruction, and resets on the `/sim/reset`
+service (std_srvs/Trigger; episode n uses seed `seed + n`). With `wait_for_command` the episode's clock (physics,
+time limit) starts with its first command, so a stack that is still loading does not lose episode time. With
+`sim_clock` it publishes /clock (one world step per tick, `rate_scale` x real time) and stamps everything with it;
+the other nodes then run with use_sim_time, so a slow machine slows the world instead of adding latency. The commands' observation stamp is recorded in the
+status (`last_command_obs_ns`) so lineage is visible end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+from geometry_msgs.msg import Twist, TwistStamped
+from nav_msgs.msg import Odometry
+from rosgraph_msgs.msg import Clock
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64MultiArray, String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from node_common.msgs import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, from_ns, rgb_to_image, to_ns
+from node_common.spin import run
+from wm_vla.bringup import camera_topic
+from wm_vla.sim.registry import make_world
+from wm_vla.sim.world import StepResult
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+class SimRobot(Node):
+    def __init__(self) -> None:
+        super().__init__("sim_robot")
+        p = self.declare_parameters("", [("world", "arm"), ("seed", 1_000_000), ("task", ""), ("image_size", 96),
+                                         ("time_limit_s", 0.0), ("autostart", True), ("rate_scale", 1.0),
+                                         ("wait_for_command", True), ("sim_clock", False)])
+        params = {name.name: name.value for name in p}
+        self.world = make_world(params["world"], image_size=params["image_size"],
+                                time_limit_s=params["time_limit_s"] or None)
+        self.profile = self.world.profile
+        self.base_seed, self.wait_for_command = int(params["seed"]), bool(params["wait_for_command"])
+        self.episode_commands = 0
+        self.task = tuple(t.strip() for t in params["task"].split(",") if t.strip()) or None  # families
+        self.episode = -1
+        self.result: StepResult | None = None
+        self.target: np.ndarray | None = None
+        self.trajectory: list[tuple[int, dict[str, float]]] = []   # (absolute ns, joint targets)
+        self.last_lineage_ns = 0
+        self.commands = 0
+        self.js_pub = self.create_publisher(JointState, self.profile.topics.joint_states, SENSOR_QOS)
+        self.odom_pub = (self.create_publisher(Odometry, self.profile.topics.odometry, SENSOR_QOS)
+                         if self.profile.topics.odometry else None)
+        self.cam_pubs = {c: self.create_publisher(Image, camera_topic(c), SENSOR_QOS) for c in self.world.camera_names}
+        self.status_pub = self.create_publisher(String, "/sim/status", LATCHED_QOS)
+        self.instr_pub = self.create_publisher(String, self.profile.topics.instruction, LATCHED_QOS)
+        self._subscribe_commands()
+        self.create_service(Trigger, "/sim/reset", self._on_reset)
+        self.sim_clock = bool(params["sim_clock"])
+        self.clock_ns = self.get_clock().now().nanoseconds  # sim time starts at the wall time, then advances by steps
+        self.step_ns = round(1e9 / self.world.fps)
+        self.clock_pub = self.create_publisher(Clock, "/clock", 10) if self.sim_clock else None
+        self.timer = self.create_timer(1.0 / (self.world.fps * params["rate_scale"]), self._tick)
+        if params["autostart"]:
+            self.reset()
+
+    # ----- commands -----
+    def _subscribe_commands(self) -> None:
+        for spec in self.profile.controllers.values():
+            if spec.interface == "twist":
+                cls = TwistStamped if spec.stamped else Twist
+                self.create_subscription(cls, spec.topic, self._on_twist, COMMAND_QOS)
+            elif spec.interface == "position_commands":
+                self.create_subscription(Float64MultiArray, spec.topic,
+                                         lambda m, j=spec.joints: self._on_positions(j, m), COMMAND_QOS)
+            else:
+                self.create_subscription(JointTrajectory, spec.topic, self._on_trajectory, COMMAND_QOS)
+
+    def _set(self, values: dict[str, float], lineage_ns: int | None = None) -> None:
+        """Apply command values; `lineage_ns` 0 marks a hold (it does not start the episode clock)."""
+        if self.target is None:
+            return
+        if lineage_ns is not None:
+            self.last_lineage_ns = lineage_ns
+        names = self.profile.action.names
+        for name, v in values.items():
+            if name in names:
+                self.target[names.index(name)] = v
+        self.commands += 1
+        self.episode_commands += int(lineage_ns != 0)
+
+    def _on_positions(self, joints: tuple[str, ...], msg: Float64MultiArray) -> None:
+        if len(msg.data) != len(joints) or not np.all(np.isfinite(msg.data)):
+            self.get_logger().warning(f"ignoring a position command of length {len(msg.data)} for {joints}")
+            return
+        lineage = None
+        for dim in msg.layout.dim:
+            if dim.label.startswith("obs_stamp_ns="):
+                lineage = int(dim.label.split("=", 1)[1])
+        self._set(dict(zip(joints, msg.data)), lineage)
+
+    def _on_trajectory(self, msg: JointTrajectory) -> None:
+        start = to_ns(msg.header.stamp) or self.now_ns()
+        self.last_lineage_ns = to_ns(msg.header.stamp)
+        self.trajectory = [(start + to_ns(pt.time_from_start), dict(zip(msg.joint_names, pt.positions)))
+                           for pt in msg.points if len(pt.positions) == len(msg.joint_names)]
+
+    def _on_twist(self, msg: Twist | TwistStamped) -> None:
+        lineage = None
+        if isinstance(msg, TwistStamped):
+            lineage = to_ns(msg.header.stamp)
+            msg = msg.twist
+        self._set({"vx": msg.linear.x, "vy": msg.linear.y, "vz": msg.linear.z, "wx": msg.angular.x,
+                   "wy": msg.angular.y, "wz": msg.angular.z}, lineage)
+
+    # ----- episode -----
+    def _on_reset(self, _req: Trigger.Request, res: Trigger.Response) -> Trigger.Response:
+        res.message = json.dumps(self.reset())
+        res.success = True
+        return res
+
+    def reset(self) -> dict[str, Any]:
+        self.episode += 1
+        obs = self.world.reset(self.base_seed + self.episode, family=self.task)
+        self.result = StepResult(obs, False, False, False, None)
+        kind = self.profile.action.kind
+        self.target = np.zeros(len(self.profile.action.names)) if kind == "body_velocity" else obs.state.astype(float)
+        self.trajectory = []
+        self.episode_commands = 0
+        self.instr_pub.publish(String(data=obs.instruction))
+        self._publish()
+        return self.status()
+
+    def status(self) -> dict[str, Any]:
+        r = self.result
+        return {"episode": self.episode, "seed": self.world.episode.seed, "instruction": self.world.task.instruction,
+                "step": self.world.episode.steps, "done": bool(r and r.done), "success": bool(r and r.success),
+                "event": (r.event if r else None), "commands": self.commands,
+                "last_command_obs_ns": self.last_lineage_ns, "progress": round(self.world.progress(), 4)}
+
+    def now_ns(self) -> int:
+        """Stamp of what the sim publishes: its own clock (/clock) or the node's (wall) clock."""
+        return self.clock_ns if self.sim_clock else self.get_clock().now().nanoseconds
+
+    def _tick(self) -> None:
+        if self.clock_pub is not None:  # sim time advances one step per tick, also while waiting or frozen
+            self.clock_ns += self.step_ns
+            self.clock_pub.publish(Clock(clock=from_ns(self.clock_ns)))
+        if self.result is None or self.target is None:
+            return
+        if self.result.done:  # the episode is over: the scene freezes (no frames) until the next reset
+            return
+        if self.wait_for_command and not self.episode_commands:  # the clock starts with the first command
+            self._publish()
+            return
+        now = self.now_ns()
+        due = [pos for t, pos in self.trajectory if t <= now]
+        if due:
+            self._set(due[-1])
+        self.result = self.world.step(self.target)
+        self._publish()
+
+    def _publish(self) -> None:
+        assert self.result is not None
+        stamp = from_ns(self.now_ns())
+        q = self.world.joint_positions()
+        js = JointState(name=list(q), position=list(q.values()))
+        js.header.stamp = stamp
+        self.js_pub.publish(js)
+        if self.odom_pub is not None:
+            self.odom_pub.publish(self._odometry(stamp))
+        for cam, pub in self.cam_pubs.items():
+            pub.publish(rgb_to_image(self.result.observation.images[cam], stamp, f"{cam}_camera_optical_frame"))
+        self.status_pub.publish(String(data=json.dumps(self.status())))
+
+    def _odometry(self, stamp: Any) -> Odometry:
+        x, y, yaw, vx, vy, wz = (float(v) for v in self.result.observation.state[:6])  # type: ignore[union-attr]
+        msg = Odometry(child_frame_id=self.profile.base_link)
+        msg.header.stamp, msg.header.frame_id = stamp, "odom"
+        msg.pose.pose.position.x, msg.pose.pose.position.y = x, y
+        msg.pose.pose.orientation.z, msg.pose.pose.orientation.w = float(np.sin(yaw / 2)), float(np.cos(yaw / 2))
+        msg.twist.twist.linear.x, msg.twist.twist.linear.y, msg.twist.twist.angular.z = vx, vy, wz
+        return msg
+
+    def destroy_node(self) -> None:
+        self.world.close()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> None:
+    run(SimRobot, args, threads=1)  # MuJoCo's EGL context belongs to one thread
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""The one bringup plan: `launch/robot.launch.py` and `wm-vla up` build the same node set, params and remappings."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from wm_vla.bringup import BringupArgs, bringup_args, build_plan, params_yaml, ros_args
+from wm_vla.cli import main
+from wm_vla.robots.errors import ProfileError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def launch_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("robot_launch", REPO / "launch" / "robot.launch.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # importable without launch_ros: it is only needed to build the actions
+    return module
+
+
+def cli_plan(argv: list[str], capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
+    assert main(["up", *argv, "--dry-run"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize(("launch_args", "cli_args"), [
+    ({}, []),
+    ({"robot": "arm", "backend": "onnxruntime", "k": "8"}, ["--robot", "arm", "--backend", "onnxruntime", "--k", "8"]),
+    ({"robot": "quadruped", "use_sim_time": "true", "rank": "false"},
+     ["--robot", "quadruped", "--use-sim-time", "--no-rank"]),
+])
+def test_launch_file_and_wm_vla_up_consume_the_same_plan(launch_args: dict[str, str], cli_args: list[str],
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from_launch = [n.to_dict() for n in launch_module().plan_for(launch_args)]
+    assert from_launch == cli_plan(cli_args, capsys)
+
+
+def test_sim_plan_has_the_full_stack_with_sim_cameras_and_the_urdf() -> None:
+    plan = {n.name: n for n in build_plan(BringupArgs(robot="sim"))}
+    assert set(plan) == {"sim_robot", "perception_node", "vla_node", "world_model_node", "robot_state_publisher"}
+    assert plan["perception_node"].parameters["camera_topics"] == ["/camera/front/color/image_raw",
+                                                                  "/camera/wrist/color/image_raw"]
+    assert plan["vla_node"].lifecycle and plan["world_model_node"].lifecycle
+    assert "<robot" in plan["robot_state_publisher"].parameters["robot_description"]
+    assert plan["robot_state_publisher"].external and not plan["vla_node"].external
+    real = {n.name for n in build_plan(BringupArgs(robot="arm"))}
+    assert "sim_robot" not in real  # a real robot brings its own drivers and controllers
+
+
+def test_params_file_overrides_and_ros_args(tmp_path: Path) -> None:
+    params = tmp_path / "p.yaml"
+    params.write_text("vla_node:\n  ros__parameters:\n    k: 4\n    threads: 2\n")
+    plan = {n.name: n for n in build_plan(BringupArgs(robot="sim", params_file=str(params)))}
+    assert plan["vla_node"].parameters["k"] == 4 and plan["vla_node"].parameters["threads"] == 2
+    args = ros_args(plan["vla_node"], tmp_path / "vla.yaml")
+    assert args[:3] == ["--ros-args", "-r", "__node:=vla_node"] and "--params-file" in args
+    assert "ros__parameters" in params_yaml(plan["vla_node"])
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("nope_node:\n  ros__parameters: {k: 1}\n", "unknown"),
+    ("vla_node: [1, 2]\n", "ros__parameters"),
+    ("vla_node: {ros__parameters: {k: 1}\n", "cannot read"),
+])
+def test_bad_params_file_is_a_clear_error(tmp_path: Path, text: str, message: str) -> None:
+    params = tmp_path / "p.yaml"
+    params.write_text(text)
+    with pytest.raises(ProfileError, match=message):
+        build_plan(BringupArgs(robot="sim", params_file=str(params)))
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"robot": "humanoid"}, "unknown robot"),
+    ({"use_sim_time": "maybe"}, "true or false"),
+    ({"colour": "red"}, "unknown bringup argument"),
+])
+def test_bad_bringup_arguments_are_clear_errors(values: dict[str, str], message: str) -> None:
+    with pytest.raises(ProfileError, match=message):
+        build_plan(bringup_args(values))
+
+
+def test_wm_vla_up_reports_a_bad_robot(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["up", "--robot", "humanoid", "--dry-run"]) == 2
+    assert "unknown robot" in capsys.readouterr().err
+
+
+def test_bringup_launcher_demo_and_command_path_stay_ros_free() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, wm_vla.bringup, wm_vla.launcher, wm_vla.eval.ros_demo, wm_vla.runtime.safety, "
+            "wm_vla.runtime.executor, wm_vla.runtime.loading, wm_vla.data.sync, wm_vla.data.images; "
+            "assert 'rclpy' not in sys.modules, 'rclpy imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

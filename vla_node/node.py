@@ -1,0 +1,187 @@
+"""vla_node (lifecycle): Observation + latched instruction -> ActionCandidates (K chunks of the FLARE policy).
+
+configure loads the policy through the runtime backend; activate starts publishing. Observations arrive in an
+I/O callback group and only the newest waits (older ones that arrive while the model is busy are skipped and
+counted); inference runs in its own callback group. `decision_period_s` (default: the policy's execution
+horizon) spaces decisions by observation stamp, so a chunk is executed for that long before the next one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+
+import numpy as np
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
+from std_msgs.msg import String
+from wm_vla_interfaces.msg import ActionCandidates, Observation
+
+from node_common.diagnostics import Diagnostics
+from node_common.lifecycle import ModelNode, default_checkpoint
+from node_common.msgs import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, f32, to_s
+from node_common.spin import run
+from perception_node.node import OBSERVATION_TOPIC
+from wm_vla.robots import load_profile
+from wm_vla.runtime.errors import RuntimeErrorBase
+from wm_vla.runtime.spec import candidate_noise
+
+CANDIDATES_TOPIC = "/wm_vla/action_candidates"
+
+
+def default_policy() -> str:
+    return default_checkpoint(0)
+
+
+class VlaNode(ModelNode):
+    def __init__(self) -> None:
+        super().__init__("vla_node")
+        self.declare_parameters("", [
+            ("robot", "arm"), ("backend", "torch"), ("device", "cpu"), ("policy", ""), ("onnx_dir", ""),
+            ("threads", 1), ("k", 16), ("seed", 0), ("decision_period_s", -1.0), ("max_obs_age_ms", 0.0),
+            ("observation", OBSERVATION_TOPIC), ("output", CANDIDATES_TOPIC)])
+        self.pending: Observation | None = None
+        self.lock = threading.Lock()
+        self.instruction: str | None = None
+        self.counts: Counter[str] = Counter()
+        self.stage_ms: dict[str, deque[float]] = {s: deque(maxlen=200) for s in ("encode", "sample", "total")}
+        self.last_decided = -np.inf
+        self.decisions = 0
+
+    # ----- lifecycle -----
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        from wm_vla.runtime.loading import open_backend
+
+        self.profile = load_profile(self.p("robot"))
+        try:
+            sel = open_backend(self.p("backend"), self.p("policy") or default_policy(), None,
+                               self.p("onnx_dir") or None, self.p("device"), self.p("threads") or None)
+        except (RuntimeErrorBase, OSError, ValueError) as exc:
+            self.get_logger().error(f"cannot load the policy: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        self.backend, spec = sel.backend, sel.backend.spec
+        if spec.action_dim != len(self.profile.action.names) or spec.state_dim != len(self.profile.state.names):
+            self.get_logger().error(f"policy (state {spec.state_dim}, action {spec.action_dim}) does not fit robot "
+                                    f"{self.profile.name}")
+            return TransitionCallbackReturn.FAILURE
+        self.spec, self.k = spec, int(self.p("k"))
+        self.policy_id = f"{self.p('policy') or default_policy()} ({self.backend.describe()})"
+        period = float(self.p("decision_period_s"))
+        self.period = period if period >= 0 else self._exec_horizon() / self.profile.policy_rate_hz
+        self.max_age = (self.p("max_obs_age_ms") or self.profile.max_obs_age_ms) / 1e3
+        self.diag = Diagnostics(self, "vla")
+        self.pub = self.create_lifecycle_publisher(ActionCandidates, self.p("output"), COMMAND_QOS)
+        io, infer = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
+        self.create_subscription(Observation, self.p("observation"), self._on_obs, SENSOR_QOS, callback_group=io)
+        self.create_subscription(String, self.profile.topics.instruction, self._on_instruction, LATCHED_QOS,
+                                 callback_group=io)
+        self.wake = self.create_guard_condition(self._infer, callback_group=infer)
+        self.create_timer(1.0, self._diagnostics, callback_group=io)
+        self.get_logger().info(f"policy loaded on {self.backend.describe()} (fallbacks: "
+                               f"{[f.candidate for f in sel.fallbacks]}); K={self.k}, decision period {self.period} s")
+        return TransitionCallbackReturn.SUCCESS
+
+    def _exec_horizon(self) -> int:
+        import json
+        from pathlib import Path
+
+        cfg = json.loads((Path(self.p("policy") or default_policy()) / "config.json").read_text())["config"]
+        return int(cfg.get("exec_horizon", cfg["horizon"]))
+
+    # ----- inputs -----
+    def _on_instruction(self, msg: String) -> None:
+        with self.lock:
+            self.instruction = msg.data
+            self.last_decided = -np.inf  # a new task: decide on the next observation
+
+    def _on_obs(self, msg: Observation) -> None:
+        if not self.active:
+            return
+        stamp = to_s(msg.header.stamp)
+        if stamp < self.last_decided + self.period - 0.02:
+            self.counts["throttled"] += 1
+            return
+        with self.lock:
+            if self.pending is not None:
+                self.counts["skipped_busy"] += 1
+            self.pending = msg
+        self.wake.trigger()
+
+    # ----- inference -----
+    def _infer(self) -> None:
+        with self.lock:
+            msg, self.pending = self.pending, None
+        if msg is None or not self.active:
+            return
+        stamp = to_s(msg.header.stamp)
+        if self.get_clock().now().nanoseconds * 1e-9 - stamp > self.max_age:
+            self._drop("stale_observation", f"observation {stamp:.3f} s is older than {self.max_age * 1e3:.0f} ms")
+            return
+        if self.instruction is None:
+            self._drop("no_instruction", f"no instruction yet on {self.profile.topics.instruction}")
+            return
+        try:
+            images, state = self._inputs(msg)
+            t0 = time.perf_counter()
+            enc = self.backend.encode(images, state, self.instruction)
+            t1 = time.perf_counter()
+            seed = int(self.p("seed")) + self.decisions
+            noise = candidate_noise(self.spec.horizon, self.spec.action_dim, self.k, seed)
+            cand = self.backend.sample(enc, noise)
+            t2 = time.perf_counter()
+        except (RuntimeErrorBase, ValueError) as exc:
+            self._drop("bad_observation", str(exc))
+            return
+        self.decisions += 1
+        self.last_decided = stamp
+        for name, ms in (("encode", t1 - t0), ("sample", t2 - t1), ("total", t2 - t0)):
+            self.stage_ms[name].append(1e3 * ms)
+        self.pub.publish(self._message(msg, enc.obs_latent, cand.actions, cand.future_latents, seed))
+
+    def _inputs(self, msg: Observation) -> tuple[np.ndarray, np.ndarray]:
+        by_name = dict(zip(msg.camera_names, msg.images))
+        missing = [c for c in self.spec.cameras if c not in by_name]
+        if missing:
+            raise ValueError(f"observation lacks camera(s) {missing} (has {list(msg.camera_names)})")
+        size = self.spec.image_size
+        imgs = []
+        for cam in self.spec.cameras:
+            im = by_name[cam]
+            if im.encoding != "rgb8" or im.height != size or im.width != size or len(im.data) != size * size * 3:
+                raise ValueError(f"camera {cam}: expected {size}x{size} rgb8, got {im.width}x{im.height} {im.encoding}")
+            imgs.append(np.frombuffer(bytes(im.data), np.uint8).reshape(size, size, 3).transpose(2, 0, 1))
+        state = np.asarray(msg.state, np.float32)
+        if state.shape != (self.spec.state_dim,) or not np.all(np.isfinite(state)):
+            raise ValueError(f"state must be {self.spec.state_dim} finite values, got {state.tolist()}")
+        return np.stack(imgs)[None].astype(np.float32) / 255.0, state[None]
+
+    def _message(self, obs: Observation, z: np.ndarray, actions: np.ndarray, future: np.ndarray,
+                 seed: int) -> ActionCandidates:
+        k, h, a = actions.shape
+        m, d = (future.shape[1], future.shape[2]) if future.ndim == 3 else (0, z.shape[-1])
+        out = ActionCandidates(k=k, h=h, a=a, action_names=list(self.profile.action.names), actions=f32(actions),
+                               obs_latent=f32(z), m=m, latent_dim=d, future_latents=f32(future), seed=seed,
+                               instruction=self.instruction or "", policy_id=self.policy_id)
+        out.header = obs.header
+        return out
+
+    def _drop(self, reason: str, message: str) -> None:
+        self.counts[reason] += 1
+        self.diag.warn(message)
+
+    def _diagnostics(self) -> None:
+        values: dict[str, object] = {"decisions": self.decisions, **self.counts}
+        for name, ms in self.stage_ms.items():
+            if ms:
+                values[f"{name}_ms_p50"] = float(np.median(ms))
+                values[f"{name}_ms_max"] = float(np.max(ms))
+        self.diag.publish(values, "sampling candidates" if self.active else "inactive")
+
+
+def main(args: list[str] | None = None) -> None:
+    run(VlaNode, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""The ONE bringup plan: robot profile -> node specs (executable, parameters, remappings).
+
+`launch/robot.launch.py` maps it to launch_ros actions (system ROS 2); `wm-vla up` runs the same plan as
+subprocesses in a pip venv. robot: `arm` | `quadruped` (real robots: drivers and controllers are the user's) or
+`sim` / `sim_quadruped` (adds the sim_robot node with the same topics as the real robot).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from wm_vla.robots import load_profile
+from wm_vla.robots.errors import ProfileError
+
+ROBOTS = {"arm": ("arm", False), "quadruped": ("quadruped", False), "sim": ("arm", True),
+          "sim_quadruped": ("quadruped", True)}
+SIM_CAMERAS = {"arm": ("front", "wrist"), "quadruped": ("head",)}
+
+
+def camera_topic(name: str) -> str:
+    """Image topic of sim camera `name` (realsense2_camera style)."""
+    return f"/camera/{name}/color/image_raw"
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    executable: str                # console script installed in lib/wm_vla (launch_ros `executable`)
+    module: str                    # python module with main() (what `wm-vla up` runs)
+    parameters: dict[str, Any] = field(default_factory=dict)
+    remappings: tuple[tuple[str, str], ...] = ()
+    lifecycle: bool = False
+    package: str = "wm_vla"
+
+    @property
+    def external(self) -> bool:
+        """A node of another ROS package (e.g. robot_state_publisher): launched by ros2 launch only."""
+        return self.package != "wm_vla"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "package": self.package, "executable": self.executable, "module": self.module,
+                "parameters": dict(self.parameters), "remappings": [list(r) for r in self.remappings],
+                "lifecycle": self.lifecycle}
+
+
+@dataclass(frozen=True)
+class BringupArgs:
+    robot: str = "sim"
+    backend: str = "torch"
+    k: int = 16
+    params_file: str | None = None  # YAML {node_name: {ros__parameters: {...}}} merged over the defaults
+    use_sim_time: bool = False
+    rank: bool = True
+    seed: int = 1_000_000           # sim: first episode seed
+    policy: str | None = None
+    world_model: str | None = None
+    tasks: tuple[str, ...] | None = None  # sim task families; None: those in the policy's vocabulary
+    rate_scale: float = 1.0         # sim speed vs real time (with use_sim_time the sim publishes /clock)
+
+
+def policy_tasks(world: str, policy: str | None) -> tuple[str, ...]:
+    """Sim task families the policy was trained on (from its config's vocabulary); all when unknown."""
+    import json
+
+    from wm_vla.sim.tasks import check_families, families_in_vocab
+    from wm_vla.training.pipeline import default_checkpoints
+
+    path = Path(policy) if policy else default_checkpoints()[0]
+    try:
+        vocab = json.loads((path / "config.json").read_text())["config"]["vocab"]
+    except (OSError, KeyError, ValueError):
+        return check_families(world, None)
+    return families_in_vocab(world, vocab) or check_families(world, None)
+
+
+def build_plan(args: BringupArgs) -> list[NodeSpec]:
+    """Node specs for `args.robot`; parameter overrides from `args.params_file` applied last."""
+    if args.robot not in ROBOTS:
+        raise ProfileError(f"unknown robot {args.robot!r}; choose from {', '.join(ROBOTS)}")
+    profile_name, sim = ROBOTS[args.robot]
+    profile = load_profile(profile_name)
+    common: dict[str, Any] = {"robot": profile_name, "use_sim_time": args.use_sim_time}
+    models = {"backend": args.backend, **({"policy": args.policy} if args.policy else {})}
+    nodes = []
+    perception: dict[str, Any] = {**common, "source": "topic"}
+    if sim:
+        cams = SIM_CAMERAS[profile_name]
+        tasks = args.tasks or policy_tasks(profile_name, args.policy)
+        nodes.append(NodeSpec("sim_robot", "sim_robot", "sim_node.node",
+                              {"world": profile_name, "seed": args.seed, "task": ",".join(tasks),
+                               "sim_clock": args.use_sim_time, "rate_scale": args.rate_scale}))
+        perception.update(camera_names=list(cams), camera_topics=[camera_topic(c) for c in cams])
+    else:
+        perception.update(camera_names=[c.name for c in profile.cameras], camera_topics=[c.topic for c in profile.cameras])
+    nodes.append(NodeSpec("perception_node", "perception_node", "perception_node.node", perception))
+    nodes.append(NodeSpec("vla_node", "vla_node", "vla_node.node", {**common, **models, "k": args.k}, lifecycle=True))
+    wm = {**common, **models, "rank": args.rank, **({"world_model": args.world_model} if args.world_model else {})}
+    nodes.append(NodeSpec("world_model_node", "world_model_node", "world_model_node.node", wm, lifecycle=True))
+    nodes.append(NodeSpec("robot_state_publisher", "robot_state_publisher", "", {
+        "robot_description": profile.urdf_path().read_text(), "use_sim_time": args.use_sim_time},
+        package="robot_state_publisher"))
+    if args.params_file:
+        nodes = _override(nodes, Path(args.params_file))
+    return nodes
+
+
+def bringup_args(values: Mapping[str, str]) -> BringupArgs:
+    """BringupArgs from launch-style string arguments (robot, backend, k, params_file, use_sim_time, ...)."""
+    known = {f.name: f for f in fields(BringupArgs)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ProfileError(f"unknown bringup argument(s) {unknown}; known: {sorted(known)}")
+    out: dict[str, Any] = {}
+    for name, text in values.items():
+        default = getattr(BringupArgs(), name)
+        if text in ("", None):
+            continue
+        if isinstance(default, bool):
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ProfileError(f"{name} must be true or false, got {text!r}")
+            out[name] = text.lower() in ("true", "1")
+        elif isinstance(default, int):
+            out[name] = int(text)
+        elif isinstance(default, float):
+            out[name] = float(text)
+        elif name == "tasks":
+            out[name] = tuple(t for t in text.split(",") if t)
+        else:
+            out[name] = text
+    return BringupArgs(**out)
+
+
+def _override(nodes: list[NodeSpec], path: Path) -> list[NodeSpec]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ProfileError(f"{path}: cannot read the params file: {exc}") from exc
+    known = {n.name for n in nodes}
+    unknown = sorted(set(data) - known)
+    if unknown or not all(isinstance(v, dict) and isinstance(v.get("ros__parameters", {}), dict)
+                          for v in data.values()):
+        raise ProfileError(f"{path}: expected {{node: {{ros__parameters: {{...}}}}}} for nodes {sorted(known)}, "
+                           f"unknown: {unknown}")
+    return [NodeSpec(n.name, n.executable, n.module, {**n.parameters, **data.get(n.name, {}).get("ros__parameters", {})},
+                     n.remappings, n.lifecycle, n.package) for n in nodes]
+
+
+def ros_args(spec: NodeSpec, params_path: Path) -> list[str]:
+    """Command-line `--ros-args` of one node (name, params file, remappings): what launch_ros also passes."""
+    out = ["--ros-args", "-r", f"__node:={spec.name}", "--params-file", str(params_path)]
+    for src, dst in spec.remappings:
+        out += ["-r", f"{src}:={dst}"]
+    return out
+
+
+def params_yaml(spec: NodeSpec) -> str:
+    return yaml.safe_dump({spec.name: {"ros__parameters": spec.parameters}}, sort_keys=True)

@@ -1,0 +1,83 @@
+"""`wm-vla up` without system ROS: run a bringup plan as one subprocess per node (`python -m <module>`), with the
+same `--ros-args` (node name, params file, remappings) that launch_ros passes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from wm_vla.bringup import NodeSpec, params_yaml, ros_args
+
+
+class Stack:
+    """Start the plan's nodes on enter, stop them (SIGINT, then SIGTERM/SIGKILL) on exit; logs go to `log_dir`."""
+
+    def __init__(self, plan: list[NodeSpec], log_dir: Path | None = None, env: dict[str, str] | None = None,
+                 quiet: bool = True) -> None:
+        self.skipped = [n.name for n in plan if n.external]  # other packages' nodes need ros2 launch
+        self.plan, self.env = [n for n in plan if not n.external], {**os.environ, **(env or {})}
+        root = str(Path(__file__).resolve().parents[1])  # the checkout holding the node packages
+        path = self.env.get("PYTHONPATH", "")
+        if root not in path.split(os.pathsep):
+            self.env["PYTHONPATH"] = os.pathsep.join(p for p in (root, path) if p)
+        self.quiet = quiet
+        self._tmp = tempfile.TemporaryDirectory(prefix="wm_vla_up_")
+        self.log_dir = Path(log_dir) if log_dir else Path(self._tmp.name)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def command(self, spec: NodeSpec) -> list[str]:
+        path = Path(self._tmp.name) / f"{spec.name}.yaml"
+        path.write_text(params_yaml(spec))
+        return [sys.executable, "-m", spec.module, *ros_args(spec, path)]
+
+    def __enter__(self) -> Stack:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for spec in self.plan:
+            out = open(self.log_dir / f"{spec.name}.log", "wb") if self.quiet else None  # noqa: SIM115
+            self.procs[spec.name] = subprocess.Popen(self.command(spec), env=self.env, stdout=out,
+                                                     stderr=subprocess.STDOUT if out else None)
+        return self
+
+    def failed(self) -> dict[str, int]:
+        """Nodes that have exited, with their return codes."""
+        return {name: p.returncode for name, p in self.procs.items() if p.poll() is not None}
+
+    def log(self, name: str) -> str:
+        path = self.log_dir / f"{name}.log"
+        return path.read_text(errors="replace") if path.is_file() else ""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + timeout
+        for p in self.procs.values():
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.terminate()
+                try:
+                    p.wait(3)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+        self._tmp.cleanup()
+
+    def wait(self) -> int:
+        """Block until a node exits or Ctrl-C; returns the first non-zero exit code (0 on Ctrl-C)."""
+        try:
+            while not self.failed():
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            return 0
+        return next((c for c in self.failed().values() if c), 0)

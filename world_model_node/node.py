@@ -1,0 +1,276 @@
+"""world_model_node (lifecycle): ranks ActionCandidates with the student world model (GPC-RANK), publishes
+RankingResult, and streams the chosen chunk through the chunk executor and the safety filter to the robot.
+
+Outputs per robot profile: arm -> Float64MultiArray on the forward position controller (+ gripper controller) at
+the control rate; quadruped -> TwistStamped/Twist on cmd_vel (zero on stop). Commands carry the observation
+stamp of the chunk they come from: TwistStamped in header.stamp, Float64MultiArray in layout.dim[0].label
+("obs_stamp_ns=<ns>", 0 while holding). Inputs: joint_states (NaN/short rejected with a diagnostic), the
+observation stream (stale-observation watchdog), e_stop (std_msgs/Bool: True locks motion until False).
+/diagnostics: per-stage ms, camera->command latency, control rate, deadline misses, safety interventions.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+
+import numpy as np
+from geometry_msgs.msg import Twist, TwistStamped
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, Float64MultiArray, MultiArrayDimension, String
+from wm_vla_interfaces.msg import ActionCandidates, Observation, RankingResult
+
+from node_common.diagnostics import ERROR, Diagnostics
+from node_common.lifecycle import ModelNode, default_checkpoint
+from node_common.msgs import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, f32, from_ns, to_ns, to_s
+from node_common.spin import run
+from perception_node.node import OBSERVATION_TOPIC
+from vla_node.node import CANDIDATES_TOPIC
+from wm_vla.robots import load_profile
+from wm_vla.runtime.errors import ChunkError, RuntimeErrorBase, SafetyError
+from wm_vla.runtime.executor import ChunkExecutor, ExecutorConfig
+from wm_vla.runtime.ranker import KinematicPenalty, RankerConfig, score_candidates
+from wm_vla.runtime.safety import SafeCommand, SafetyFilter, check_joint_state
+
+RANKING_TOPIC = "/wm_vla/ranking_result"
+
+
+class WorldModelNode(ModelNode):
+    def __init__(self) -> None:
+        super().__init__("world_model_node")
+        self.declare_parameters("", [
+            ("robot", "arm"), ("backend", "torch"), ("device", "cpu"), ("policy", ""), ("world_model", ""),
+            ("onnx_dir", ""), ("threads", 1), ("rank", True), ("switch_margin", 0.0), ("control_rate_hz", 0.0),
+            ("action_dt", 0.0), ("blend_s", 0.0), ("interpolate", False), ("velocity_scale", 1.0),
+            ("max_acceleration", 0.0), ("max_obs_age_ms", 0.0), ("candidates", CANDIDATES_TOPIC),
+            ("observation", OBSERVATION_TOPIC), ("ranking", RANKING_TOPIC)])
+        self.lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+        self.stage_ms: dict[str, deque[float]] = {}
+        self.latency_ms: deque[float] = deque(maxlen=1000)
+        self.tick_times: deque[float] = deque(maxlen=200)
+        self.chunk_stamp_ns = 0
+        self.reported_ns = 0
+        self.deadline_misses = 0
+
+    # ----- lifecycle -----
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        from wm_vla.runtime.loading import open_backend
+
+        prof = self.profile = load_profile(self.p("robot"))
+        self.rank = bool(self.p("rank"))
+        if self.rank:
+            try:
+                sel = open_backend(self.p("backend"), self.p("policy") or default_checkpoint(0),
+                                   self.p("world_model") or default_checkpoint(1), self.p("onnx_dir") or None,
+                                   self.p("device"), self.p("threads") or None)
+            except (RuntimeErrorBase, OSError, ValueError) as exc:
+                self.get_logger().error(f"cannot load the world model: {exc}")
+                return TransitionCallbackReturn.FAILURE
+            self.backend = sel.backend
+        self.penalty = KinematicPenalty(prof)
+        self.ranker_cfg = RankerConfig(switch_margin=float(self.p("switch_margin")))
+        rate = self.p("control_rate_hz") or prof.control_rate_hz
+        self.control_dt = 1.0 / rate
+        self.chunks = ChunkExecutor(ExecutorConfig(self.p("action_dt") or 1.0 / prof.policy_rate_hz,
+                                                     len(prof.action.names), None, self.p("blend_s"),
+                                                     self.p("interpolate")))
+        accel = self.p("max_acceleration") or None
+        age = (self.p("max_obs_age_ms") or prof.max_obs_age_ms) / 1e3
+        self.safety = SafetyFilter.for_profile(prof, self.control_dt, velocity_scale=self.p("velocity_scale"),
+                                               max_acceleration=accel, max_obs_age_s=age)
+        self.diag = Diagnostics(self, "world_model")
+        self._outputs()
+        io, infer, control = (MutuallyExclusiveCallbackGroup() for _ in range(3))
+        self.rank_pub = self.create_lifecycle_publisher(RankingResult, self.p("ranking"), COMMAND_QOS)
+        self.create_subscription(ActionCandidates, self.p("candidates"), self._on_candidates, COMMAND_QOS,
+                                 callback_group=infer)
+        self.create_subscription(Observation, self.p("observation"), self._on_obs, SENSOR_QOS, callback_group=io)
+        self.create_subscription(Bool, prof.topics.e_stop, self._on_e_stop, LATCHED_QOS, callback_group=io)
+        self.create_subscription(String, prof.topics.instruction, self._on_instruction, LATCHED_QOS, callback_group=io)
+        if prof.action.kind == "joint_position":
+            self.create_subscription(JointState, prof.topics.joint_states, self._on_joint_state, SENSOR_QOS,
+                                     callback_group=io)
+        self.create_timer(self.control_dt, self._control, callback_group=control)
+        self.create_timer(1.0, self._diagnostics, callback_group=io)
+        return TransitionCallbackReturn.SUCCESS
+
+    def _outputs(self) -> None:
+        prof = self.profile
+        self.twist = next((c for c in prof.controllers.values() if c.interface == "twist"), None)
+        self.position = [c for c in prof.controllers.values() if c.interface == "position_commands"]
+        if self.twist is not None:
+            self.twist_pub = self.create_lifecycle_publisher(TwistStamped if self.twist.stamped else Twist,
+                                                             self.twist.topic, COMMAND_QOS)
+            return
+        names = prof.action.names
+        self.position_pubs = []
+        for spec in self.position:  # a follower gripper joint takes the commanded gripper joint's value
+            cols = [names.index(j) if j in names else names.index(next(g for g in prof.gripper_joints if g in names))
+                    for j in spec.joints]
+            self.position_pubs.append((cols, self.create_lifecycle_publisher(Float64MultiArray, spec.topic,
+                                                                             COMMAND_QOS)))
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        with self.lock:
+            self.chunks.clear()
+        return super().on_deactivate(state)
+
+    # ----- inputs -----
+    def _on_e_stop(self, msg: Bool) -> None:
+        with self.lock:
+            self.safety.set_e_stop(msg.data)
+            if msg.data:
+                self.chunks.clear()  # a released e-stop waits for a fresh chunk
+        self.get_logger().warning(f"e_stop {'ENGAGED' if msg.data else 'released'}")
+
+    def _on_instruction(self, _msg: String) -> None:
+        with self.lock:  # a new task: nothing computed for (or measured in) the previous one is commanded
+            self.chunks.clear()
+            self.safety.reset()
+
+    def _on_obs(self, msg: Observation) -> None:
+        with self.lock:
+            self.safety.observation(to_s(msg.header.stamp))
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        try:
+            q = check_joint_state(msg.name, msg.position, self.profile.action.names)
+        except SafetyError as exc:
+            self.counts[f"rejected_joint_state_{exc.reason}"] += 1
+            self.diag.warn(f"joint state rejected ({exc.reason}): {exc}", ERROR)
+            return
+        with self.lock:
+            self.safety.joint_state(q)
+
+    def _on_candidates(self, msg: ActionCandidates) -> None:
+        if not self.active:
+            return
+        t0 = time.perf_counter()
+        try:
+            actions, z = self._decode(msg)
+        except ValueError as exc:
+            self.counts["rejected_candidates"] += 1
+            self.diag.warn(f"candidates rejected: {exc}", ERROR)
+            return
+        t1 = time.perf_counter()
+        stages = {"decode": 1e3 * (t1 - t0)}
+        chosen, ranker, degraded = 0, "passthrough", not self.rank
+        scores = progress = failure = np.zeros(0)
+        if self.rank and self.backend is not None and actions.shape[0] > 1:
+            try:
+                roll = self.backend.rollout(z, actions)
+                t2 = time.perf_counter()
+                r = score_candidates(roll.progress, roll.failure_prob, actions, self.penalty, self.ranker_cfg)
+                stages.update(wm_rollout=1e3 * (t2 - t1), score=1e3 * (time.perf_counter() - t2))
+                chosen, ranker, scores, progress, failure = r.chosen, "gpc_rank", r.scores, r.progress, r.failure_prob
+            except RuntimeErrorBase as exc:
+                degraded = True
+                self.diag.warn(f"world model failed, passing the policy's first sample through: {exc}")
+        stamp = to_s(msg.header.stamp)
+        now = self.get_clock().now().nanoseconds * 1e-9
+        with self.lock:
+            try:
+                self.chunks.submit(actions[chosen], stamp, now)
+                self.chunk_stamp_ns = to_ns(msg.header.stamp)
+                accepted = True
+            except ChunkError as exc:
+                accepted = False
+                self.counts["rejected_chunks"] += 1
+                self.diag.warn(f"chunk not executed: {exc}")
+        if accepted:  # the first command goes out now, not at the next tick
+            self._step(now)
+        stages["total"] = 1e3 * (time.perf_counter() - t0)
+        for name, ms in stages.items():
+            self.stage_ms.setdefault(name, deque(maxlen=200)).append(ms)
+        k = actions.shape[0]
+        self.rank_pub.publish(RankingResult(
+            header=msg.header, chosen=chosen, scores=f32(scores if scores.size else np.zeros(k)),
+            progress=f32(progress), failure_prob=f32(failure), stage_names=list(stages),
+            stage_ms=f32(np.array(list(stages.values()))),
+            backend=self.backend.name if (self.backend is not None and ranker == "gpc_rank") else "none",
+            ranker=ranker, degraded=degraded))
+
+    def _decode(self, msg: ActionCandidates) -> tuple[np.ndarray, np.ndarray]:
+        k, h, a = msg.k, msg.h, msg.a
+        names = tuple(msg.action_names)
+        if names != tuple(self.profile.action.names):
+            raise ValueError(f"action_names {list(names)} differ from the robot's {list(self.profile.action.names)}")
+        actions = np.frombuffer(msg.actions, np.float32)
+        if k < 1 or h < 1 or actions.size != k * h * a:
+            raise ValueError(f"actions has {actions.size} values for k={k}, h={h}, a={a}")
+        z = np.frombuffer(msg.obs_latent, np.float32)
+        if z.size != msg.latent_dim:
+            raise ValueError(f"obs_latent has {z.size} values, latent_dim is {msg.latent_dim}")
+        actions = actions.reshape(k, h, a)
+        if not (np.all(np.isfinite(actions)) and np.all(np.isfinite(z))):
+            raise ValueError("candidates or latent contain NaN/inf")
+        return actions.astype(np.float64), z
+
+    # ----- control loop -----
+    def _control(self) -> None:
+        """Control-rate tick (its own callback group)."""
+        if not self.active:
+            return
+        now = self.get_clock().now().nanoseconds * 1e-9
+        if self.tick_times and now - self.tick_times[-1] > 1.5 * self.control_dt:
+            self.deadline_misses += 1
+        self.tick_times.append(now)
+        self._step(now)
+
+    def _step(self, now: float) -> None:
+        """Executor -> safety filter -> publish, at `now`."""
+        with self.lock:
+            cmd = self.safety.filter(self.chunks.target(now), now)
+            lineage = self.chunk_stamp_ns if cmd.state == "track" else 0
+            if "stale_observation" in cmd.reasons or "e_stop" in cmd.reasons:
+                self.chunks.clear()  # a chunk whose observation stream died (or that was stopped) is void
+        self._publish(cmd, lineage)
+        if lineage and lineage != self.reported_ns:  # first command of a chunk: camera stamp -> command publish
+            self.reported_ns = lineage
+            self.latency_ms.append((self.get_clock().now().nanoseconds - lineage) / 1e6)
+
+    def _publish(self, cmd: SafeCommand, lineage_ns: int) -> None:
+        if cmd.values is None:
+            return
+        if self.twist is not None:
+            v = {n: float(x) for n, x in zip(self.profile.action.names, cmd.values)}
+            tw = Twist()
+            tw.linear.x, tw.linear.y, tw.linear.z = v.get("vx", 0.0), v.get("vy", 0.0), v.get("vz", 0.0)
+            tw.angular.x, tw.angular.y, tw.angular.z = v.get("wx", 0.0), v.get("wy", 0.0), v.get("wz", 0.0)
+            if self.twist.stamped:
+                msg = TwistStamped(twist=tw)
+                msg.header.stamp = from_ns(lineage_ns) if lineage_ns else self.get_clock().now().to_msg()
+                msg.header.frame_id = self.profile.base_link
+                self.twist_pub.publish(msg)
+            else:
+                self.twist_pub.publish(tw)
+            return
+        for cols, pub in self.position_pubs:
+            msg = Float64MultiArray(data=[float(cmd.values[c]) for c in cols])
+            msg.layout.dim = [MultiArrayDimension(label=f"obs_stamp_ns={lineage_ns}", size=len(cols), stride=len(cols))]
+            pub.publish(msg)
+
+    def _diagnostics(self) -> None:
+        values: dict[str, object] = {**self.counts, "deadline_misses": self.deadline_misses,
+                                     **{f"safety_{k}": v for k, v in self.safety.counts.items()}}
+        for name, ms in self.stage_ms.items():
+            values[f"{name}_ms_p50"] = float(np.median(ms))
+            values[f"{name}_ms_max"] = float(np.max(ms))
+        if self.latency_ms:
+            values["camera_to_command_ms_p50"] = float(np.percentile(self.latency_ms, 50))
+            values["camera_to_command_ms_p99"] = float(np.percentile(self.latency_ms, 99))
+        if len(self.tick_times) > 1:
+            values["control_rate_hz"] = (len(self.tick_times) - 1) / (self.tick_times[-1] - self.tick_times[0])
+        self.diag.publish(values, "streaming" if self.active else "inactive")
+
+
+def main(args: list[str] | None = None) -> None:
+    run(WorldModelNode, args)
+
+
+if __name__ == "__main__":
+    main()
