@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import TwistStamped
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray, String
-from wm_vla_interfaces.msg import ActionCandidates, Observation
+from wm_vla_interfaces.msg import ActionCandidates, Observation, RankingResult
 
 from node_common.msgs import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, f32, from_ns, to_ns
 from ros_stack_helpers import Feeder, Probe, Received
@@ -31,7 +30,7 @@ HOME = np.array([0.0, -0.5, 1.2, 0.0, 0.9, 0.0, 0.0])
 FORWARD = ARM.controllers["forward"].topic
 GRIPPER = ARM.controllers["gripper"].topic
 DT = 1.0 / ARM.control_rate_hz
-MAX_AGE = ARM.max_obs_age_ms / 1e3
+MAX_AGE = ARM.max_obs_age_ms / 1e3  # the profile's stale-observation threshold (the node's default)
 
 
 class Rig:
@@ -46,6 +45,7 @@ class Rig:
         self.forward = probe.record(Float64MultiArray, FORWARD, COMMAND_QOS)
         self.gripper = probe.record(Float64MultiArray, GRIPPER, COMMAND_QOS)
         self.diag = probe.record(DiagnosticArray, "/diagnostics", 10)
+        self.rankings = probe.record(RankingResult, "/wm_vla/ranking_result", COMMAND_QOS)
         self.feed_obs = True
         self.last_obs = 0.0
         self.feeder = Feeder(self._feed, 50.0)
@@ -65,26 +65,49 @@ class Rig:
         self.js_pub.publish(js)
 
     def candidates(self, chunk: np.ndarray) -> int:
-        """Publish one candidate (1, H, A) stamped now; returns the stamp in ns."""
+        """Publish one candidate (1, H, A) stamped now and wait until the node has taken it (its RankingResult
+        echoes the stamp); returns the stamp in ns. Reliable delivery from this busy test process can lag by
+        seconds, so the handshake (not a sleep) decides when the chunk is in."""
         now = self.probe.node.get_clock().now().nanoseconds
         msg = ActionCandidates(k=1, h=chunk.shape[0], a=chunk.shape[1], action_names=NAMES, actions=f32(chunk[None]))
         msg.header.stamp = from_ns(now)
         self.cand_pub.publish(msg)
+        self.probe.wait(lambda: any(to_ns(m.header.stamp) == now for _, m in self.rankings.since(0.0)), 10.0,
+                        "the node to take the candidates")
         return now
 
+    def diag_value(self, key: str, since: float = 0.0) -> int | None:
+        """The newest value of an integer key on the world_model_node's /diagnostics received after `since`."""
+        for _, m in reversed(self.diag.since(since)):
+            for st in m.status:
+                for kv in st.values:
+                    if st.name.endswith("world_model_node") and kv.key == key:
+                        return int(float(kv.value))
+        return None
+
+    def e_stop(self, engaged: bool) -> None:
+        """Press / release the e-stop and wait until the node reports it on /diagnostics."""
+        t0 = self.probe.now()
+        self.estop_pub.publish(Bool(data=engaged))
+        self.probe.wait(lambda: self.diag_value("e_stop", t0) == int(engaged), 10.0, f"the node to see e_stop={engaged}")
+
     def fresh_task(self) -> None:
-        """Release the e-stop, resume observations, clear the node's chunks (a new instruction) and the records."""
-        self.estop_pub.publish(Bool(data=False))
+        """Release the e-stop, resume observations, clear the node's chunks (a new instruction) and the records;
+        returns once the node has counted the new instruction (published on /diagnostics)."""
         self.feed_obs = True
+        self.e_stop(False)
+        before = self.diag_value("instructions") or 0
         self.instr_pub.publish(String(data="test"))
-        time.sleep(0.3)
-        for box in (self.forward, self.gripper, self.diag):
+        self.probe.wait(lambda: (self.diag_value("instructions") or 0) > before, 10.0, "the node to take the new task")
+        time.sleep(0.1)
+        for box in (self.forward, self.gripper, self.diag, self.rankings):
             box.clear()
 
 
 @pytest.fixture(scope="module")
 def rig(ros_domain: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    spec = NodeSpec("world_model_node", "world_model_node", "world_model_node.node", {"robot": "arm", "rank": False})
+    spec = NodeSpec("world_model_node", "world_model_node", "world_model_node.node",
+                    {"robot": "arm", "rank": False, "max_obs_age_ms": 1e3 * MAX_AGE})
     logs = tmp_path_factory.mktemp("wm_node")
     with Stack([spec], log_dir=logs) as stack:
         probe = Probe()
@@ -148,8 +171,7 @@ def test_stale_observations_hold_within_two_control_periods(rig: Rig) -> None:
 
 def test_e_stop_blocks_motion_until_released(rig: Rig) -> None:
     rig.fresh_task()
-    rig.estop_pub.publish(Bool(data=True))
-    time.sleep(0.2)
+    rig.e_stop(True)
     t0 = rig.probe.now()
     chunk = np.tile(HOME, (16, 1))
     chunk[:, 0] = 0.5
@@ -157,8 +179,8 @@ def test_e_stop_blocks_motion_until_released(rig: Rig) -> None:
     time.sleep(0.6)
     during = tracked(rig.forward, t0)
     assert len(during) > 5 and all(np.allclose(q, HOME[:6]) and lin == 0 for _, q, lin in during)
-    rig.estop_pub.publish(Bool(data=False))
-    time.sleep(0.3)
+    rig.e_stop(False)
+    time.sleep(0.2)
     t1 = rig.probe.now()
     assert all(lin == 0 for _, _, lin in tracked(rig.forward, t1)), "the stopped chunk must not resume"
     stamp = rig.candidates(chunk)

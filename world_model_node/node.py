@@ -55,6 +55,7 @@ class WorldModelNode(ModelNode):
         self.chunk_stamp_ns = 0
         self.reported_ns = 0
         self.deadline_misses = 0
+        self.command_state: tuple[str, tuple[str, ...]] = ("", ())
 
     # ----- lifecycle -----
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -127,10 +128,12 @@ class WorldModelNode(ModelNode):
                 self.chunks.clear()  # a released e-stop waits for a fresh chunk
         self.get_logger().warning(f"e_stop {'ENGAGED' if msg.data else 'released'}")
 
-    def _on_instruction(self, _msg: String) -> None:
+    def _on_instruction(self, msg: String) -> None:
         with self.lock:  # a new task: nothing computed for (or measured in) the previous one is commanded
             self.chunks.clear()
             self.safety.reset()
+            self.counts["instructions"] += 1
+        self.get_logger().info(f"new task {msg.data!r}: pending chunks cleared")
 
     def _on_obs(self, msg: Observation) -> None:
         with self.lock:
@@ -226,6 +229,10 @@ class WorldModelNode(ModelNode):
         with self.lock:
             cmd = self.safety.filter(self.chunks.target(now), now)
             lineage = self.chunk_stamp_ns if cmd.state == "track" else 0
+            state = (cmd.state, cmd.reasons[:1] if cmd.state != "track" else ())
+            if state != self.command_state:  # log transitions only (track <-> hold / stop, with the cause)
+                self.command_state = state
+                self.get_logger().info(f"command path: {cmd.state} {','.join(cmd.reasons)}".rstrip())
             if "stale_observation" in cmd.reasons or "e_stop" in cmd.reasons:
                 self.chunks.clear()  # a chunk whose observation stream died (or that was stopped) is void
         self._publish(cmd, lineage)
@@ -256,6 +263,7 @@ class WorldModelNode(ModelNode):
 
     def _diagnostics(self) -> None:
         values: dict[str, object] = {**self.counts, "deadline_misses": self.deadline_misses,
+                                     "e_stop": int(self.safety.e_stop),
                                      **{f"safety_{k}": v for k, v in self.safety.counts.items()}}
         for name, ms in self.stage_ms.items():
             values[f"{name}_ms_p50"] = float(np.median(ms))
