@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_OUT ?= outputs/demo
 
-.PHONY: setup demo test test-fast train-tiny models eval-tiny bench-latency clean
+.PHONY: setup demo test test-e2e test-fast train-tiny models eval-tiny bench-latency clean
 
 setup:
 	@bash scripts/setup.sh
@@ -11,12 +11,17 @@ setup:
 demo: setup
 	$(PY) -m wm_vla.cli demo --out $(DEMO_OUT)
 
+# The whole-stack ROS tests (`e2e`: sim + perception + vla + world_model over DDS, and `wm-vla demo`) run with
+# `make test-e2e`; on a 2-core CI machine they do not yet finish reliably (issue #5), so `make test` leaves them out.
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not e2e"
+
+test-e2e: setup
+	$(PY) -m pytest -m e2e
 
 # Skips the slow tests (expert success over 40 seeds, 50-episode collection).
 test-fast: setup
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow and not e2e"
 
 # The tiny CPU pipeline (collect, FLARE policy, teacher world model, distilled student, lambda=0 ablation).
 train-tiny: setup

@@ -10,7 +10,7 @@ import pytest
 
 from wm_vla.cli import main
 
-pytestmark = [pytest.mark.ros, pytest.mark.slow]
+pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.e2e]
 
 
 def test_demo_writes_the_report(ros_domain: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

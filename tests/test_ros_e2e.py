@@ -22,7 +22,7 @@ from wm_vla.launcher import Stack
 from wm_vla.robots import load_profile
 from wm_vla.training.pipeline import default_checkpoints
 
-pytestmark = pytest.mark.ros
+pytestmark = [pytest.mark.ros, pytest.mark.e2e]
 # Direct eval (`wm-vla eval sim`, touch, shipped checkpoints): GPC-RANK K=16 succeeds on seeds 1000003..1000007.
 # Over ROS a loaded machine still adds some latency, so the test gives the arm up to ARM_TRIES of these episodes.
 ARM_SEED, ARM_TRIES = 1_000_003, 3
