@@ -197,7 +197,10 @@ def _models_ship(args: argparse.Namespace) -> int:
     sources = {"policy": Path(args.policy or src / POLICY), "wm_student": Path(args.wm or src / STUDENT),
                "wm_teacher": Path(args.teacher or src / TEACHER)}
     roles = [r.strip() for r in args.roles.split(",") if r.strip()]
-    sources = {role: sources[role] for role in roles if role in sources} | {r: Path("?") for r in roles if r not in sources}
+    unknown = sorted(set(roles) - set(sources))
+    if unknown:
+        raise CliError(f"unknown checkpoint roles {unknown}; expected some of {sorted(sources)}")
+    sources = {role: sources[role] for role in roles}
     out = ship(sources, Path(args.out or SHIPPED_DIR), recipe=args.recipe)
     print(f"shipped {', '.join(f'{k} <- {v}' for k, v in sources.items())} to {out}")
     return 0
