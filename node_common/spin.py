@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
+import sys
 from collections.abc import Callable, Sequence
 
 import rclpy
@@ -10,10 +14,29 @@ from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
 
 
-def run(factory: Callable[[], Node], args: Sequence[str] | None = None, autostart: bool = True, threads: int = 4) -> None:
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def exit_with_parent() -> None:
+    """Ask Linux to send SIGTERM when the launching process dies (a killed test run or launcher must not leave
+    nodes spinning, or commanding a robot, with nobody supervising them). No-op off Linux."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def run(factory: Callable[[], Node], args: Sequence[str] | None = None, autostart: bool = True, threads: int = 1) -> None:
     """`rclpy.init`, build the node, (configure + activate a lifecycle node when `autostart`), spin, shut down.
 
-    `threads` = 1 spins single-threaded (e.g. a node whose callbacks share an OpenGL context)."""
+    Nodes spin single-threaded and run model calls on a `node_common.worker.NewestWorker`: rclpy's
+    MultiThreadedExecutor busy-loops under CPU contention in the Kilted wheels (see node_common/worker.py).
+    `threads` > 1 is kept for experiments only."""
+    exit_with_parent()
     rclpy.init(args=args)
     node = factory()
     executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()

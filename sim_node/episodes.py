@@ -15,7 +15,7 @@ from typing import Any
 
 import rclpy
 from geometry_msgs.msg import TwistStamped
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_msgs.msg import Float64MultiArray, String
@@ -108,8 +108,8 @@ class EpisodeClient(Node):
                 "latency_ms": lat, "decision_ms": dec}
 
 
-def spin_in_thread(node: Node) -> tuple[MultiThreadedExecutor, threading.Thread]:
-    ex = MultiThreadedExecutor(num_threads=2, context=node.context)
+def spin_in_thread(node: Node) -> tuple[SingleThreadedExecutor, threading.Thread]:
+    ex = SingleThreadedExecutor(context=node.context)  # see node_common/worker.py
     ex.add_node(node)
     thread = threading.Thread(target=ex.spin, daemon=True)
     thread.start()
