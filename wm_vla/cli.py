@@ -168,7 +168,7 @@ def _train_distill(args: argparse.Namespace) -> int:
     result = distill(DistillConfig(datasets=args.dataset, policy=args.policy, teacher=args.teacher, out=args.out,
                                    candidates=args.candidates,
                                    states=args.states, k=args.k, steps=args.steps, seed=args.seed,
-                                   student_hidden=args.student_hidden, student_layers=args.student_layers,
+                                   extra_states=args.extra_states, student_hidden=args.student_hidden, student_layers=args.student_layers,
                                    progress=not args.no_progress))
     print(f"student {result['out']}: {result['candidates']} policy candidates, {result['train_seconds']} s, "
           f"top-1 ranking agreement with the teacher: held-out states {result['top1_agreement_heldout']:.3f} "
@@ -642,6 +642,8 @@ def build_parser() -> argparse.ArgumentParser:
     td.add_argument("--out", required=True)
     td.add_argument("--states", type=int, default=1500)
     td.add_argument("--k", type=int, default=8)
+    td.add_argument("--extra-states", type=int, default=0,
+                    help="with --candidates: also distil on the policy's candidates at this many random dataset states")
     td.add_argument("--steps", type=int, default=4000)
     td.add_argument("--student-hidden", type=int, default=None, help="override the student preset's width")
     td.add_argument("--student-layers", type=int, default=None, help="override the student preset's depth")
