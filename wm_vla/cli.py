@@ -91,7 +91,8 @@ def _up(args: argparse.Namespace) -> int:
 
     plan = build_plan(BringupArgs(robot=args.robot, backend=args.backend, k=args.k, params_file=args.params_file,
                                   use_sim_time=args.use_sim_time, rank=not args.no_rank, seed=args.seed,
-                                  policy=args.policy, world_model=args.wm, rate_scale=args.rate_scale))
+                                  policy=args.policy, world_model=args.wm, rate_scale=args.rate_scale,
+                                  record_bag=args.record_bag or ""))
     if args.dry_run:
         print(json.dumps([n.to_dict() for n in plan], indent=1))
         return 0
@@ -828,6 +829,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--policy", default=None)
     up.add_argument("--wm", default=None, help="student world model checkpoint")
     up.add_argument("--log-dir", default=None, help="write one log per node there (default: to the terminal)")
+    up.add_argument("--record-bag", default=None, metavar="DIR",
+                    help="record the stack's inputs and outputs to an mcap bag in DIR (then: wm-vla bag eval DIR)")
     up.add_argument("--dry-run", action="store_true", help="print the plan as JSON and exit")
     up.set_defaults(func=_up)
 
