@@ -17,17 +17,17 @@ from rclpy.node import Node
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def exit_with_parent() -> None:
-    """Ask Linux to send SIGTERM when the launching process dies (a killed test run or launcher must not leave
+def exit_with_parent(sig: signal.Signals = signal.SIGTERM) -> None:
+    """Ask Linux to send `sig` when the launching process dies (a killed test run or launcher must not leave
     nodes spinning, or commanding a robot, with nobody supervising them). No-op off Linux."""
     if not sys.platform.startswith("linux"):
         return
     parent = os.getppid()
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+    if libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
         return
     if os.getppid() != parent:  # the parent died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), sig)
 
 
 def run(factory: Callable[[], Node], args: Sequence[str] | None = None, autostart: bool = True, threads: int = 1) -> None:
