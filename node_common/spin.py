@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
+
+
+def report_failure(node: Node, message: str, repeats: int = 10, period_s: float = 0.1) -> None:
+    """Publish an ERROR status on /diagnostics a few times (late subscribers, best-effort monitors) before the
+    node exits: a node that never comes up still tells the operator why."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+
+    pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+    status = DiagnosticStatus(level=DiagnosticStatus.ERROR, name=node.get_fully_qualified_name(), message=message)
+    for _ in range(repeats):
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = node.get_clock().now().to_msg()
+        pub.publish(msg)
+        time.sleep(period_s)
 
 
 def run(factory: Callable[[], Node], args: Sequence[str] | None = None, autostart: bool = True, threads: int = 4) -> None:
@@ -21,7 +36,9 @@ def run(factory: Callable[[], Node], args: Sequence[str] | None = None, autostar
     try:
         if autostart and isinstance(node, LifecycleNode):
             if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                raise SystemExit(f"{node.get_name()}: configure failed")
+                reason = getattr(node, "configure_error", "") or "see the log above"
+                report_failure(node, f"configure failed: {reason}")
+                raise SystemExit(f"{node.get_name()}: configure failed: {reason}")
             node.trigger_activate()
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -69,9 +69,11 @@ class WorldModelNode(ModelNode):
                                    self.p("world_model") or default_checkpoint(1), self.p("onnx_dir") or None,
                                    self.p("device"), self.p("threads") or None)
             except (RuntimeErrorBase, OSError, ValueError) as exc:
-                self.get_logger().error(f"cannot load the world model: {exc}")
-                return TransitionCallbackReturn.FAILURE
+                return self.refuse(f"cannot load the world model: {exc}")
             self.backend = sel.backend
+            if self.backend.spec.action_dim != len(prof.action.names):
+                return self.refuse(f"the models (action {self.backend.spec.action_dim}) do not fit robot {prof.name} "
+                                   f"(action {len(prof.action.names)})")
         self.penalty = KinematicPenalty(prof)
         self.ranker_cfg = RankerConfig(switch_margin=float(self.p("switch_margin")))
         rate = self.p("control_rate_hz") or prof.control_rate_hz
