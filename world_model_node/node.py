@@ -5,7 +5,8 @@ Outputs per robot profile: arm -> Float64MultiArray on the forward position cont
 the control rate; quadruped -> TwistStamped/Twist on cmd_vel (zero on stop). Commands carry the observation
 stamp of the chunk they come from: TwistStamped in header.stamp, Float64MultiArray in layout.dim[0].label
 ("obs_stamp_ns=<ns>", 0 while holding). Inputs: joint_states (NaN/short rejected with a diagnostic), the
-observation stream (stale-observation watchdog), e_stop (std_msgs/Bool: True locks motion until False).
+observation stream (stale-observation watchdog), e_stop (std_msgs/Bool: True locks motion until False); candidates
+that stop arriving mid-task (`candidate_timeout_s`) give a WARN diagnostic.
 /diagnostics: per-stage ms, camera->command latency, control rate, deadline misses, safety interventions.
 """
 
@@ -46,7 +47,7 @@ class WorldModelNode(ModelNode):
             ("onnx_dir", ""), ("threads", 1), ("rank", True), ("switch_margin", 0.0), ("control_rate_hz", 0.0),
             ("action_dt", 0.0), ("blend_s", 0.0), ("interpolate", False), ("velocity_scale", 1.0),
             ("max_acceleration", 0.0), ("max_obs_age_ms", 0.0), ("candidates", CANDIDATES_TOPIC),
-            ("observation", OBSERVATION_TOPIC), ("ranking", RANKING_TOPIC)])
+            ("observation", OBSERVATION_TOPIC), ("ranking", RANKING_TOPIC), ("candidate_timeout_s", 2.0)])
         self.lock = threading.Lock()
         self.counts: Counter[str] = Counter()
         self.stage_ms: dict[str, deque[float]] = {}
@@ -55,6 +56,7 @@ class WorldModelNode(ModelNode):
         self.chunk_stamp_ns = 0
         self.reported_ns = 0
         self.deadline_misses = 0
+        self.last_candidates: float | None = None  # monotonic s of the task's latest candidates (None: none yet)
         self.command_state: tuple[str, tuple[str, ...]] = ("", ())
 
     # ----- lifecycle -----
@@ -135,6 +137,7 @@ class WorldModelNode(ModelNode):
             self.chunks.clear()
             self.safety.reset()
             self.counts["instructions"] += 1
+            self.last_candidates = None
         self.get_logger().info(f"new task {msg.data!r}: pending chunks cleared")
 
     def _on_obs(self, msg: Observation) -> None:
@@ -155,6 +158,7 @@ class WorldModelNode(ModelNode):
         if not self.active:
             return
         t0 = time.perf_counter()
+        self.last_candidates = time.monotonic()
         try:
             actions, z = self._decode(msg)
         except ValueError as exc:
@@ -275,6 +279,9 @@ class WorldModelNode(ModelNode):
             values["camera_to_command_ms_p99"] = float(np.percentile(self.latency_ms, 99))
         if len(self.tick_times) > 1:
             values["control_rate_hz"] = (len(self.tick_times) - 1) / (self.tick_times[-1] - self.tick_times[0])
+        silent = time.monotonic() - self.last_candidates if self.last_candidates is not None else 0.0
+        if silent > self.p("candidate_timeout_s"):  # candidates flowed in this task, then stopped: vla_node down?
+            self.diag.warn(f"no candidates for {silent:.1f} s (is vla_node running?): holding once the chunk ends")
         self.diag.publish(values, "streaming" if self.active else "inactive")
 
 
