@@ -11,13 +11,17 @@ from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
 
 
-def report_failure(node: Node, message: str, repeats: int = 10, period_s: float = 0.1) -> None:
-    """Publish an ERROR status on /diagnostics a few times (late subscribers, best-effort monitors) before the
-    node exits: a node that never comes up still tells the operator why."""
+def report_failure(node: Node, message: str, repeats: int = 5, period_s: float = 0.1, discovery_s: float = 3.0
+                   ) -> None:
+    """Publish an ERROR status on /diagnostics a few times before the node exits (after waiting up to
+    `discovery_s` for a subscriber to be matched): a node that never comes up still tells the operator why."""
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 
     pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
     status = DiagnosticStatus(level=DiagnosticStatus.ERROR, name=node.get_fully_qualified_name(), message=message)
+    deadline = time.monotonic() + discovery_s
+    while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
     for _ in range(repeats):
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = node.get_clock().now().to_msg()
