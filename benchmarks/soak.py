@@ -31,8 +31,13 @@ def main() -> int:
     ap.add_argument("--sample-s", type=float, default=5.0)
     ap.add_argument("--episode-timeout", type=float, default=60.0)
     ap.add_argument("--out", default="outputs/bench/soak")
+    ap.add_argument("--domain-id", type=int, default=None,
+                    help="ROS_DOMAIN_ID of the soak (default: $ROS_DOMAIN_ID, else a free-looking one from 120-219 so "
+                         "that another stack on this machine cannot cross-talk)")
     args = ap.parse_args()
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    os.environ["ROS_DOMAIN_ID"] = str(args.domain_id if args.domain_id is not None
+                                      else os.environ.get("ROS_DOMAIN_ID", 120 + os.getpid() % 100))
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
@@ -105,7 +110,7 @@ def main() -> int:
             thread.join(5)
             client.destroy_node()
             rclpy.try_shutdown()
-    config = {"minutes": args.minutes, "k": args.k, "camera_hz": args.camera_hz, "control_rate_hz": control_hz,
+    config = {"minutes": args.minutes, "k": args.k, "ros_domain_id": int(os.environ["ROS_DOMAIN_ID"]), "camera_hz": args.camera_hz, "control_rate_hz": control_hz,
               "ranking": True, "backend": "torch", "cpus": os.cpu_count(), "sample_s": args.sample_s}
     report = summarize_soak(samples, episodes, args.warmup_s, control_hz, crashed, config)
     json_path, png_path = plot_soak(report, out)

@@ -99,9 +99,39 @@ class WorldModelNode(ModelNode):
         if prof.action.kind == "joint_position":
             self.create_subscription(JointState, prof.topics.joint_states, self._on_joint_state, SENSOR_QOS,
                                      callback_group=io)
-        self.create_timer(self.control_dt, self._control, callback_group=control)
+        self.sim_time = bool(self.get_parameter("use_sim_time").value)
+        if self.sim_time:  # the control rate follows the sim's /clock
+            self.create_timer(self.control_dt, self._control, callback_group=control)
         self.create_timer(1.0, self._diagnostics, callback_group=io)
         return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """On wall time the control loop is a dedicated thread on a monotonic schedule: the executor's threads, busy
+        with candidates, observations and joint states, then never delay a tick (rclpy timers jitter under load)."""
+        ret = super().on_activate(state)
+        if not self.sim_time:
+            self.control_stop = threading.Event()
+            self.control_thread = threading.Thread(target=self._control_loop, name="control", daemon=True)
+            self.control_thread.start()
+        return ret
+
+    def destroy_node(self) -> None:
+        if getattr(self, "control_thread", None) is not None:
+            self.control_stop.set()
+            self.control_thread.join(1.0)
+        super().destroy_node()
+
+    def _control_loop(self) -> None:
+        due = time.monotonic()
+        while not self.control_stop.is_set():
+            due += self.control_dt
+            late = time.monotonic() - due
+            if late > self.control_dt:  # far behind (the process was stalled): restart the schedule, no burst
+                due = time.monotonic()
+            elif late < 0:
+                self.control_stop.wait(-late)
+            if self.active:
+                self._control()
 
     def _outputs(self) -> None:
         prof = self.profile
@@ -122,6 +152,9 @@ class WorldModelNode(ModelNode):
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         with self.lock:
             self.chunks.clear()
+        if not self.sim_time:
+            self.control_stop.set()
+            self.control_thread.join(1.0)
         return super().on_deactivate(state)
 
     # ----- inputs -----

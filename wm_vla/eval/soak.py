@@ -39,6 +39,8 @@ def _drops(s: SoakSample) -> float:
 def summarize_soak(samples: list[SoakSample], episodes: list[dict[str, Any]], warmup_s: float, control_rate_hz: float,
                    crashed: dict[str, int], config: dict[str, Any]) -> dict[str, Any]:
     """The report: RSS growth per node after `warmup_s`, deadline-miss and drop ratios over the same window."""
+    if not samples:
+        raise ValueError("no soak samples: the stack did not run for one sampling period")
     after = [s for s in samples if s.t >= warmup_s] or samples[-1:]
     first, last = after[0], after[-1]
     n = max(1, min(3, len(after) // 3))
