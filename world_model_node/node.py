@@ -12,6 +12,8 @@ that stop arriving mid-task (`candidate_timeout_s`) give a WARN diagnostic.
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -47,7 +49,8 @@ class WorldModelNode(ModelNode):
             ("onnx_dir", ""), ("threads", 1), ("rank", True), ("switch_margin", 0.0), ("control_rate_hz", 0.0),
             ("action_dt", 0.0), ("blend_s", 0.0), ("interpolate", False), ("velocity_scale", 1.0),
             ("max_acceleration", 0.0), ("max_obs_age_ms", 0.0), ("candidates", CANDIDATES_TOPIC),
-            ("observation", OBSERVATION_TOPIC), ("ranking", RANKING_TOPIC), ("candidate_timeout_s", 2.0)])
+            ("observation", OBSERVATION_TOPIC), ("ranking", RANKING_TOPIC), ("candidate_timeout_s", 2.0),
+            ("control_rt_priority", 50)])
         self.lock = threading.Lock()
         self.counts: Counter[str] = Counter()
         self.stage_ms: dict[str, deque[float]] = {}
@@ -121,7 +124,22 @@ class WorldModelNode(ModelNode):
             self.control_thread.join(1.0)
         super().destroy_node()
 
+    def _realtime(self) -> None:
+        """SCHED_FIFO for the control thread when allowed (root / CAP_SYS_NICE / rtprio limit), as ros2_control's
+        controller manager does; the GIL is handed over sooner too. Otherwise it runs at normal priority, said once."""
+        prio = int(self.p("control_rt_priority"))
+        if prio <= 0 or not hasattr(os, "sched_setscheduler"):
+            return
+        sys.setswitchinterval(0.001)
+        try:
+            os.sched_setscheduler(threading.get_native_id(), os.SCHED_FIFO, os.sched_param(prio))
+            self.get_logger().info(f"control thread: SCHED_FIFO priority {prio}")
+        except OSError as exc:
+            self.get_logger().warning(f"control thread without real-time priority ({exc.strerror}): expect deadline "
+                                      "misses on a loaded machine")
+
     def _control_loop(self) -> None:
+        self._realtime()
         due = time.monotonic()
         while not self.control_stop.is_set():
             due += self.control_dt
@@ -174,8 +192,9 @@ class WorldModelNode(ModelNode):
         self.get_logger().info(f"new task {msg.data!r}: pending chunks cleared")
 
     def _on_obs(self, msg: Observation) -> None:
-        with self.lock:
-            self.safety.observation(to_s(msg.header.stamp))
+        # no lock: one attribute store (atomic under the GIL); an I/O thread preempted while holding the command
+        # lock would stall the real-time control thread (priority inversion)
+        self.safety.observation(to_s(msg.header.stamp))
 
     def _on_joint_state(self, msg: JointState) -> None:
         try:
@@ -184,8 +203,7 @@ class WorldModelNode(ModelNode):
             self.counts[f"rejected_joint_state_{exc.reason}"] += 1
             self.diag.warn(f"joint state rejected ({exc.reason}): {exc}", ERROR)
             return
-        with self.lock:
-            self.safety.joint_state(q)
+        self.safety.joint_state(q)  # no lock, as in _on_obs
 
     def _on_candidates(self, msg: ActionCandidates) -> None:
         if not self.active:
