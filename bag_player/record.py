@@ -126,7 +126,10 @@ class BagRecorderNode(Node):
         self.diag.publish(values, "recording" if not self.failed else f"stopped: {self.failed}")
 
     def destroy_node(self) -> None:
-        self.rec.close()  # finalise the mcap (summary, index) of the last part
+        try:
+            self.rec.close()  # finalise the mcap (summary, index) of the last part
+        except BagWriteError as exc:
+            self.get_logger().error(f"closing the recording: {exc}")
         super().destroy_node()
 
 

@@ -25,6 +25,13 @@ class ModelNode(LifecycleNode):
         self.backend: Any = None
         self.worker: NewestWorker[Any] | None = None
         self.active = False
+        self.configure_error = ""
+
+    def refuse(self, message: str) -> TransitionCallbackReturn:
+        """Log why configure fails (kept for the exit diagnostic) and fail the transition: the node never runs."""
+        self.configure_error = message
+        self.get_logger().error(message)
+        return TransitionCallbackReturn.FAILURE
 
     def p(self, name: str) -> Any:
         return self.get_parameter(name).value

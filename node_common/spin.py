@@ -6,6 +6,7 @@ import ctypes
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 
 import rclpy
@@ -30,6 +31,24 @@ def exit_with_parent(sig: signal.Signals = signal.SIGTERM) -> None:
         os.kill(os.getpid(), sig)
 
 
+def report_failure(node: Node, message: str, repeats: int = 5, period_s: float = 0.1, discovery_s: float = 3.0
+                   ) -> None:
+    """Publish an ERROR status on /diagnostics a few times before the node exits (after waiting up to
+    `discovery_s` for a subscriber to be matched): a node that never comes up still tells the operator why."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+
+    pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+    status = DiagnosticStatus(level=DiagnosticStatus.ERROR, name=node.get_fully_qualified_name(), message=message)
+    deadline = time.monotonic() + discovery_s
+    while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for _ in range(repeats):
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = node.get_clock().now().to_msg()
+        pub.publish(msg)
+        time.sleep(period_s)
+
+
 def run(factory: Callable[[], Node], args: Sequence[str] | None = None, autostart: bool = True, threads: int = 1) -> None:
     """`rclpy.init`, build the node, (configure + activate a lifecycle node when `autostart`), spin, shut down.
 
@@ -44,7 +63,9 @@ def run(factory: Callable[[], Node], args: Sequence[str] | None = None, autostar
     try:
         if autostart and isinstance(node, LifecycleNode):
             if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                raise SystemExit(f"{node.get_name()}: configure failed")
+                reason = getattr(node, "configure_error", "") or "see the log above"
+                report_failure(node, f"configure failed: {reason}")
+                raise SystemExit(f"{node.get_name()}: configure failed: {reason}")
             node.trigger_activate()
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -35,6 +35,11 @@ class Received:
             self.items.clear()
 
 
+def statuses(box: Received, node: str, t0: float = 0.0) -> list[Any]:
+    """DiagnosticStatus entries of `node` (name suffix) in a recorded /diagnostics box, received after t0."""
+    return [s for _, m in box.since(t0) for s in m.status if s.name.endswith(node)]
+
+
 class Probe:
     """A node in a private context, spinning in a thread; `record(type, topic)` keeps everything received."""
 

@@ -17,14 +17,14 @@ from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from std_msgs.msg import String
 from wm_vla_interfaces.msg import ActionCandidates, Observation
 
-from node_common.diagnostics import Diagnostics
+from node_common.diagnostics import ERROR, Diagnostics
 from node_common.lifecycle import ModelNode, default_checkpoint
 from node_common.msgs import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, f32, to_s
 from node_common.spin import run
 from node_common.worker import NewestWorker
 from perception_node.node import OBSERVATION_TOPIC
 from wm_vla.robots import load_profile
-from wm_vla.runtime.errors import RuntimeErrorBase
+from wm_vla.runtime.errors import InstructionError, RuntimeErrorBase
 from wm_vla.runtime.spec import candidate_noise
 
 CANDIDATES_TOPIC = "/wm_vla/action_candidates"
@@ -57,13 +57,12 @@ class VlaNode(ModelNode):
             sel = open_backend(self.p("backend"), self.p("policy") or default_policy(), None,
                                self.p("onnx_dir") or None, self.p("device"), self.p("threads") or None)
         except (RuntimeErrorBase, OSError, ValueError) as exc:
-            self.get_logger().error(f"cannot load the policy: {exc}")
-            return TransitionCallbackReturn.FAILURE
+            return self.refuse(f"cannot load the policy: {exc}")
         self.backend, spec = sel.backend, sel.backend.spec
         if spec.action_dim != len(self.profile.action.names) or spec.state_dim != len(self.profile.state.names):
-            self.get_logger().error(f"policy (state {spec.state_dim}, action {spec.action_dim}) does not fit robot "
-                                    f"{self.profile.name}")
-            return TransitionCallbackReturn.FAILURE
+            return self.refuse(f"policy (state {spec.state_dim}, action {spec.action_dim}) does not fit robot "
+                               f"{self.profile.name} (state {len(self.profile.state.names)}, action "
+                               f"{len(self.profile.action.names)})")
         self.spec, self.k = spec, int(self.p("k"))
         self.policy_id = f"{self.p('policy') or default_policy()} ({self.backend.describe()})"
         period = float(self.p("decision_period_s"))
@@ -88,9 +87,23 @@ class VlaNode(ModelNode):
 
     # ----- inputs -----
     def _on_instruction(self, msg: String) -> None:
+        """A new task. One the policy cannot act on (empty, no known word) is refused: no candidates until a valid
+        instruction arrives (the world_model_node, which clears its chunks on any new task, holds meanwhile)."""
+        try:
+            unknown = self.spec.unknown_words(msg.data)
+        except InstructionError as exc:
+            with self.lock:
+                self.instruction = None
+            self.counts["rejected_instructions"] += 1
+            self.get_logger().error(f"instruction refused, no candidates until a valid one: {exc}")
+            self.diag.warn(f"instruction refused: {exc}", ERROR)
+            return
+        if unknown:
+            self.diag.warn(f"instruction {msg.data!r}: words {unknown} are not in the policy's vocabulary (ignored)")
         with self.lock:
             self.instruction = msg.data
             self.last_decided = -np.inf  # a new task: decide on the next observation
+        self.get_logger().info(f"new task {msg.data!r}")
 
     def _on_obs(self, msg: Observation) -> None:
         if not self.active:

@@ -89,7 +89,8 @@ class BagReader:
             self._reader = self._open(self.path)
         except Exception as exc:  # rosbags raises several types for broken files
             mcap = _single_mcap(self.path)
-            if mcap is None or "end magic" not in str(exc) and "footer" not in str(exc).lower():
+            cut_off = any(k in str(exc).lower() for k in ("end magic", "footer", "metadata file"))  # no close()
+            if mcap is None or not cut_off:
                 raise BagOpenError(f"{self.path}: cannot open as a ROS 2 bag (mcap or sqlite3): {exc}") from exc
             self._reader = self._recover(mcap, exc)
         self.store = typestore or bag_typestore()
@@ -103,7 +104,8 @@ class BagReader:
         return reader
 
     def _recover(self, mcap: Path, exc: Exception) -> Reader:
-        """An mcap without its footer (the recording was cut off): read its complete records, count the loss."""
+        """An mcap without its footer or its bag's metadata.yaml (the recording was cut off before it closed): read its
+        complete records, count the loss."""
         self._tmp = tempfile.TemporaryDirectory(prefix="wm_vla_bag_")
         fixed = Path(self._tmp.name) / mcap.name
         kept, dropped = recover_mcap(mcap, fixed)
