@@ -16,6 +16,7 @@ import numpy as np
 
 from wm_vla.teleop.errors import TeleopConfigError, TeleopInputError
 
+INPUTS = ("keyboard", "joy", "spacemouse", "leader")  # teleop_node's `input` parameter
 AXES = ("x", "y", "z", "roll", "pitch", "yaw")  # twist components: linear x/y/z, angular x/y/z
 
 

@@ -1,0 +1,239 @@
+"""Teleop + recorder over real rclpy / Fast DDS with the MuJoCo sim robot, started from the bringup plan:
+
+- scripted end to end: the arm expert's plan played as joystick (sensor_msgs/Joy) input drives teleop_node in the sim;
+  recorder_node saves each finished episode; lerobot loads the >= 5 episodes with delta_timestamps;
+- keyboard teleop through a pseudo-terminal moves the sim arm's tool as the keys say;
+- kill -9 of recorder_node mid-episode: the saved episodes load with their frame counts, the next run appends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from rclpy.node import Node
+from sensor_msgs.msg import Image, Joy, JointState
+from std_msgs.msg import Float64MultiArray, String
+from std_srvs.srv import Trigger
+
+from node_common.msgs import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, from_ns, rgb_to_image
+from ros_stack_helpers import Feeder, Probe
+from wm_vla.bringup import BringupArgs, NodeSpec, build_plan, camera_topic
+from wm_vla.data.lerobot_io import load_dataset
+from wm_vla.launcher import Stack
+from wm_vla.robots import Kinematics, load_profile
+from wm_vla.teleop.scripted import ExpertJoystick
+
+pytestmark = pytest.mark.ros
+ARM = load_profile("arm")
+FAMILY = ("touch",)
+SEED = 1_000_000
+
+
+class Robot:
+    """Probe side: the latest joint state, the sim status, service calls."""
+
+    def __init__(self, probe: Probe) -> None:
+        n: Node = probe.node
+        self.probe, self.lock = probe, threading.Lock()
+        self.q: np.ndarray | None = None
+        self.status: dict[str, Any] = {}
+        n.create_subscription(JointState, ARM.topics.joint_states, self._on_js, SENSOR_QOS)
+        n.create_subscription(String, "/sim/status", self._on_status, LATCHED_QOS)
+        self.joy = n.create_publisher(Joy, "/joy", SENSOR_QOS)
+
+    def _on_js(self, msg: JointState) -> None:
+        pos = dict(zip(msg.name, msg.position))
+        with self.lock:
+            self.q = np.array([pos[j] for j in ARM.action.names])
+
+    def _on_status(self, msg: String) -> None:
+        with self.lock:
+            self.status = json.loads(msg.data)
+
+    def call(self, service: str, timeout: float = 60.0, attempt_s: float = 5.0) -> Trigger.Response:
+        """Call a Trigger service; a request to a server that just restarted (the graph may still hold the killed
+        one) is retried with a fresh client."""
+        deadline = time.monotonic() + timeout
+        while True:
+            client = self.probe.node.create_client(Trigger, service)
+            try:
+                assert client.wait_for_service(timeout_sec=timeout), f"no service {service}"
+                future = client.call_async(Trigger.Request())
+                try:
+                    self.probe.wait(future.done, min(attempt_s, max(0.1, deadline - time.monotonic())),
+                                    f"{service} to answer")
+                    return future.result()
+                except TimeoutError:
+                    if time.monotonic() > deadline:
+                        raise
+            finally:
+                self.probe.node.destroy_client(client)
+
+    def tcp(self) -> np.ndarray:
+        assert self.q is not None
+        kin = Kinematics(ARM.load_model())
+        return kin.link_pose(dict(zip(ARM.arm_joints, self.q[:6])), ARM.tool_link)[:3, 3]
+
+
+@pytest.fixture(scope="module")
+def sim(ros_domain: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Robot, Path]]:
+    logs = tmp_path_factory.mktemp("teleop_logs")
+    plan = [n for n in build_plan(BringupArgs(robot="sim", tasks=FAMILY, seed=SEED, teleop="joy")) if n.name == "sim_robot"]
+    with Stack(plan, log_dir=logs / "sim") as stack:
+        probe = Probe(single_threaded=True)
+        robot = Robot(probe)
+        try:
+            probe.wait(lambda: robot.q is not None and robot.status.get("episode") == 0, 120, "the sim robot")
+            yield stack, robot, logs
+        finally:
+            assert not stack.failed(), stack.log("sim_robot")
+            probe.close()
+
+
+def committed(root: Path) -> int:
+    path = root / ".wm_vla" / "commit.json"
+    return json.loads(path.read_text())["episodes"] if path.is_file() else 0
+
+
+def test_scripted_joystick_teleop_records_five_episodes(sim: tuple[Stack, Robot, Path], tmp_path: Path) -> None:
+    _, robot, logs = sim
+    root = tmp_path / "teleop_ds"
+    plan = [n for n in build_plan(BringupArgs(robot="sim", tasks=FAMILY, seed=SEED, teleop="joy", record=str(root)))
+            if n.name in ("teleop_node", "recorder_node")]
+    results = []
+    with Stack(plan, log_dir=logs / "joy") as stack:
+        robot.probe.wait(lambda: robot.joy.get_subscription_count() > 0, 60, "teleop_node on /joy")
+        for episode in range(5):
+            status = json.loads(robot.call("/sim/reset").message)
+            op = ExpertJoystick(ARM, status["seed"], FAMILY)
+            assert op.instruction == status["instruction"]
+            res = robot.call("/recorder_node/start")
+            assert res.success, res.message + stack.log("recorder_node")[-2000:]
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # the operator: 20 Hz joystick from the measured joint state
+                with robot.lock:
+                    q, st = robot.q.copy(), dict(robot.status)
+                if st.get("episode") == status["episode"] and st.get("done"):
+                    break
+                axes, buttons = op.joy(q)
+                robot.joy.publish(Joy(axes=axes, buttons=buttons))
+                time.sleep(0.05)
+            results.append(st)
+            robot.probe.wait(lambda e=episode: committed(root) == e + 1, 60, f"episode {episode} saved")
+        assert not stack.failed(), stack.log("recorder_node")[-3000:] + stack.log("teleop_node")[-3000:]
+    assert all(r.get("done") for r in results), results
+    assert sum(r["success"] for r in results) >= 3, results  # the teleop path reproduces the expert (6/6 offline)
+    ds = load_dataset(root, delta_timestamps={"action": [i / 10 for i in range(8)], "observation.state": [-0.1, 0.0]})
+    assert ds.num_episodes == 5
+    lengths = [int(n) for n in ds.meta.episodes["length"]]
+    assert all(n >= 10 for n in lengths), lengths
+    item = ds[lengths[0] // 2]
+    assert item["action"].shape == (8, 7) and item["observation.images.front"].shape == (3, 96, 96)
+    actions = np.asarray(ds.hf_dataset.with_format(None)["action"])
+    assert np.all(np.isfinite(actions)) and np.ptp(actions[:, :6], axis=0).max() > 0.2  # the arm was driven
+    tasks = list(ds.meta.tasks.index)
+    assert {r["instruction"] for r in results} <= set(tasks)
+    assert not np.asarray(ds.hf_dataset.with_format(None)["intervention"]).any()  # no policy: never an intervention
+
+
+def test_keyboard_teleop_through_a_pty_moves_the_arm(sim: tuple[Stack, Robot, Path]) -> None:
+    _, robot, logs = sim
+    robot.call("/sim/reset")
+    master, slave = os.openpty()
+    spec = NodeSpec("teleop_node", "teleop_node", "teleop_node.node",
+                    {"robot": "arm", "input": "keyboard", "keyboard_device": os.ttyname(slave), "key_speed": 1.0})
+    with Stack([spec], log_dir=logs / "keyboard") as stack:
+        cmds = robot.probe.record(Float64MultiArray, "/forward_position_controller/commands", COMMAND_QOS)
+        robot.probe.wait(lambda: len(cmds.items) > 5, 60, "keyboard teleop_node commands")
+        time.sleep(0.5)
+        start = robot.tcp()
+        for _ in range(30):  # 'w' held (auto-repeat): +x for ~1.5 s
+            os.write(master, b"w")
+            time.sleep(0.05)
+        time.sleep(0.5)
+        after_w = robot.tcp()
+        for _ in range(20):  # then 'r': +z for ~1 s
+            os.write(master, b"r")
+            time.sleep(0.05)
+        time.sleep(0.5)
+        after_r = robot.tcp()
+        assert not stack.failed(), stack.log("teleop_node")
+    os.close(master)
+    os.close(slave)
+    dx, dz = after_w - start, after_r - after_w
+    assert dx[0] > 0.05 and abs(dx[1]) < 0.02 and abs(dx[2]) < 0.02, (start, after_w)
+    assert dz[2] > 0.03 and abs(dz[0]) < 0.02, (after_w, after_r)
+
+
+SYNTHETIC_TOPICS = ("/joint_states", "/forward_position_controller/commands", "/gripper_controller/commands")
+
+
+class Synthetic:
+    """Probe-side camera + joint state + command streams for recorder_node alone (no sim)."""
+
+    def __init__(self, robot: Robot) -> None:
+        n = robot.probe.node
+        self.node = n
+        self.cams = {c: n.create_publisher(Image, f"/test_rec/{c}", SENSOR_QOS) for c in ("front", "wrist")}
+        js, arm, grip = (f"/test_rec{t}" for t in SYNTHETIC_TOPICS)
+        self.js = n.create_publisher(JointState, js, SENSOR_QOS)
+        self.arm = n.create_publisher(Float64MultiArray, arm, COMMAND_QOS)
+        self.grip = n.create_publisher(Float64MultiArray, grip, COMMAND_QOS)
+        self.k = 0
+
+    def __call__(self) -> None:
+        self.k += 1
+        stamp = from_ns(self.node.get_clock().now().nanoseconds)
+        for cam, pub in self.cams.items():
+            pub.publish(rgb_to_image(np.full((48, 48, 3), self.k % 255, np.uint8), stamp, cam))
+        js = JointState(name=list(ARM.action.names), position=[0.01 * self.k] * 7)
+        js.header.stamp = stamp
+        self.js.publish(js)
+        self.arm.publish(Float64MultiArray(data=[0.01 * self.k] * 6))
+        self.grip.publish(Float64MultiArray(data=[0.02, 0.02]))
+
+
+def test_recorder_kill9_mid_episode_keeps_saved_episodes_and_restart_appends(
+        sim: tuple[Stack, Robot, Path], tmp_path: Path) -> None:
+    _, robot, logs = sim
+    root = tmp_path / "kill_ds"
+    spec = NodeSpec("recorder_node", "recorder_node", "recorder_node.node", {
+        "robot": "arm", "root": str(root), "fps": 10, "camera_names": ["front", "wrist"],
+        "camera_topics": ["/test_rec/front", "/test_rec/wrist"], "image_size": 32, "min_free_mb": 1.0},
+        remappings=tuple((t, f"/test_rec{t}") for t in SYNTHETIC_TOPICS))  # away from the sim robot's topics
+    feed = Feeder(Synthetic(robot), 30.0)
+    try:
+        saved = []
+        with Stack([spec], log_dir=logs / "rec1") as stack:
+            for _ in range(2):
+                assert robot.call("/recorder_node/start").success, stack.log("recorder_node")[-2000:]
+                time.sleep(1.5)
+                res = robot.call("/recorder_node/stop")
+                assert res.success, res.message
+                saved.append(int(res.message.split(": ")[1].split()[0]))
+            assert robot.call("/recorder_node/start").success
+            time.sleep(1.0)
+            stack.procs["recorder_node"].send_signal(signal.SIGKILL)  # mid-episode
+            stack.procs["recorder_node"].wait(10)
+        assert all(n >= 8 for n in saved), saved
+        ds = load_dataset(root)
+        assert [int(n) for n in ds.meta.episodes["length"]] == saved
+        with Stack([spec], log_dir=logs / "rec2") as stack:  # the next run appends
+            assert robot.call("/recorder_node/start").success, stack.log("recorder_node")[-2000:]
+            time.sleep(1.0)
+            res = robot.call("/recorder_node/stop")
+            assert res.success and "(3 episodes)" in res.message, res.message
+            saved.append(int(res.message.split(": ")[1].split()[0]))
+        ds = load_dataset(root, delta_timestamps={"action": [0.0, 0.1]})
+        assert [int(n) for n in ds.meta.episodes["length"]] == saved
+    finally:
+        feed.stop()
