@@ -30,12 +30,33 @@ from wm_vla.bringup import BringupArgs, NodeSpec, build_plan, camera_topic
 from wm_vla.data.lerobot_io import load_dataset
 from wm_vla.launcher import Stack
 from wm_vla.robots import Kinematics, load_profile
-from wm_vla.teleop.scripted import ExpertJoystick
+from sim_node.episodes import spin_in_thread
+from teleop_node.operator import ScriptedOperator
+from wm_vla.data.durable import committed_episodes
 
 pytestmark = pytest.mark.ros
 ARM = load_profile("arm")
 FAMILY = ("touch",)
 SEED = 1_000_000
+
+
+def call_trigger(probe: Probe, service: str, timeout: float = 60.0, attempt_s: float = 5.0) -> Trigger.Response:
+    """Call a Trigger service; a request to a server that just restarted (the graph may still hold the killed one)
+    is retried with a fresh client."""
+    deadline = time.monotonic() + timeout
+    while True:
+        client = probe.node.create_client(Trigger, service)
+        try:
+            assert client.wait_for_service(timeout_sec=timeout), f"no service {service}"
+            future = client.call_async(Trigger.Request())
+            try:
+                probe.wait(future.done, min(attempt_s, max(0.1, deadline - time.monotonic())), f"{service} to answer")
+                return future.result()
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise
+        finally:
+            probe.node.destroy_client(client)
 
 
 class Robot:
@@ -48,7 +69,6 @@ class Robot:
         self.status: dict[str, Any] = {}
         n.create_subscription(JointState, ARM.topics.joint_states, self._on_js, SENSOR_QOS)
         n.create_subscription(String, "/sim/status", self._on_status, LATCHED_QOS)
-        self.joy = n.create_publisher(Joy, "/joy", SENSOR_QOS)
 
     def _on_js(self, msg: JointState) -> None:
         pos = dict(zip(msg.name, msg.position))
@@ -59,24 +79,8 @@ class Robot:
         with self.lock:
             self.status = json.loads(msg.data)
 
-    def call(self, service: str, timeout: float = 60.0, attempt_s: float = 5.0) -> Trigger.Response:
-        """Call a Trigger service; a request to a server that just restarted (the graph may still hold the killed
-        one) is retried with a fresh client."""
-        deadline = time.monotonic() + timeout
-        while True:
-            client = self.probe.node.create_client(Trigger, service)
-            try:
-                assert client.wait_for_service(timeout_sec=timeout), f"no service {service}"
-                future = client.call_async(Trigger.Request())
-                try:
-                    self.probe.wait(future.done, min(attempt_s, max(0.1, deadline - time.monotonic())),
-                                    f"{service} to answer")
-                    return future.result()
-                except TimeoutError:
-                    if time.monotonic() > deadline:
-                        raise
-            finally:
-                self.probe.node.destroy_client(client)
+    def call(self, service: str, timeout: float = 60.0) -> Trigger.Response:
+        return call_trigger(self.probe, service, timeout)
 
     def tcp(self) -> np.ndarray:
         assert self.q is not None
@@ -99,37 +103,32 @@ def sim(ros_domain: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[t
             probe.close()
 
 
-def committed(root: Path) -> int:
-    path = root / ".wm_vla" / "commit.json"
-    return json.loads(path.read_text())["episodes"] if path.is_file() else 0
-
-
+@pytest.mark.e2e  # the whole teleop stack for 5 sim episodes: 45 s on an idle 2-core machine, 80 s on a loaded one
 def test_scripted_joystick_teleop_records_five_episodes(sim: tuple[Stack, Robot, Path], tmp_path: Path) -> None:
+    import rclpy
+
     _, robot, logs = sim
     root = tmp_path / "teleop_ds"
     plan = [n for n in build_plan(BringupArgs(robot="sim", tasks=FAMILY, seed=SEED, teleop="joy", record=str(root)))
             if n.name in ("teleop_node", "recorder_node")]
     results = []
-    with Stack(plan, log_dir=logs / "joy") as stack:
-        robot.probe.wait(lambda: robot.joy.get_subscription_count() > 0, 60, "teleop_node on /joy")
-        for episode in range(5):
-            status = json.loads(robot.call("/sim/reset").message)
-            op = ExpertJoystick(ARM, status["seed"], FAMILY)
-            assert op.instruction == status["instruction"]
-            res = robot.call("/recorder_node/start")
-            assert res.success, res.message + stack.log("recorder_node")[-2000:]
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:  # the operator: 20 Hz joystick from the measured joint state
-                with robot.lock:
-                    q, st = robot.q.copy(), dict(robot.status)
-                if st.get("episode") == status["episode"] and st.get("done"):
-                    break
-                axes, buttons = op.joy(q)
-                robot.joy.publish(Joy(axes=axes, buttons=buttons))
-                time.sleep(0.05)
-            results.append(st)
-            robot.probe.wait(lambda e=episode: committed(root) == e + 1, 60, f"episode {episode} saved")
-        assert not stack.failed(), stack.log("recorder_node")[-3000:] + stack.log("teleop_node")[-3000:]
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    operator = ScriptedOperator("arm", FAMILY, context=ctx)  # the arm expert's plan as joystick input on /joy
+    ex, thread = spin_in_thread(operator)
+    try:
+        with Stack(plan, log_dir=logs / "joy") as stack:
+            for episode in range(5):
+                r = operator.episode(timeout=60)
+                assert r["instruction"] == r["expected_instruction"]
+                results.append(r)
+                operator.wait(lambda e=episode: committed_episodes(root) == e + 1, 60, f"episode {episode} saved")
+            assert not stack.failed(), stack.log("recorder_node")[-3000:] + stack.log("teleop_node")[-3000:]
+    finally:
+        ex.shutdown()
+        thread.join(5)
+        operator.destroy_node()
+        rclpy.shutdown(context=ctx)
     assert all(r.get("done") for r in results), results
     assert sum(r["success"] for r in results) >= 3, results  # the teleop path reproduces the expert (6/6 offline)
     ds = load_dataset(root, delta_timestamps={"action": [i / 10 for i in range(8)], "observation.state": [-0.1, 0.0]})
@@ -237,3 +236,67 @@ def test_recorder_kill9_mid_episode_keeps_saved_episodes_and_restart_appends(
         assert [int(n) for n in ds.meta.episodes["length"]] == saved
     finally:
         feed.stop()
+
+
+MUX = {"/joint_states": "/mux/joint_states", "/joy": "/mux/joy", "/wm_vla/intervention": "/mux/intervention",
+       "/forward_position_controller/commands": "/mux/fwd", "/gripper_controller/commands": "/mux/grip",
+       "/wm_vla/policy/forward_position_controller/commands": "/mux/policy_fwd",
+       "/wm_vla/policy/gripper_controller/commands": "/mux/policy_grip"}
+
+
+def test_teleop_takes_over_from_the_policy_and_hands_back_and_recorder_reports_a_missing_camera(
+        ros_domain: int, tmp_path: Path) -> None:
+    from std_msgs.msg import Bool, MultiArrayDimension
+
+    teleop = NodeSpec("teleop_mux", "teleop_node", "teleop_node.node",
+                      {"robot": "arm", "input": "joy", "policy_prefix": "/wm_vla/policy", "handback_s": 0.5},
+                      remappings=tuple(MUX.items()))
+    recorder = NodeSpec("recorder_missing", "recorder_node", "recorder_node.node",
+                        {"robot": "arm", "root": str(tmp_path / "ds"), "camera_names": ["front"],
+                         "camera_topics": ["/mux/no_camera"], "start_wait_s": 1.0},
+                        remappings=tuple(MUX.items()))
+    probe = Probe(single_threaded=True)
+    n = probe.node
+    js = n.create_publisher(JointState, "/mux/joint_states", SENSOR_QOS)
+    joy = n.create_publisher(Joy, "/mux/joy", SENSOR_QOS)
+    policy = n.create_publisher(Float64MultiArray, "/mux/policy_fwd", COMMAND_QOS)
+    out = probe.record(Float64MultiArray, "/mux/fwd", COMMAND_QOS)
+    flag = probe.record(Bool, "/mux/intervention", LATCHED_QOS)
+    policy_q = [0.1] * 6
+
+    def feed_robot() -> None:
+        msg = JointState(name=list(ARM.action.names), position=[0.0, 0.3, 1.2, 0.0, 1.4, 0.0, 0.02])
+        msg.header.stamp = n.get_clock().now().to_msg()
+        js.publish(msg)
+        cmd = Float64MultiArray(data=policy_q)
+        cmd.layout.dim = [MultiArrayDimension(label="obs_stamp_ns=123", size=6, stride=6)]
+        policy.publish(cmd)
+
+    def from_policy(msg: Float64MultiArray) -> bool:
+        return list(msg.data) == policy_q
+
+    feed = Feeder(feed_robot, 30.0)
+    try:
+        with Stack([teleop, recorder], log_dir=tmp_path / "logs") as stack:
+            probe.wait(lambda: len(out.items) > 10, 60, "forwarded policy commands")
+            assert all(from_policy(m) for _, m in out.since(probe.now() - 0.3))  # the policy drives
+            assert flag.items and not flag.items[-1][1].data
+            t0 = probe.now()
+            deadline = time.monotonic() + 1.5
+            while time.monotonic() < deadline:  # deadman held, stick forward: teleop takes over
+                joy.publish(Joy(axes=[0.0, 1.0, 0.0, 0.0, 0.0, 0.0], buttons=[0, 0, 0, 0, 1, 0]))
+                time.sleep(0.05)
+            took = [m for _, m in out.since(t0 + 0.5)]
+            assert took and not any(from_policy(m) for m in took)
+            assert flag.items[-1][1].data  # intervention
+            assert took[-1].data[0] == pytest.approx(0.0, abs=0.05) and took[-1].data[1] != pytest.approx(0.3)
+            t1 = probe.now()
+            joy.publish(Joy(axes=[0.0] * 6, buttons=[0] * 6))  # released: hand back after 0.5 s
+            probe.wait(lambda: any(from_policy(m) for _, m in out.since(t1)), 10, "the policy again")
+            assert not flag.items[-1][1].data
+            res = call_trigger(probe, "/recorder_missing/start")
+            assert not res.success and "MissingStreamError" in res.message and "camera front" in res.message
+            assert not stack.failed(), stack.log("teleop_mux")
+    finally:
+        feed.stop()
+        probe.close()

@@ -12,9 +12,7 @@ from wm_vla.data.errors import DataError
 from wm_vla.robots.errors import RobotError
 
 # Groups whose commands later milestones bring; each says so instead of pretending to work.
-PLANNED_GROUPS: dict[str, tuple[str, str]] = {
-    "teleop": ("teleoperation and LeRobot recording", "issue #7 (teleop)"),
-}
+PLANNED_GROUPS: dict[str, tuple[str, str]] = {}
 
 
 class CliError(Exception):
@@ -441,6 +439,37 @@ def _bag_to_lerobot(args: argparse.Namespace) -> int:
           f"({summary['dataset_episodes']} episodes there); {summary['frames_per_second']} frames/s "
           f"(read {summary['read_s']} s, write {summary['write_s']} s); dropped {summary['dropped']}")
     return 0
+
+
+def _teleop_collect(args: argparse.Namespace) -> int:
+    """Teleoperated episodes through the ROS stack (sim + teleop_node + recorder_node), the scripted expert as
+    the joystick operator."""
+    from teleop_node.operator import collect  # rclpy lives in the node package, never in the core
+
+    summary = collect(Path(args.out), args.episodes, seed=args.seed,
+                      family=tuple(f for f in (args.family or "").split(",") if f) or None,
+                      log_dir=Path(args.log_dir) if args.log_dir else None, timeout_s=args.timeout, fps=args.fps)
+    Path(args.out, "collect_summary.json").write_text(json.dumps(summary, indent=1))
+    print(f"{summary['episodes']} teleoperated episodes ({summary['successes']} successes) -> {args.out} "
+          f"({summary['dataset_episodes']} episodes there) in {summary['wall_s']} s")
+    return 0
+
+
+def _add_teleop_commands(groups: argparse._SubParsersAction) -> None:
+    teleop = groups.add_parser("teleop", help="teleoperation and crash-safe LeRobot recording (interactive: "
+                                              "`wm-vla up --teleop keyboard --record DIR`)")
+    cmds = teleop.add_subparsers(dest="command")
+    teleop.set_defaults(func=_need_command(teleop))
+    c = cmds.add_parser("collect", help="N teleoperated sim episodes through sim + teleop_node + recorder_node, "
+                                        "driven by the scripted expert as a joystick")
+    c.add_argument("--out", required=True, help="dataset directory (appended to when it exists)")
+    c.add_argument("--episodes", type=int, default=50)
+    c.add_argument("--seed", type=int, default=0, help="sim seed of the first episode")
+    c.add_argument("--family", default=None, help="task families, comma-separated (default: the policy's)")
+    c.add_argument("--fps", type=int, default=0, help="dataset fps (default: the profile's policy rate)")
+    c.add_argument("--timeout", type=float, default=60.0, help="seconds per episode")
+    c.add_argument("--log-dir", default=None, help="node logs (default: a temporary directory)")
+    c.set_defaults(func=_teleop_collect)
 
 
 def _add_bag_commands(groups: argparse._SubParsersAction) -> None:
@@ -882,6 +911,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_demo)
 
     _add_bag_commands(groups)
+    _add_teleop_commands(groups)
     for group, (what, where) in PLANNED_GROUPS.items():
         p = groups.add_parser(group, help=f"{what} (arrives with {where})")
         p.set_defaults(func=_planned(group))

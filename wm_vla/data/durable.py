@@ -248,6 +248,12 @@ def _start_new_files(ds: Any) -> None:
     ds._writer_closed_for_reading = False
 
 
+def committed_episodes(root: Path) -> int:
+    """Episodes of the last commit at `root` (0 when there is none); what survives a crash right now."""
+    record = _read_commit(Path(root))
+    return int(record["episodes"]) if record else 0
+
+
 def _committed_episodes(root: Path) -> int:
     record = _read_commit(root)
     if record is not None:
