@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -70,6 +71,8 @@ class RecorderNode(Node):
         self.action = np.full(len(prof.action.names), np.nan)
         self.intervention = False
         self.ticks: list[float] = []
+        self.next_t: float | None = None
+        self.arrivals: dict[str, deque[float]] = {c: deque(maxlen=120) for c in cams}
         self.last_error = ""
         self._subscribe(p)
         for name in ("start", "stop", "discard", "rerecord"):
@@ -120,6 +123,7 @@ class RecorderNode(Node):
         self._guard(lambda: self._add_image(cam, msg))
 
     def _add_image(self, cam: str, msg: Image | CompressedImage) -> None:
+        self.arrivals[cam].append(time.monotonic())
         rgb = image_to_rgb(msg)
         with self.lock:
             self.rec.add_image(cam, to_s(msg.header.stamp), rgb)
@@ -226,11 +230,21 @@ class RecorderNode(Node):
 
     # ----- resampling clock -----
     def _tick(self) -> None:
-        t = self._now() - self.lag
+        """Add every frame due since the last tick (frame times on a 1/fps grid of the stamp clock, so a late timer
+        does not thin the dataset; at most 1 s of backlog)."""
+        t_now = self._now() - self.lag
+        period = 1.0 / self.fps
         with self.lock:
-            if self.rec.tick(t):
-                self.ticks.append(time.monotonic())
-                del self.ticks[:-4 * self.fps]
+            if self.rec.status != RECORDING:
+                self.next_t = None
+                return
+            if self.next_t is None or t_now - self.next_t > 1.0:
+                self.next_t = t_now
+            while self.next_t <= t_now:
+                if self.rec.tick(self.next_t):
+                    self.ticks.append(time.monotonic())
+                self.next_t += period
+            del self.ticks[:-4 * self.fps]
 
     def _diagnostics(self) -> None:
         with self.lock:
@@ -238,6 +252,9 @@ class RecorderNode(Node):
             ticks = list(self.ticks)
         achieved = (len(ticks) - 1) / (ticks[-1] - ticks[0]) if len(ticks) > 2 and ticks[-1] > ticks[0] else 0.0
         values = {**stats, "fps_target": self.fps, "fps_achieved": round(achieved, 2), "root": str(self.rec.cfg.root)}
+        for cam, times in self.arrivals.items():  # what the cameras deliver (the recorder cannot beat it)
+            recent = [t for t in times if t > time.monotonic() - 2.0]
+            values[f"camera_{cam}_hz"] = round((len(recent) - 1) / (recent[-1] - recent[0]), 2) if len(recent) > 2 else 0.0
         if self.last_error:
             values["last_error"] = self.last_error
         self.diag.publish(values, stats["status"])
