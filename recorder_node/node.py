@@ -177,14 +177,15 @@ class RecorderNode(Node):
 
     def _on_status(self, msg: String) -> None:
         try:
-            done = bool(json.loads(msg.data).get("done"))
+            status = json.loads(msg.data)
+            done, success = bool(status.get("done")), bool(status.get("success"))
         except (ValueError, AttributeError):
             return
         if done and self.rec.status == RECORDING:
-            self._do("stop")
+            self._do("stop", success)
 
     # ----- episode control -----
-    def _do(self, action: str) -> tuple[bool, str]:
+    def _do(self, action: str, success: bool | None = None) -> tuple[bool, str]:
         with self.lock:
             try:
                 if action == "start":
@@ -193,7 +194,7 @@ class RecorderNode(Node):
                     self.ticks = []
                     text = f"recording episode {self.rec.episodes}"
                 elif action == "stop":
-                    n = self.rec.stop()
+                    n = self.rec.stop(success)
                     text = f"saved episode {self.rec.episodes - 1}: {n} frames ({self.rec.episodes} episodes)"
                 elif action == "discard":
                     text = f"discarded {self.rec.discard()} frames"

@@ -81,7 +81,7 @@ def test_resampled_frames_episode_controls_and_lerobot_load(tmp_path: Path) -> N
         t += 0.1
         feed(rec, t, rng, 32)
         rec.tick(t)
-    assert rec.stop() == 6
+    assert rec.stop(success=True) == 6
     rec.close()
     assert episode_lengths(tmp_path / "ds") == [30, 6]
     ds = load_dataset(tmp_path / "ds")
@@ -92,6 +92,11 @@ def test_resampled_frames_episode_controls_and_lerobot_load(tmp_path: Path) -> N
     assert [bool(ds[i]["intervention"]) for i in (0, 29)] == [False, True]
     assert ds[0]["task"] == "pick the cube" and ds[0]["observation.images.front"].shape == (3, 32, 32)
     assert len(list((tmp_path / "ds" / "data").rglob("*.parquet"))) == 2  # one file set per episode
+    labels = {k: np.asarray(ds.hf_dataset.with_format(None)[k]).ravel() for k in ("episode_success", "next.done",
+                                                                                   "next.success", "next.failure")}
+    assert not labels["episode_success"][:30].any() and labels["episode_success"][30:].all()  # unlabelled, success
+    assert labels["next.done"].nonzero()[0].tolist() == [35] and labels["next.success"].nonzero()[0].tolist() == [35]
+    assert not labels["next.failure"].any()
 
 
 def test_stale_stream_drops_frames_by_reason(tmp_path: Path) -> None:

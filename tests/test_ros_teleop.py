@@ -246,6 +246,7 @@ MUX = {"/joint_states": "/mux/joint_states", "/joy": "/mux/joy", "/wm_vla/interv
 
 def test_teleop_takes_over_from_the_policy_and_hands_back_and_recorder_reports_a_missing_camera(
         ros_domain: int, tmp_path: Path) -> None:
+    from diagnostic_msgs.msg import DiagnosticArray
     from std_msgs.msg import Bool, MultiArrayDimension
 
     teleop = NodeSpec("teleop_mux", "teleop_node", "teleop_node.node",
@@ -262,6 +263,7 @@ def test_teleop_takes_over_from_the_policy_and_hands_back_and_recorder_reports_a
     policy = n.create_publisher(Float64MultiArray, "/mux/policy_fwd", COMMAND_QOS)
     out = probe.record(Float64MultiArray, "/mux/fwd", COMMAND_QOS)
     flag = probe.record(Bool, "/mux/intervention", LATCHED_QOS)
+    diag = probe.record(DiagnosticArray, "/diagnostics", 10)
     policy_q = [0.1] * 6
 
     def feed_robot() -> None:
@@ -294,6 +296,13 @@ def test_teleop_takes_over_from_the_policy_and_hands_back_and_recorder_reports_a
             joy.publish(Joy(axes=[0.0] * 6, buttons=[0] * 6))  # released: hand back after 0.5 s
             probe.wait(lambda: any(from_policy(m) for _, m in out.since(t1)), 10, "the policy again")
             assert not flag.items[-1][1].data
+            joy.publish(Joy(axes=[0.0], buttons=[]))  # malformed: counted and reported, the node keeps running
+
+            def rejected() -> int:
+                values = [{kv.key: kv.value for kv in st.values} for _, m in diag.items for st in m.status
+                          if st.name.endswith("teleop_mux")]
+                return max((int(v.get("rejected_inputs", 0)) for v in values), default=0)
+            probe.wait(lambda: rejected() >= 1, 10, "the rejected joy message on /diagnostics")
             res = call_trigger(probe, "/recorder_missing/start")
             assert not res.success and "MissingStreamError" in res.message and "camera front" in res.message
             assert not stack.failed(), stack.log("teleop_mux")

@@ -23,6 +23,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from wm_vla.data.errors import DatasetExistsError, DatasetMismatchError, DiskFullError, RecorderError
 from wm_vla.data.lerobot_io import prepare_output_dir
 
@@ -99,6 +101,16 @@ class DurableDataset:
         except ValueError as exc:
             raise DatasetMismatchError(f"frame does not match the dataset's features: {exc}") from exc
         self.frames_in_episode += 1
+
+    def label_episode(self, success: bool) -> None:
+        """Outcome labels of the buffered episode (lerobot's `episode_buffer` holds one value per frame)."""
+        buf = self.dataset.episode_buffer
+        n = self.frames_in_episode
+        for key, last in (("episode_success", success), ("next.done", True), ("next.success", success),
+                          ("next.failure", not success)):
+            if key in buf:
+                buf[key] = [np.array([success if key == "episode_success" else (last and i == n - 1)])
+                            for i in range(n)]
 
     def discard_episode(self) -> None:
         if self.frames_in_episode:

@@ -160,14 +160,17 @@ class EpisodeRecorder:
         frame["task"] = self.task
         return frame
 
-    def stop(self) -> int:
-        """Save the episode (crash-safe); returns its frame count."""
+    def stop(self, success: bool | None = None) -> int:
+        """Save the episode (crash-safe); returns its frame count. `success` (e.g. from the sim's task check) labels
+        the episode: `episode_success` on every frame, `next.done` and `next.success`/`next.failure` on the last."""
         if self.status != RECORDING:
             raise EpisodeStateError("no episode is recording")
         self.status = IDLE
         if self.episode.frames == 0:
             self.dataset.discard_episode()
             raise MissingStreamError(f"episode has no frame (dropped: {dict(self.episode.dropped)}); nothing saved")
+        if success is not None:
+            self.dataset.label_episode(bool(success))
         n = self.dataset.save_episode()
         self.saved.append(n)
         return n
