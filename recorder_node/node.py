@@ -30,7 +30,7 @@ from node_common.diagnostics import ERROR, Diagnostics
 from node_common.msgs import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, image_to_rgb, odometry_values, to_s
 from node_common.spin import run
 from teleop_node.node import INTERVENTION_TOPIC
-from wm_vla.data.errors import DataError, FrameError, RecorderError
+from wm_vla.data.errors import DataError, RecorderError
 from wm_vla.data.recorder import RECORDING, EpisodeRecorder, RecorderConfig
 from wm_vla.robots import load_profile
 from wm_vla.runtime.errors import SafetyError

@@ -18,18 +18,18 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
-from geometry_msgs.msg import Twist, TwistStamped
+from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from sensor_msgs.msg import Joy, JointState
-from std_msgs.msg import Bool, Float64MultiArray, MultiArrayDimension, String
+from std_msgs.msg import Bool, String
 
-from node_common.diagnostics import ERROR, Diagnostics
+from node_common.commands import CommandOutputs, checked_joint_state
+from node_common.diagnostics import Diagnostics
 from node_common.msgs import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, to_ns, to_s
 from node_common.spin import run
 from wm_vla.robots import load_profile
-from wm_vla.runtime.errors import SafetyError
-from wm_vla.runtime.safety import SafeCommand, SafetyFilter, check_joint_state
+from wm_vla.runtime.safety import SafeCommand, SafetyFilter
 from wm_vla.teleop import (ArmTeleop, BaseTeleop, CommandMux, JoyMapping, KeyMapping, MotionCommand, TeleopError,
                            leader_targets, twist_command)
 from wm_vla.teleop.arm import ArmTeleopConfig
@@ -68,7 +68,7 @@ class TeleopNode(Node):
         self.measured: np.ndarray | None = None
         self.state_ns = 0
         self.need_reset = True
-        self._outputs()
+        self.out = CommandOutputs(self, prof)  # the policy's command topics
         self._inputs(p)
         self.intervention_pub = self.create_publisher(Bool, p["intervention_topic"], LATCHED_QOS)
         self.intervention_pub.publish(Bool(data=False))
@@ -77,44 +77,9 @@ class TeleopNode(Node):
         self.create_timer(self.dt, self._tick)
         self.create_timer(1.0, self._diagnostics)
 
-    # ----- outputs (the policy's command topics) -----
-    def _outputs(self) -> None:
-        prof = self.profile
-        self.twist_spec = next((c for c in prof.controllers.values() if c.interface == "twist"), None)
-        self.pubs: dict[str, Any] = {}
-        if self.twist_spec is not None:
-            self.pubs[self.twist_spec.topic] = self.create_publisher(
-                TwistStamped if self.twist_spec.stamped else Twist, self.twist_spec.topic, COMMAND_QOS)
-            return
-        names = prof.action.names
-        self.position = []
-        for spec in (c for c in prof.controllers.values() if c.interface == "position_commands"):
-            cols = [names.index(j) if j in names else names.index(next(g for g in prof.gripper_joints if g in names))
-                    for j in spec.joints]
-            self.pubs[spec.topic] = self.create_publisher(Float64MultiArray, spec.topic, COMMAND_QOS)
-            self.position.append((cols, self.pubs[spec.topic]))
-
     def _publish(self, cmd: SafeCommand, lineage_ns: int) -> None:
-        if cmd.values is None:
-            return
-        if self.twist_spec is not None:
-            v = dict(zip(self.profile.action.names, map(float, cmd.values)))
-            tw = Twist()
-            tw.linear.x, tw.linear.y, tw.linear.z = v.get("vx", 0.0), v.get("vy", 0.0), v.get("vz", 0.0)
-            tw.angular.x, tw.angular.y, tw.angular.z = v.get("wx", 0.0), v.get("wy", 0.0), v.get("wz", 0.0)
-            pub = self.pubs[self.twist_spec.topic]
-            if self.twist_spec.stamped:
-                msg = TwistStamped(twist=tw)
-                msg.header.stamp = self.get_clock().now().to_msg()
-                msg.header.frame_id = self.profile.base_link
-                pub.publish(msg)
-            else:
-                pub.publish(tw)
-            return
-        for cols, pub in self.position:
-            msg = Float64MultiArray(data=[float(cmd.values[c]) for c in cols])
-            msg.layout.dim = [MultiArrayDimension(label=f"obs_stamp_ns={lineage_ns}", size=len(cols), stride=len(cols))]
-            pub.publish(msg)
+        if cmd.values is not None:
+            self.out.publish(cmd.values, lineage_ns)
 
     # ----- inputs -----
     def _inputs(self, p: dict[str, Any]) -> None:
@@ -188,11 +153,8 @@ class TeleopNode(Node):
         self.counts["keys" if known else "unknown_keys"] += 1
 
     def _on_joint_state(self, msg: JointState) -> None:
-        try:
-            q = check_joint_state(msg.name, msg.position, self.profile.action.names)
-        except SafetyError as exc:
-            self.counts[f"rejected_joint_state_{exc.reason}"] += 1
-            self.diag.warn(f"joint state rejected ({exc.reason}): {exc}", ERROR)
+        q = checked_joint_state(msg, self.profile.action.names, self.counts, self.diag)
+        if q is None:
             return
         with self.lock:
             self.measured, self.state_ns = q, to_ns(msg.header.stamp)
@@ -218,7 +180,7 @@ class TeleopNode(Node):
     # ----- policy pass-through (mux) -----
     def _policy_inputs(self, prefix: str) -> None:
         """The policy's commands arrive on its command topics remapped under `prefix`; forwarded while it drives."""
-        for topic, pub in self.pubs.items():
+        for topic, pub in self.out.pubs.items():
             self.create_subscription(pub.msg_type, f"{prefix}{topic}", lambda m, pb=pub: self._on_policy(pb, m),
                                      COMMAND_QOS)
 

@@ -26,7 +26,7 @@ from std_srvs.srv import Trigger
 
 from node_common.msgs import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, from_ns, rgb_to_image
 from ros_stack_helpers import Feeder, Probe
-from wm_vla.bringup import BringupArgs, NodeSpec, build_plan, camera_topic
+from wm_vla.bringup import BringupArgs, NodeSpec, build_plan
 from wm_vla.data.lerobot_io import load_dataset
 from wm_vla.launcher import Stack
 from wm_vla.robots import Kinematics, load_profile
