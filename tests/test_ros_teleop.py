@@ -309,3 +309,63 @@ def test_teleop_takes_over_from_the_policy_and_hands_back_and_recorder_reports_a
     finally:
         feed.stop()
         probe.close()
+
+
+def test_spacemouse_drives_the_quadruped_and_a_leader_arm_drives_the_arm(ros_domain: int, tmp_path: Path) -> None:
+    """teleop_node with the other two inputs (no sim): spacemouse Twist -> clamped TwistStamped cmd_vel, zero after
+    the device goes quiet; leader JointState -> follower joint targets within limits (through the safety filter)."""
+    from geometry_msgs.msg import Twist, TwistStamped
+    from nav_msgs.msg import Odometry
+
+    quad = load_profile("quadruped")
+    base = NodeSpec("teleop_quad", "teleop_node", "teleop_node.node",
+                    {"robot": "quadruped", "input": "spacemouse", "input_timeout_s": 0.3},
+                    remappings=(("/spacenav/twist", "/q/spacenav"), ("/cmd_vel", "/q/cmd_vel"), ("/odom", "/q/odom")))
+    leader = NodeSpec("teleop_leader", "teleop_node", "teleop_node.node", {"robot": "arm", "input": "leader"},
+                      remappings=tuple((k, v.replace("/mux/", "/lead/")) for k, v in MUX.items()
+                                       if k in ("/joint_states", "/forward_position_controller/commands"))
+                      + (("/leader/joint_states", "/lead/leader"),))
+    probe = Probe(single_threaded=True)
+    n = probe.node
+    odom = n.create_publisher(Odometry, "/q/odom", SENSOR_QOS)
+    mouse = n.create_publisher(Twist, "/q/spacenav", SENSOR_QOS)
+    js = n.create_publisher(JointState, "/lead/joint_states", SENSOR_QOS)
+    lead = n.create_publisher(JointState, "/lead/leader", SENSOR_QOS)
+    cmd_vel = probe.record(TwistStamped, "/q/cmd_vel", COMMAND_QOS)
+    fwd = probe.record(Float64MultiArray, "/lead/fwd", COMMAND_QOS)
+    home = [0.0, 0.3, 1.2, 0.0, 1.4, 0.0, 0.02]
+
+    def robots() -> None:
+        o = Odometry()
+        o.header.stamp = n.get_clock().now().to_msg()
+        o.pose.pose.orientation.w = 1.0
+        odom.publish(o)
+        msg = JointState(name=list(ARM.action.names), position=home)
+        msg.header.stamp = n.get_clock().now().to_msg()
+        js.publish(msg)
+
+    feed = Feeder(robots, 30.0)
+    try:
+        with Stack([base, leader], log_dir=tmp_path / "logs") as stack:
+            probe.wait(lambda: mouse.get_subscription_count() > 0 and lead.get_subscription_count() > 0, 60,
+                       "teleop nodes")
+            t0 = probe.now()
+            for _ in range(20):  # 1 s of full forward + half left yaw
+                tw = Twist()
+                tw.linear.x, tw.angular.z = 1.5, 0.5  # beyond full scale: clipped to the velocity bounds
+                mouse.publish(tw)
+                lead.publish(JointState(name=list(ARM.action.names), position=[0.2, 0.4, 1.1, 0.0, 1.3, 0.1, 0.04]))
+                time.sleep(0.05)
+            moving = [m.twist for _, m in cmd_vel.since(t0 + 0.6)]
+            assert moving and moving[-1].linear.x == pytest.approx(quad.action.high[0])
+            assert moving[-1].angular.z == pytest.approx(0.5 * quad.action.high[2])
+            time.sleep(1.0)  # the spacemouse went quiet: explicit zero
+            last = cmd_vel.items[-1][1].twist
+            assert last.linear.x == 0.0 and last.angular.z == 0.0
+            probe.wait(lambda: fwd.items and list(fwd.items[-1][1].data) == pytest.approx([0.2, 0.4, 1.1, 0.0, 1.3, 0.1],
+                                                                                          abs=1e-6),
+                       10, "the follower at the leader's joints")
+            assert not stack.failed(), stack.log("teleop_quad") + stack.log("teleop_leader")
+    finally:
+        feed.stop()
+        probe.close()
