@@ -175,3 +175,24 @@ def test_disk_full_on_a_tiny_tmpfs_keeps_saved_episodes(tmp_path: Path) -> None:
     saved = out["saved"]
     assert 1 <= len(saved) < 20
     assert episode_lengths(copy) == saved  # every episode saved before the disk filled loads, frame counts match
+
+
+def test_video_episodes_resume_into_new_files_and_load(tmp_path: Path) -> None:
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    root = tmp_path / "ds"
+    rng = np.random.default_rng(3)
+    t = 0.0
+    for run, n_episodes in enumerate((2, 1)):  # a second session appends to the video dataset
+        cfg = config(root)
+        cfg.use_videos = True
+        rec = EpisodeRecorder(cfg)
+        assert rec.episodes == 2 * run
+        for _ in range(n_episodes):
+            t = episode(rec, t, 6, rng, 32)
+            assert rec.stop() == 6
+        rec.close()
+    assert len(list((root / "videos" / "observation.images.front").rglob("*.mp4"))) == 3  # one file per episode
+    ds = LeRobotDataset("local/ds", root=root, video_backend="pyav", delta_timestamps={"action": [0.0, 0.1]})
+    assert ds.num_episodes == 3 and len(ds) == 18
+    assert ds[17]["observation.images.wrist"].shape == (3, 32, 32) and ds[17]["action"].shape == (2, 4)
