@@ -196,3 +196,13 @@ def test_video_episodes_resume_into_new_files_and_load(tmp_path: Path) -> None:
     ds = LeRobotDataset("local/ds", root=root, video_backend="pyav", delta_timestamps={"action": [0.0, 0.1]})
     assert ds.num_episodes == 3 and len(ds) == 18
     assert ds[17]["observation.images.wrist"].shape == (3, 32, 32) and ds[17]["action"].shape == (2, 4)
+
+
+def test_kill9_during_the_first_episode_then_a_fresh_start(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    proc = child("--root", str(root), "--episodes", "0", "--frames", "8", "--crash", "mid_episode", check=False)
+    assert proc.returncode == -signal.SIGKILL
+    assert (root / "meta" / "info.json").is_file()  # lerobot's empty dataset: nothing was saved yet
+    out = json.loads(child("--root", str(root), "--episodes", "1", "--frames", "5").stdout)
+    assert out["resumed_at"] == 0 and out["saved"] == [5]
+    assert episode_lengths(root) == [5]

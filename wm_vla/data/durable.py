@@ -71,6 +71,8 @@ class DurableDataset:
                 for name in (*TRACKED, "images", JOURNAL_DIR):
                     shutil.rmtree(self.root / name, ignore_errors=True)
             prepare_output_dir(self.root)
+            if self.root.is_dir():  # empty (checked above): lerobot creates the directory itself
+                self.root.rmdir()
             self.dataset = LeRobotDataset.create(repo_id=repo_id, fps=fps, features=features, root=self.root,
                                                  robot_type=robot_type, use_videos=use_videos)
         if threads:
