@@ -6,7 +6,9 @@ appends. Episode control: std_srvs/Trigger services `~/start`, `~/stop` (save), 
 on a terminal (`keyboard_device` or stdin when `keys` is true: n start, s save, d discard, r rerecord). With
 `status_topic` (the sim's JSON status) an episode is saved when the sim reports it done. The instruction topic sets
 the task string; `intervention_topic` (std_msgs/Bool from teleop_node) marks frames where teleop overrode the policy.
-/diagnostics: status, episodes, frames, fps achieved vs target, dropped frames by reason.
+/diagnostics: status, episodes, frames, fps achieved vs target, dropped frames by reason. With `bag_dir` every
+recorded message also goes to a rosbag2 (mcap) session there, with "start" / "end" / "discard" markers on
+/wm_vla/episode (discarded takes stay in the raw bag).
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from geometry_msgs.msg import Twist, TwistStamped
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
+from rclpy.serialization import serialize_message
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import Trigger
@@ -30,6 +34,9 @@ from node_common.diagnostics import ERROR, Diagnostics
 from node_common.msgs import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, image_to_rgb, odometry_values, to_s
 from node_common.spin import run
 from teleop_node.node import INTERVENTION_TOPIC
+from wm_vla.data.bags.simbag import MARKER_TOPIC
+from wm_vla.data.bags.writer import BagRecorder
+from wm_vla.data.bags.writer import RecorderConfig as BagConfig
 from wm_vla.data.errors import DataError, RecorderError
 from wm_vla.data.recorder import RECORDING, EpisodeRecorder, RecorderConfig
 from wm_vla.robots import load_profile
@@ -47,7 +54,8 @@ class RecorderNode(Node):
             ("camera_topics", [""]), ("compressed", False), ("image_size", 96), ("task", ""), ("max_age_ms", 200.0),
             ("action_lead_ms", 0.0), ("sync_lag_ms", 30.0), ("use_videos", False), ("min_free_mb", 100.0),
             ("status_topic", ""), ("intervention_topic", INTERVENTION_TOPIC), ("keys", False),
-            ("keyboard_device", ""), ("autostart", False), ("start_wait_s", 5.0)])
+            ("keyboard_device", ""), ("autostart", False), ("start_wait_s", 5.0), ("bag_dir", ""),
+            ("bag_storage", "mcap"), ("bag_split_s", 0.0)])
         p: dict[str, Any] = {d.name: d.value for d in decl}
         if not p["root"]:
             raise ValueError("recorder_node needs the dataset directory: root:=/path/to/dataset")
@@ -61,6 +69,7 @@ class RecorderNode(Node):
         self.lag = p["sync_lag_ms"] / 1e3
         self.start_wait = float(p["start_wait_s"])
         self.lock = threading.RLock()
+        self.bag_lock = threading.Lock()
         self.diag = Diagnostics(self, "recorder")
         self.rec = EpisodeRecorder(RecorderConfig(
             p["root"], self.fps, tuple(cams), tuple(prof.state.names), tuple(prof.action.names), prof.name,
@@ -74,6 +83,7 @@ class RecorderNode(Node):
         self.next_t: float | None = None
         self.arrivals: dict[str, deque[float]] = {c: deque(maxlen=120) for c in cams}
         self.last_error = ""
+        self.bag = self._open_bag(p)
         self._subscribe(p)
         for name in ("start", "stop", "discard", "rerecord"):
             self.create_service(Trigger, f"~/{name}", lambda req, res, n=name: self._on_service(n, res))
@@ -87,29 +97,58 @@ class RecorderNode(Node):
         if p["autostart"]:
             self.create_timer(0.5, self._autostart)
 
+    # ----- optional raw bag of everything recorded (mcap by default) -----
+    def _open_bag(self, p: dict[str, Any]) -> BagRecorder | None:
+        """A rosbag2 of the recorded topics next to the dataset, with episode markers (std_msgs/String "start" /
+        "end" on MARKER_TOPIC, so `wm-vla bag to-lerobot --marker` splits it the same way)."""
+        if not p["bag_dir"]:
+            return None
+        out = Path(p["bag_dir"]).expanduser() / time.strftime("session_%Y%m%d_%H%M%S")
+        return BagRecorder(BagConfig(out, storage=p["bag_storage"], split_duration_s=p["bag_split_s"] or None))
+
+    def _to_bag(self, topic: str, msg: Any) -> None:
+        if self.bag is None:
+            return
+        cls = type(msg)
+        msgtype = f"{cls.__module__.split('.')[0]}/msg/{cls.__name__}"
+        with self.bag_lock:
+            try:
+                self.bag.write_raw(topic, msgtype, serialize_message(msg), self.get_clock().now().nanoseconds)
+            except DataError as exc:
+                self.rec.total_dropped["bag_write_error"] += 1
+                self.diag.warn(f"bag: {exc}")
+
+    def _mark(self, text: str) -> None:
+        self._to_bag(MARKER_TOPIC, String(data=text))
+
     # ----- inputs -----
     def _subscribe(self, p: dict[str, Any]) -> None:
         prof = self.profile
         cls = CompressedImage if p["compressed"] else Image
         for cam, topic in self.camera_topics.items():
-            self.create_subscription(cls, topic, lambda m, c=cam: self._on_image(c, m), SENSOR_QOS)
+            self._sub(cls, topic, lambda m, c=cam: self._on_image(c, m), SENSOR_QOS)
         if prof.state.kind == "odometry":
-            self.create_subscription(Odometry, prof.topics.odometry or "/odom", self._on_odom, SENSOR_QOS)
+            self._sub(Odometry, prof.topics.odometry or "/odom", self._on_odom, SENSOR_QOS)
         else:
-            self.create_subscription(JointState, prof.topics.joint_states, self._on_joint_state, SENSOR_QOS)
+            self._sub(JointState, prof.topics.joint_states, self._on_joint_state, SENSOR_QOS)
         names = prof.action.names
         for spec in prof.controllers.values():
             if spec.interface == "twist":
-                self.create_subscription(TwistStamped if spec.stamped else Twist, spec.topic, self._on_twist,
-                                         COMMAND_QOS)
+                self._sub(TwistStamped if spec.stamped else Twist, spec.topic, self._on_twist, COMMAND_QOS)
             elif spec.interface == "position_commands":
                 cols = [names.index(j) if j in names else -1 for j in spec.joints]
-                self.create_subscription(Float64MultiArray, spec.topic,
-                                         lambda m, c=cols: self._on_positions(c, m), COMMAND_QOS)
-        self.create_subscription(String, prof.topics.instruction, self._on_instruction, LATCHED_QOS)
-        self.create_subscription(Bool, p["intervention_topic"], self._on_intervention, LATCHED_QOS)
+                self._sub(Float64MultiArray, spec.topic, lambda m, c=cols: self._on_positions(c, m), COMMAND_QOS)
+        self._sub(String, prof.topics.instruction, self._on_instruction, LATCHED_QOS)
+        self._sub(Bool, p["intervention_topic"], self._on_intervention, LATCHED_QOS)
         if p["status_topic"]:
             self.create_subscription(String, p["status_topic"], self._on_status, LATCHED_QOS)
+
+    def _sub(self, cls: type, topic: str, callback: Callable[[Any], None], qos: Any) -> None:
+        """Subscribe; with a bag, every message also goes there (under its resolved topic name)."""
+        def both(msg: Any, name: str = self.resolve_topic_name(topic)) -> None:
+            self._to_bag(name, msg)
+            callback(msg)
+        self.create_subscription(cls, topic, both if self.bag is not None else callback, qos)
 
     def _guard(self, fn: Callable[[], None]) -> None:
         try:
@@ -191,15 +230,20 @@ class RecorderNode(Node):
                 if action == "start":
                     self._wait_streams()
                     self.rec.start()
+                    self._mark("start")
                     self.ticks = []
                     text = f"recording episode {self.rec.episodes}"
                 elif action == "stop":
+                    self._mark("end")
                     n = self.rec.stop(success)
                     text = f"saved episode {self.rec.episodes - 1}: {n} frames ({self.rec.episodes} episodes)"
                 elif action == "discard":
+                    self._mark("discard")
                     text = f"discarded {self.rec.discard()} frames"
                 else:
+                    self._mark("discard")
                     text = f"discarded {self.rec.rerecord()} frames; recording episode {self.rec.episodes} again"
+                    self._mark("start")
             except RecorderError as exc:
                 self.last_error = str(exc)
                 self.diag.warn(f"{action}: {exc}", ERROR)
@@ -265,6 +309,9 @@ class RecorderNode(Node):
             self.reader.close()
         with self.lock:
             self.rec.close()  # an unsaved episode is not complete: dropped; saved ones are already durable
+        if self.bag is not None:
+            with self.bag_lock:
+                self.bag.close()
         super().destroy_node()
 
 

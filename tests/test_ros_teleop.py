@@ -32,6 +32,7 @@ from wm_vla.launcher import Stack
 from wm_vla.robots import Kinematics, load_profile
 from sim_node.episodes import spin_in_thread
 from teleop_node.operator import ScriptedOperator
+from wm_vla.data.bags import BagReader
 from wm_vla.data.durable import committed_episodes
 
 pytestmark = pytest.mark.ros
@@ -226,7 +227,10 @@ def test_recorder_kill9_mid_episode_keeps_saved_episodes_and_restart_appends(
         assert all(n >= 8 for n in saved), saved
         ds = load_dataset(root)
         assert [int(n) for n in ds.meta.episodes["length"]] == saved
-        with Stack([spec], log_dir=logs / "rec2") as stack:  # the next run appends
+        bag_dir = tmp_path / "bags"
+        spec2 = NodeSpec(spec.name, spec.executable, spec.module, {**spec.parameters, "bag_dir": str(bag_dir)},
+                         spec.remappings)
+        with Stack([spec2], log_dir=logs / "rec2") as stack:  # the next run appends (and keeps a raw mcap too)
             assert robot.call("/recorder_node/start").success, stack.log("recorder_node")[-2000:]
             time.sleep(1.0)
             res = robot.call("/recorder_node/stop")
@@ -234,6 +238,12 @@ def test_recorder_kill9_mid_episode_keeps_saved_episodes_and_restart_appends(
             saved.append(int(res.message.split(": ")[1].split()[0]))
         ds = load_dataset(root, delta_timestamps={"action": [0.0, 0.1]})
         assert [int(n) for n in ds.meta.episodes["length"]] == saved
+        (session,) = bag_dir.glob("session_*/*")
+        with BagReader(session) as bag:
+            counts = bag.message_counts()
+            markers = [r.msg.data for r in bag.read("/wm_vla/episode")]
+        assert markers == ["start", "end"] and counts["/test_rec/front"] > 20 and counts["/test_rec/joint_states"] > 20
+        assert counts["/test_rec/forward_position_controller/commands"] > 20
     finally:
         feed.stop()
 

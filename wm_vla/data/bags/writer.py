@@ -74,14 +74,16 @@ class BagRecorder:
 
     def write(self, topic: str, msgtype: str, msg: Any, t_ns: int) -> None:
         """Serialise and append one message with bag (log) time `t_ns`."""
-        if msgtype not in self.store.types:
-            raise BagWriteError(f"unknown message type {msgtype!r} for {topic}")
-        if self._types.setdefault(topic, msgtype) != msgtype:
-            raise BagWriteError(f"{topic} was recorded as {self._types[topic]}, not {msgtype}")
+        self._check(topic, msgtype)
         try:
             raw = self.store.serialize_cdr(msg, msgtype)
         except Exception as exc:
             raise BagWriteError(f"{topic}: cannot serialise {msgtype}: {exc}") from exc
+        self.write_raw(topic, msgtype, bytes(raw), t_ns)
+
+    def write_raw(self, topic: str, msgtype: str, raw: bytes, t_ns: int) -> None:
+        """Append an already CDR-serialised message (e.g. rclpy's `serialize_message`) with bag time `t_ns`."""
+        self._check(topic, msgtype)
         if self._writer is None or self._full(t_ns):
             self._open_part()
         assert self._writer is not None
@@ -91,6 +93,12 @@ class BagRecorder:
         self._first_ns = t_ns if self._first_ns is None else self._first_ns
         self._bytes += len(raw)
         self.messages += 1
+
+    def _check(self, topic: str, msgtype: str) -> None:
+        if msgtype not in self.store.types:
+            raise BagWriteError(f"unknown message type {msgtype!r} for {topic}")
+        if self._types.setdefault(topic, msgtype) != msgtype:
+            raise BagWriteError(f"{topic} was recorded as {self._types[topic]}, not {msgtype}")
 
     def _full(self, t_ns: int) -> bool:
         if self._first_ns is None:
