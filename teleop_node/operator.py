@@ -52,7 +52,7 @@ class ScriptedOperator(Node):
                 raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
             time.sleep(0.02)
 
-    def call(self, service: str, timeout: float = 60.0, attempt_s: float = 5.0) -> Trigger.Response:
+    def call(self, service: str, timeout: float = 120.0, attempt_s: float = 15.0) -> Trigger.Response:
         """Call a Trigger service; retried with a fresh client (a just-restarted server may miss the first)."""
         deadline = time.monotonic() + timeout
         while True:
