@@ -39,6 +39,7 @@ setup(
         "perception_node = perception_node.node:main",
         "vla_node = vla_node.node:main",
         "world_model_node = world_model_node.node:main",
+        "bag_recorder = bag_player.record:main",
         "teleop_node = teleop_node.node:main",
         "recorder_node = recorder_node.node:main",
     ]},

@@ -3,7 +3,8 @@
 Source `topic` (sensor_msgs/Image rgb8/bgr8/mono8/rgba8/bgra8, or CompressedImage when `compressed`), `opencv`
 (V4L2 index or video path) or `realsense` (pyrealsense2). Frames of all cameras within `sync_slop_ms` of the
 first camera's frame form a set; the robot state is taken as-of that stamp (newest sample not after it, at most
-`max_state_age_ms` older). Frames older than `max_frame_age_ms` on arrival, undecodable frames and NaN/short
+`max_state_age_ms` older). Frames older than `max_frame_age_ms` on arrival, frames whose stamp is not after the
+camera's previous one (a clock jumping backwards), undecodable frames and NaN/short
 joint states are dropped and counted per reason on /diagnostics, never forwarded.
 """
 
@@ -49,6 +50,7 @@ class Perception(Node):
         self.slop = p["sync_slop_ms"] / 1e3
         self.states: AsOfBuffer[tuple[np.ndarray, JointState | None]] = AsOfBuffer(p["max_state_age_ms"] / 1e3)
         self.frames: dict[str, tuple[float, Any, np.ndarray]] = {}   # camera -> (stamp s, stamp msg, resized rgb)
+        self.last_stamp: dict[str, float] = {}  # camera -> newest accepted frame stamp (s)
         self.counts: Counter[str] = Counter()
         self.diag = Diagnostics(self, "perception")
         self.pub = self.create_publisher(Observation, p["output"], SENSOR_QOS)
@@ -109,12 +111,18 @@ class Perception(Node):
         if age > self.max_frame_age:
             self._drop("stale_frame", f"{camera} frame {1e3 * age:.0f} ms old")
             return
+        last = self.last_stamp.get(camera, -np.inf)
+        if stamp <= last and stamp + age - last > -self.max_frame_age:  # (a previous stamp from the future: no block)
+            self._drop("stamp_backwards", f"{camera} frame stamp {stamp:.3f} s is not after the previous "
+                       f"{last:.3f} s ({1e3 * (last - stamp):.0f} ms back)")
+            return
         try:
             rgb = fit(image_to_rgb(msg), self.size)
         except FrameError as exc:
             self._drop(exc.reason, f"{camera} frame: {exc}")
             return
         self.frames[camera] = (stamp, msg.header.stamp, rgb)
+        self.last_stamp[camera] = stamp
         self._emit()
 
     def _grab(self) -> None:

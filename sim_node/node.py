@@ -4,7 +4,10 @@ Publishes joint_states (and /odom for the quadruped) and one rgb8 camera stream 
 driver, accepts the profile's command topics (JointTrajectory, Float64MultiArray, Twist/TwistStamped), publishes
 the task status (JSON on /sim/status, latched) and the episode's instruction, and resets on the `/sim/reset`
 service (std_srvs/Trigger; episode n uses seed `seed + n`). With `wait_for_command` the episode's clock (physics,
-time limit) starts with its first command, so a stack that is still loading does not lose episode time. With
+time limit) starts with its first command, so a stack that is still loading does not lose episode time. A
+velocity-commanded base stops (zero twist) after `cmd_timeout_s` without commands; position targets are held.
+`camera_hz` > 0 streams the cameras at that rate (the latest rendered scene, freshly stamped) instead of once per
+world step, like a 30 Hz camera watching a 10 Hz simulation. With
 `sim_clock` it publishes /clock (one world step per tick, `rate_scale` x real time) and stamps everything with it;
 the other nodes then run with use_sim_time, so a slow machine slows the world instead of adding latency. The commands' observation stamp is recorded in the
 status (`last_command_obs_ns`) so lineage is visible end to end.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -40,7 +44,8 @@ class SimRobot(Node):
         super().__init__("sim_robot")
         p = self.declare_parameters("", [("world", "arm"), ("seed", 1_000_000), ("task", ""), ("image_size", 96),
                                          ("time_limit_s", 0.0), ("autostart", True), ("rate_scale", 1.0),
-                                         ("wait_for_command", True), ("sim_clock", False)])
+                                         ("wait_for_command", True), ("sim_clock", False),
+                                         ("cmd_timeout_s", 0.5), ("camera_hz", 0.0)])
         params = {name.name: name.value for name in p}
         self.world = make_world(params["world"], image_size=params["image_size"],
                                 time_limit_s=params["time_limit_s"] or None)
@@ -54,6 +59,9 @@ class SimRobot(Node):
         self.trajectory: list[tuple[int, dict[str, float]]] = []   # (absolute ns, joint targets)
         self.last_lineage_ns = 0
         self.commands = 0
+        self.cmd_timeout_s = float(params["cmd_timeout_s"])  # velocity commands: like diff_drive's cmd_vel_timeout
+        self.last_command_s = time.monotonic()
+        self.timed_out = False
         self.js_pub = self.create_publisher(JointState, self.profile.topics.joint_states, SENSOR_QOS)
         self.odom_pub = (self.create_publisher(Odometry, self.profile.topics.odometry, SENSOR_QOS)
                          if self.profile.topics.odometry else None)
@@ -67,6 +75,9 @@ class SimRobot(Node):
         self.step_ns = round(1e9 / self.world.fps)
         self.clock_pub = self.create_publisher(Clock, "/clock", 10) if self.sim_clock else None
         self.timer = self.create_timer(1.0 / (self.world.fps * params["rate_scale"]), self._tick)
+        self.camera_hz = float(params["camera_hz"])  # > 0: cameras stream at this rate (latest scene, fresh stamps)
+        if self.camera_hz > 0:
+            self.create_timer(1.0 / self.camera_hz, self._publish_frames)
         if params["autostart"]:
             self.reset()
 
@@ -94,6 +105,20 @@ class SimRobot(Node):
                 self.target[names.index(name)] = v
         self.commands += 1
         self.episode_commands += int(lineage_ns != 0)
+        self.last_command_s = time.monotonic()
+        if self.timed_out:
+            self.timed_out = False
+            self.get_logger().info("velocity commands resumed")
+
+    def _command_watchdog(self) -> None:
+        """A velocity-commanded base stops when its commands stop (`cmd_timeout_s`, 0 = never): a dead controller
+        must not leave it driving. Position-commanded joints keep (hold) their last target, as ros2_control does."""
+        if (self.profile.action.kind != "body_velocity" or self.cmd_timeout_s <= 0 or self.timed_out
+                or self.target is None or time.monotonic() - self.last_command_s < self.cmd_timeout_s):
+            return
+        self.target[:] = 0.0
+        self.timed_out = True
+        self.get_logger().warning(f"no velocity command for {self.cmd_timeout_s:.2f} s: base stopped (zero twist)")
 
     def _on_positions(self, joints: tuple[str, ...], msg: Float64MultiArray) -> None:
         if len(msg.data) != len(joints) or not np.all(np.isfinite(msg.data)):
@@ -159,6 +184,7 @@ class SimRobot(Node):
         if self.wait_for_command and not self.episode_commands:  # the clock starts with the first command
             self._publish()
             return
+        self._command_watchdog()
         now = self.now_ns()
         due = [pos for t, pos in self.trajectory if t <= now]
         if due:
@@ -175,9 +201,16 @@ class SimRobot(Node):
         self.js_pub.publish(js)
         if self.odom_pub is not None:
             self.odom_pub.publish(self._odometry(stamp))
+        if self.camera_hz <= 0:
+            self._publish_frames(stamp)
+        self.status_pub.publish(String(data=json.dumps(self.status())))
+
+    def _publish_frames(self, stamp: Any = None) -> None:
+        if self.result is None or (stamp is None and self.result.done):  # a finished episode's scene is frozen
+            return
+        stamp = stamp or from_ns(self.now_ns())
         for cam, pub in self.cam_pubs.items():
             pub.publish(rgb_to_image(self.result.observation.images[cam], stamp, f"{cam}_camera_optical_frame"))
-        self.status_pub.publish(String(data=json.dumps(self.status())))
 
     def _odometry(self, stamp: Any) -> Odometry:
         x, y, yaw, vx, vy, wz = (float(v) for v in self.result.observation.state[:6])  # type: ignore[union-attr]

@@ -110,7 +110,7 @@ def rig(ros_domain: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
                     {"robot": "arm", "rank": False, "max_obs_age_ms": 1e3 * MAX_AGE})
     logs = tmp_path_factory.mktemp("wm_node")
     with Stack([spec], log_dir=logs) as stack:
-        probe = Probe(single_threaded=True)
+        probe = Probe()
         rig = Rig(probe)
         try:
             probe.wait(lambda: len(rig.forward.items) > 5 or bool(stack.failed()), 60,
@@ -218,7 +218,7 @@ def test_quadruped_twist_is_limited_carries_lineage_and_zeroes_on_stop(ros_domai
     spec = NodeSpec("world_model_node", "world_model_node", "world_model_node.node",
                     {"robot": "quadruped", "rank": False})
     with Stack([spec], log_dir=tmp_path) as stack:
-        probe = Probe(single_threaded=True)
+        probe = Probe()
         n = probe.node
         obs_pub = n.create_publisher(Observation, "/wm_vla/observation", SENSOR_QOS)
         cand_pub = n.create_publisher(ActionCandidates, "/wm_vla/action_candidates", COMMAND_QOS)
@@ -256,3 +256,50 @@ def test_quadruped_twist_is_limited_carries_lineage_and_zeroes_on_stop(ros_domai
         finally:
             feeder.stop()
             probe.close()
+
+
+def test_e_stop_mid_chunk_holds_at_once_and_the_chunk_never_resumes(rig: Rig) -> None:
+    rig.fresh_task()
+    chunk = np.tile(HOME, (40, 1))
+    chunk[:, 0] = np.linspace(0.0, 1.0, 40)   # a 4 s pan: still streaming when the button is pressed
+    stamp = rig.candidates(chunk)
+    rig.probe.wait(lambda: sum(lin == stamp for _, _, lin in tracked(rig.forward)) > 10, 6.0, "the chunk streaming")
+    t_press = rig.probe.now()
+    rig.estop_pub.publish(Bool(data=True))
+    rig.probe.wait(lambda: any(lin == 0 for _, _, lin in tracked(rig.forward, t_press)), 5.0, "a hold command")
+    after = tracked(rig.forward, t_press)
+    first_hold = next(t for t, _, lin in after if lin == 0)
+    late = [t for t, _, lin in after if lin == stamp and t > first_hold]
+    print(f"\n[fault] e-stop mid-chunk: press -> first hold command received {1e3 * (first_hold - t_press):.1f} ms")
+    assert not late, "no motion command of the stopped chunk after the first hold"
+    rig.e_stop(True)  # wait for the node to report it, then release mid-chunk (the chunk had 2 s left)
+    time.sleep(0.2)
+    rig.e_stop(False)
+    t_release = rig.probe.now()
+    time.sleep(0.4)
+    cmds = tracked(rig.forward, t_release)
+    assert len(cmds) > 5 and all(lin == 0 and np.allclose(q, HOME[:6]) for _, q, lin in cmds), \
+        "after release the arm holds until a fresh chunk; the stopped chunk never resumes"
+
+
+def test_joint_state_of_the_wrong_length_is_rejected_with_an_error_and_the_arm_holds(rig: Rig) -> None:
+    rig.fresh_task()
+    t0 = rig.probe.now()
+    before = rig.diag_value("rejected_joint_state_length_mismatch") or 0
+    short = JointState(name=NAMES, position=[float(v) for v in HOME[:4]])  # 7 names, 4 positions
+
+    def send_short() -> bool:  # best-effort sensor QoS: keep sending until the node has counted a few
+        short.header.stamp = rig.probe.node.get_clock().now().to_msg()
+        rig.js_pub.publish(short)
+        time.sleep(0.05)
+        return (rig.diag_value("rejected_joint_state_length_mismatch", t0) or 0) >= before + 3
+
+    rig.probe.wait(send_short, 10.0, "counted length_mismatch rejections")
+    errors = [s for _, m in rig.diag.since(t0) for s in m.status
+              if s.name.endswith("world_model_node") and s.level == DiagnosticStatus.ERROR]
+    assert errors and "length_mismatch" in errors[-1].message and "4" in errors[-1].message
+    cmds = tracked(rig.forward, t0)
+    assert cmds and all(lin == 0 and np.allclose(q, HOME[:6]) for _, q, lin in cmds)  # held, never zeros
+    t1 = rig.probe.now()  # recovery: only well-formed joint states (the feeder's) from here on
+    rig.probe.wait(lambda: any(s.level == DiagnosticStatus.OK for _, m in rig.diag.since(t1 + 1.1) for s in m.status
+                               if s.name.endswith("world_model_node")), 6.0, "an OK diagnostic once the fault clears")

@@ -39,10 +39,25 @@ class Stack:
     def __enter__(self) -> Stack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for spec in self.plan:
-            out = open(self.log_dir / f"{spec.name}.log", "wb") if self.quiet else None  # noqa: SIM115
-            self.procs[spec.name] = subprocess.Popen(self.command(spec), env=self.env, stdout=out,
-                                                     stderr=subprocess.STDOUT if out else None)
+            self.start(spec.name)
         return self
+
+    def start(self, name: str) -> None:
+        """(Re)start node `name` of the plan; a restarted node appends to its log."""
+        spec = next((s for s in self.plan if s.name == name), None)
+        if spec is None:
+            raise KeyError(f"no node {name!r} in the plan ({[s.name for s in self.plan]})")
+        if name in self.procs and self.procs[name].poll() is None:
+            raise RuntimeError(f"node {name} is already running")
+        out = open(self.log_dir / f"{spec.name}.log", "ab") if self.quiet else None  # noqa: SIM115
+        self.procs[name] = subprocess.Popen(self.command(spec), env=self.env, stdout=out,
+                                            stderr=subprocess.STDOUT if out else None)
+
+    def kill(self, name: str) -> int:
+        """SIGKILL node `name` (a crash: no shutdown handlers run) and reap it; returns its exit code."""
+        p = self.procs[name]
+        p.kill()
+        return p.wait()
 
     def failed(self) -> dict[str, int]:
         """Nodes that have exited, with their return codes."""

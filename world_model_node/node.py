@@ -5,18 +5,20 @@ Outputs per robot profile: arm -> Float64MultiArray on the forward position cont
 the control rate; quadruped -> TwistStamped/Twist on cmd_vel (zero on stop). Commands carry the observation
 stamp of the chunk they come from: TwistStamped in header.stamp, Float64MultiArray in layout.dim[0].label
 ("obs_stamp_ns=<ns>", 0 while holding). Inputs: joint_states (NaN/short rejected with a diagnostic), the
-observation stream (stale-observation watchdog), e_stop (std_msgs/Bool: True locks motion until False).
+observation stream (stale-observation watchdog), e_stop (std_msgs/Bool: True locks motion until False); candidates
+that stop arriving mid-task (`candidate_timeout_s`) give a WARN diagnostic.
 /diagnostics: per-stage ms, camera->command latency, control rate, deadline misses, safety interventions.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from collections import Counter, deque
 
 import numpy as np
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, String
@@ -27,6 +29,7 @@ from node_common.diagnostics import ERROR, Diagnostics
 from node_common.lifecycle import ModelNode, default_checkpoint
 from node_common.msgs import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, f32, to_ns, to_s
 from node_common.spin import run
+from node_common.worker import NewestWorker
 from perception_node.node import OBSERVATION_TOPIC
 from vla_node.node import CANDIDATES_TOPIC
 from wm_vla.robots import load_profile
@@ -46,7 +49,8 @@ class WorldModelNode(ModelNode):
             ("onnx_dir", ""), ("threads", 1), ("rank", True), ("switch_margin", 0.0), ("control_rate_hz", 0.0),
             ("action_dt", 0.0), ("blend_s", 0.0), ("interpolate", False), ("velocity_scale", 1.0),
             ("max_acceleration", 0.0), ("max_obs_age_ms", 0.0), ("candidates", CANDIDATES_TOPIC),
-            ("observation", OBSERVATION_TOPIC), ("ranking", RANKING_TOPIC)])
+            ("observation", OBSERVATION_TOPIC), ("ranking", RANKING_TOPIC), ("candidate_timeout_s", 2.0),
+            ("control_rt_priority", 50)])
         self.lock = threading.Lock()
         self.counts: Counter[str] = Counter()
         self.stage_ms: dict[str, deque[float]] = {}
@@ -55,6 +59,7 @@ class WorldModelNode(ModelNode):
         self.chunk_stamp_ns = 0
         self.reported_ns = 0
         self.deadline_misses = 0
+        self.last_candidates: float | None = None  # monotonic s of the task's latest candidates (None: none yet)
         self.command_state: tuple[str, tuple[str, ...]] = ("", ())
 
     # ----- lifecycle -----
@@ -69,9 +74,11 @@ class WorldModelNode(ModelNode):
                                    self.p("world_model") or default_checkpoint(1), self.p("onnx_dir") or None,
                                    self.p("device"), self.p("threads") or None)
             except (RuntimeErrorBase, OSError, ValueError) as exc:
-                self.get_logger().error(f"cannot load the world model: {exc}")
-                return TransitionCallbackReturn.FAILURE
+                return self.refuse(f"cannot load the world model: {exc}")
             self.backend = sel.backend
+            if self.backend.spec.action_dim != len(prof.action.names):
+                return self.refuse(f"the models (action {self.backend.spec.action_dim}) do not fit robot {prof.name} "
+                                   f"(action {len(prof.action.names)})")
         self.penalty = KinematicPenalty(prof)
         self.ranker_cfg = RankerConfig(switch_margin=float(self.p("switch_margin")))
         rate = self.p("control_rate_hz") or prof.control_rate_hz
@@ -85,19 +92,62 @@ class WorldModelNode(ModelNode):
                                                max_acceleration=accel, max_obs_age_s=age)
         self.diag = Diagnostics(self, "world_model")
         self._outputs()
-        io, infer, control = (MutuallyExclusiveCallbackGroup() for _ in range(3))
         self.rank_pub = self.create_lifecycle_publisher(RankingResult, self.p("ranking"), COMMAND_QOS)
-        self.create_subscription(ActionCandidates, self.p("candidates"), self._on_candidates, COMMAND_QOS,
-                                 callback_group=infer)
-        self.create_subscription(Observation, self.p("observation"), self._on_obs, SENSOR_QOS, callback_group=io)
-        self.create_subscription(Bool, prof.topics.e_stop, self._on_e_stop, LATCHED_QOS, callback_group=io)
-        self.create_subscription(String, prof.topics.instruction, self._on_instruction, LATCHED_QOS, callback_group=io)
+        self.worker = NewestWorker(self._rank, "world_model_ranking", self._worker_failed)
+        self.create_subscription(ActionCandidates, self.p("candidates"), self._on_candidates, COMMAND_QOS)
+        self.create_subscription(Observation, self.p("observation"), self._on_obs, SENSOR_QOS)
+        self.create_subscription(Bool, prof.topics.e_stop, self._on_e_stop, LATCHED_QOS)
+        self.create_subscription(String, prof.topics.instruction, self._on_instruction, LATCHED_QOS)
         if prof.action.kind == "joint_position":
-            self.create_subscription(JointState, prof.topics.joint_states, self._on_joint_state, SENSOR_QOS,
-                                     callback_group=io)
-        self.create_timer(self.control_dt, self._control, callback_group=control)
-        self.create_timer(1.0, self._diagnostics, callback_group=io)
+            self.create_subscription(JointState, prof.topics.joint_states, self._on_joint_state, SENSOR_QOS)
+        self.sim_time = bool(self.get_parameter("use_sim_time").value)
+        if self.sim_time:  # the control rate follows the sim's /clock
+            self.create_timer(self.control_dt, self._control)
+        self.create_timer(1.0, self._diagnostics)
         return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """On wall time the control loop is a dedicated thread on a monotonic schedule: the executor's threads, busy
+        with candidates, observations and joint states, then never delay a tick (rclpy timers jitter under load)."""
+        ret = super().on_activate(state)
+        if not self.sim_time:
+            self.control_stop = threading.Event()
+            self.control_thread = threading.Thread(target=self._control_loop, name="control", daemon=True)
+            self.control_thread.start()
+        return ret
+
+    def destroy_node(self) -> None:
+        if getattr(self, "control_thread", None) is not None:
+            self.control_stop.set()
+            self.control_thread.join(1.0)
+        super().destroy_node()
+
+    def _realtime(self) -> None:
+        """SCHED_FIFO for the control thread when allowed (root / CAP_SYS_NICE / rtprio limit), as ros2_control's
+        controller manager does; the GIL is handed over sooner too. Otherwise it runs at normal priority, said once."""
+        prio = int(self.p("control_rt_priority"))
+        if prio <= 0 or not hasattr(os, "sched_setscheduler"):
+            return
+        sys.setswitchinterval(0.001)
+        try:
+            os.sched_setscheduler(threading.get_native_id(), os.SCHED_FIFO, os.sched_param(prio))
+            self.get_logger().info(f"control thread: SCHED_FIFO priority {prio}")
+        except OSError as exc:
+            self.get_logger().warning(f"control thread without real-time priority ({exc.strerror}): expect deadline "
+                                      "misses on a loaded machine")
+
+    def _control_loop(self) -> None:
+        self._realtime()
+        due = time.monotonic()
+        while not self.control_stop.is_set():
+            due += self.control_dt
+            late = time.monotonic() - due
+            if late > self.control_dt:  # far behind (the process was stalled): restart the schedule, no burst
+                due = time.monotonic()
+            elif late < 0:
+                self.control_stop.wait(-late)
+            if self.active:
+                self._control()
 
     def _outputs(self) -> None:
         self.out = CommandOutputs(self, self.profile, self.create_lifecycle_publisher)
@@ -105,6 +155,9 @@ class WorldModelNode(ModelNode):
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         with self.lock:
             self.chunks.clear()
+        if not self.sim_time:
+            self.control_stop.set()
+            self.control_thread.join(1.0)
         return super().on_deactivate(state)
 
     # ----- inputs -----
@@ -120,19 +173,32 @@ class WorldModelNode(ModelNode):
             self.chunks.clear()
             self.safety.reset()
             self.counts["instructions"] += 1
+            self.last_candidates = None
         self.get_logger().info(f"new task {msg.data!r}: pending chunks cleared")
 
     def _on_obs(self, msg: Observation) -> None:
-        with self.lock:
-            self.safety.observation(to_s(msg.header.stamp))
+        # no lock: one attribute store (atomic under the GIL); an I/O thread preempted while holding the command
+        # lock would stall the real-time control thread (priority inversion)
+        self.safety.observation(to_s(msg.header.stamp))
 
     def _on_joint_state(self, msg: JointState) -> None:
         q = checked_joint_state(msg, self.profile.action.names, self.counts, self.diag)
         if q is not None:
-            with self.lock:
-                self.safety.joint_state(q)
+            self.safety.joint_state(q)  # no lock, as in _on_obs
 
     def _on_candidates(self, msg: ActionCandidates) -> None:
+        if not self.active or self.worker is None:
+            return
+        self.last_candidates = time.monotonic()
+        if self.worker.submit(msg):
+            self.counts["skipped_candidates"] += 1  # a newer set arrived before ranking this one started
+
+    def _worker_failed(self, exc: BaseException) -> None:
+        self.counts["ranking_errors"] += 1
+        self.diag.warn(f"ranking failed, nothing new executed: {type(exc).__name__}: {exc}", ERROR)
+
+    def _rank(self, msg: ActionCandidates) -> None:
+        """Rank (worker thread), hand the chosen chunk to the executor, publish the RankingResult."""
         if not self.active:
             return
         t0 = time.perf_counter()
@@ -198,7 +264,7 @@ class WorldModelNode(ModelNode):
 
     # ----- control loop -----
     def _control(self) -> None:
-        """Control-rate tick (its own callback group)."""
+        """Control-rate tick (on the node's executor; ranking runs on the worker thread)."""
         if not self.active:
             return
         now = self.get_clock().now().nanoseconds * 1e-9
@@ -218,7 +284,7 @@ class WorldModelNode(ModelNode):
                 self.get_logger().info(f"command path: {cmd.state} {','.join(cmd.reasons)}".rstrip())
             if "stale_observation" in cmd.reasons or "e_stop" in cmd.reasons:
                 self.chunks.clear()  # a chunk whose observation stream died (or that was stopped) is void
-        self._publish(cmd, lineage)
+            self._publish(cmd, lineage)  # under the lock: control tick and worker never publish out of order
         if lineage and lineage != self.reported_ns:  # first command of a chunk: camera stamp -> command publish
             self.reported_ns = lineage
             self.latency_ms.append((self.get_clock().now().nanoseconds - lineage) / 1e6)
@@ -239,6 +305,9 @@ class WorldModelNode(ModelNode):
             values["camera_to_command_ms_p99"] = float(np.percentile(self.latency_ms, 99))
         if len(self.tick_times) > 1:
             values["control_rate_hz"] = (len(self.tick_times) - 1) / (self.tick_times[-1] - self.tick_times[0])
+        silent = time.monotonic() - self.last_candidates if self.last_candidates is not None else 0.0
+        if silent > self.p("candidate_timeout_s"):  # candidates flowed in this task, then stopped: vla_node down?
+            self.diag.warn(f"no candidates for {silent:.1f} s (is vla_node running?): holding once the chunk ends")
         self.diag.publish(values, "streaming" if self.active else "inactive")
 
 

@@ -15,6 +15,11 @@ class DatasetLocationError(DataError, OSError):
     """The output location cannot be created or written."""
 
 
+class DatasetFormatError(DataError, ValueError):
+    """A dataset whose files are not what their names say (e.g. a pickle posing as parquet), or that lerobot
+    cannot open."""
+
+
 class BagError(DataError):
     """Base class of rosbag reading, alignment and writing errors."""
 

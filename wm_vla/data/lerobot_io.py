@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from wm_vla.data.errors import DatasetExistsError, DatasetLocationError
+from wm_vla.data.errors import DatasetExistsError, DatasetFormatError, DatasetLocationError
+from wm_vla.pickle_guard import pickle_kind, refusal
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # datasets are local; never reach for a hub at run time
 
@@ -85,13 +86,21 @@ class LeRobotWriter:
 
 
 def load_dataset(root: Path, repo_id: str | None = None, delta_timestamps: dict[str, list[float]] | None = None) -> Any:
-    """Open a local LeRobotDataset (v3) with lerobot's own class."""
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
-
+    """Open a local LeRobotDataset (v3) with lerobot's own class (parquet + JSON + PNG/video: nothing it reads
+    unpickles); every file is sniffed first and a pickle-bearing one is refused with DatasetFormatError."""
     root = Path(root)
     if not (root / "meta" / "info.json").is_file():
         raise DatasetLocationError(f"{root} is not a LeRobot dataset (no meta/info.json)")
-    return LeRobotDataset(repo_id or f"local/{root.name}", root=root, delta_timestamps=delta_timestamps)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        kind = pickle_kind(path)
+        if kind:
+            raise DatasetFormatError(refusal(path, kind, f"a LeRobot dataset file ({path.suffix or 'no suffix'})"))
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    try:
+        return LeRobotDataset(repo_id or f"local/{root.name}", root=root, delta_timestamps=delta_timestamps)
+    except (OSError, ValueError, KeyError) as exc:
+        raise DatasetFormatError(f"{root}: lerobot cannot open the dataset: {exc}") from exc
 
 
 def as_bool(value: bool) -> np.ndarray:

@@ -15,6 +15,7 @@ from wm_vla.models.config import PolicyConfig, WorldModelConfig, from_dict, to_d
 from wm_vla.models.errors import CheckpointError, ModelConfigError
 from wm_vla.models.flare_policy import FlarePolicy
 from wm_vla.models.world_model import LatentWorldModel
+from wm_vla.pickle_guard import pickle_kind, pickled_siblings, refusal
 
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
@@ -66,7 +67,12 @@ def load_checkpoint(directory: Path, expect: str | None = None, map_location: st
         raise CheckpointError(f"{directory}/{CONFIG}: {exc}") from exc
     weights = Path(directory) / WEIGHTS
     if not weights.is_file():
-        raise CheckpointError(f"{directory} has no {WEIGHTS}")
+        pickled = pickled_siblings(directory)
+        hint = f" (found pickled {pickled}: never loaded, convert them to safetensors)" if pickled else ""
+        raise CheckpointError(f"{directory} has no {WEIGHTS}{hint}")
+    kind = pickle_kind(weights)
+    if kind:
+        raise CheckpointError(refusal(weights, kind, "a safetensors file"))
     try:
         state = load_file(str(weights), device=map_location)
     except (SafetensorError, OSError, ValueError) as exc:

@@ -34,9 +34,9 @@ class PretrainedVisionTower(nn.Module):
 
     def __init__(self, path: str | Path, dim: int) -> None:
         super().__init__()
+        p = _check_tower_dir(path, "vision tower")  # before importing transformers: refuse fast
         from transformers import AutoModel
 
-        p = _check_tower_dir(path, "vision tower")
         model = AutoModel.from_pretrained(p, local_files_only=True, use_safetensors=True)
         self.model = getattr(model, "vision_model", model)
         cfg = self.model.config
@@ -59,9 +59,9 @@ class PretrainedTextTower(nn.Module):
 
     def __init__(self, path: str | Path, dim: int, max_words: int) -> None:
         super().__init__()
+        p = _check_tower_dir(path, "text tower")
         from transformers import AutoModel, AutoTokenizer
 
-        p = _check_tower_dir(path, "text tower")
         self.tokenizer = AutoTokenizer.from_pretrained(p, local_files_only=True)
         model = AutoModel.from_pretrained(p, local_files_only=True, use_safetensors=True)
         self.model = model.get_encoder() if hasattr(model, "get_encoder") else model

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from wm_vla.pickle_guard import pickle_kind, refusal
 from wm_vla.runtime.errors import EngineManifestError
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,9 @@ class EngineCache:
             return None, f"engine file {path} listed in the manifest is missing"
         if _sha256(path.read_bytes()) != entry.get("engine_sha256"):
             return None, f"engine file {path} does not match the SHA-256 in the manifest (corrupt or replaced)"
+        kind = pickle_kind(path)
+        if kind:
+            return None, refusal(path, kind, "a TensorRT engine")
         return path, "ok"
 
     def require(self, key: EngineKey) -> Path:

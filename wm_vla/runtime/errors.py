@@ -43,6 +43,10 @@ class ParityError(RuntimeErrorBase, ValueError):
     """A backend whose outputs disagree with the reference beyond tolerance."""
 
 
+class InstructionError(RuntimeErrorBase, ValueError):
+    """An instruction the policy cannot act on: empty, or with no word of its vocabulary."""
+
+
 class BackendConfigError(RuntimeErrorBase, ValueError):
     """A backend configuration that names an unknown backend, device or precision."""
 

@@ -33,6 +33,7 @@ from wm_vla.models.checkpoint import load_checkpoint
 from wm_vla.models.config import to_dict
 from wm_vla.models.flare_policy import FlarePolicy
 from wm_vla.models.world_model import LatentWorldModel
+from wm_vla.pickle_guard import pickle_kind, refusal
 from wm_vla.runtime.errors import ExportError, OnnxModelError
 from wm_vla.runtime.spec import ModelSpec
 
@@ -209,6 +210,10 @@ def load_export(directory: Path, verify_hashes: bool = True) -> ExportInfo:
         file = directory / g["file"]
         if not file.is_file():
             raise OnnxModelError(f"{directory}: the {name} graph {g['file']} is missing (re-run `wm-vla export`)")
+        for part in (file, file.with_name(file.name + ".data")):  # the graph and its external-weights side file
+            kind = pickle_kind(part)
+            if kind:
+                raise OnnxModelError(refusal(part, kind, "an ONNX file"))
         if verify_hashes and sha256_file(file) != g["sha256"]:
             raise OnnxModelError(f"{file} does not match the SHA-256 recorded in {META_FILE}: the file is corrupt or was "
                                  "replaced; re-run `wm-vla export`")

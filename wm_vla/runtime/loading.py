@@ -7,7 +7,7 @@ import hashlib
 from pathlib import Path
 
 from wm_vla.runtime.backends import BackendConfig, Selection, select_backend
-from wm_vla.runtime.errors import BackendUnavailableError
+from wm_vla.runtime.errors import BackendUnavailableError, OnnxModelError
 
 EXPORT_CACHE = Path("outputs/onnx_cache")
 
@@ -37,5 +37,27 @@ def open_backend(backend: str, policy: str, world_model: str | None = None, onnx
         except Exception:  # noqa: BLE001 - missing or partial: (re)export
             export_checkpoints(Path(policy), out, Path(world_model) if world_model else None)
         onnx_dir = str(out)
+    elif onnx_dir:
+        check_export_matches(Path(onnx_dir), Path(policy))
     return select_backend(BackendConfig(backend=backend, device=device, onnx_dir=onnx_dir, policy=policy,
                                         world_model=world_model, threads=threads))
+
+
+def check_export_matches(onnx_dir: Path, policy: Path) -> None:
+    """OnnxModelError when the export in `onnx_dir` was not made from a policy of `policy`'s shapes and vocabulary
+    (an engine/ONNX of another checkpoint must not silently run in its place)."""
+    from wm_vla.models.checkpoint import read_meta
+    from wm_vla.models.config import PolicyConfig, from_dict
+    from wm_vla.runtime.export import load_export
+    from wm_vla.runtime.spec import ModelSpec
+
+    info = load_export(onnx_dir, verify_hashes=False)
+    want = ModelSpec.from_policy_config(from_dict(PolicyConfig, read_meta(policy)["config"]), info.spec.steps,
+                                        info.spec.has_world_model)
+    diffs = [f"{k}: export {v!r} != checkpoint {getattr(want, k)!r}" for k, v in info.spec.__dict__.items()
+             if k != "vocab" and v != getattr(want, k)]
+    if info.spec.vocab != want.vocab:
+        diffs.append(f"vocab: export {len(info.spec.vocab)} words != checkpoint {len(want.vocab)} words")
+    if diffs:
+        raise OnnxModelError(f"the ONNX export {onnx_dir} does not match the checkpoint {policy}: " + "; ".join(diffs)
+                             + " (re-run `wm-vla export` for this checkpoint)")

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from wm_vla.models.encoders import UNK, tokenize
-from wm_vla.runtime.errors import InputShapeError
+from wm_vla.runtime.errors import InputShapeError, InstructionError
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,19 @@ class ModelSpec:
         return {**self.__dict__, "cameras": list(self.cameras), "vocab": list(self.vocab)}
 
     # ----- inputs -----
+    def unknown_words(self, instruction: str) -> list[str]:
+        """Words of `instruction` outside the vocabulary; InstructionError when it has no word, or no known word
+        (a vocabulary of only <unk>, e.g. a pretrained text tower, is open: only emptiness is checked)."""
+        words = tokenize(instruction)
+        if not words:
+            raise InstructionError(f"instruction {instruction!r} has no words")
+        known = set(self.vocab) - {UNK}
+        unknown = [w for w in words if w not in known] if known else []
+        if known and len(unknown) == len(words):
+            raise InstructionError(f"no word of instruction {instruction!r} is in the policy's vocabulary "
+                                   f"({len(known)} words, e.g. {sorted(known)[:6]})")
+        return unknown
+
     def token_ids(self, instruction: str) -> tuple[np.ndarray, np.ndarray]:
         """(1, max_words) int64 word ids and bool mask, exactly as `InstructionEncoder.token_ids`."""
         index = {w: i for i, w in enumerate(self.vocab)}

@@ -33,6 +33,7 @@ from tqdm import tqdm
 from wm_vla.eval.closed_loop import candidate_outcomes, eval_tasks_for, load_policy, policy_follower, run_episode
 from wm_vla.eval.stats import wilson
 from wm_vla.models.preprocess import resize_uint8
+from wm_vla.pickle_guard import pickle_kind, refusal
 from wm_vla.sim.registry import make_world
 from wm_vla.sim.world import Observation
 from wm_vla.training.errors import DatasetFeatureError
@@ -170,6 +171,9 @@ def load_candidate_set(path: str | os.PathLike[str], cameras: tuple[str, ...], i
     instructions: list[str] = []
     for i in range(int(meta.get("shards", 0))):
         shard = root / f"shard-{i:03d}.safetensors"
+        kind = pickle_kind(shard)
+        if kind:
+            raise DatasetFeatureError(refusal(shard, kind, "a safetensors shard"))
         try:
             tensors = load_file(str(shard))
             side = json.loads(shard.with_suffix(".json").read_text())

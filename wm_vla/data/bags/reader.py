@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rosbags.interfaces import Connection, MessageDefinitionFormat
+from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import Reader
 from rosbags.typesys import get_types_from_idl, get_types_from_msg
 from rosbags.typesys.store import Typestore
@@ -67,6 +68,14 @@ def header_stamp_ns(msg: Any) -> int | None:
     return ns or None
 
 
+def recorder_parts(path: Path) -> list[Path]:
+    """The parts of a split recording (`BagRecorder`: `<dir>/<name>_NNNN/` rosbag2 directories) when `path` is such
+    a directory rather than a bag itself; empty otherwise."""
+    if (path / "metadata.yaml").is_file() or not path.is_dir():
+        return []
+    return sorted(p for p in path.iterdir() if p.is_dir() and (p / "metadata.yaml").is_file())
+
+
 class BagReader:
     """A bag opened for reading: `topics`, `read(topic)`; use as a context manager."""
 
@@ -80,20 +89,23 @@ class BagReader:
             self._reader = self._open(self.path)
         except Exception as exc:  # rosbags raises several types for broken files
             mcap = _single_mcap(self.path)
-            if mcap is None or "end magic" not in str(exc) and "footer" not in str(exc).lower():
+            cut_off = any(k in str(exc).lower() for k in ("end magic", "footer", "metadata file"))  # no close()
+            if mcap is None or not cut_off:
                 raise BagOpenError(f"{self.path}: cannot open as a ROS 2 bag (mcap or sqlite3): {exc}") from exc
             self._reader = self._recover(mcap, exc)
         self.store = typestore or bag_typestore()
         self._known = self._register_bag_types(self._reader.connections)
 
     @staticmethod
-    def _open(path: Path) -> Reader:
-        reader = Reader(path)
+    def _open(path: Path) -> Reader | AnyReader:
+        parts = recorder_parts(path)
+        reader: Reader | AnyReader = AnyReader(parts) if parts else Reader(path)  # AnyReader merges parts in time
         reader.open()
         return reader
 
     def _recover(self, mcap: Path, exc: Exception) -> Reader:
-        """An mcap without its footer (the recording was cut off): read its complete records, count the loss."""
+        """An mcap without its footer or its bag's metadata.yaml (the recording was cut off before it closed): read its
+        complete records, count the loss."""
         self._tmp = tempfile.TemporaryDirectory(prefix="wm_vla_bag_")
         fixed = Path(self._tmp.name) / mcap.name
         kept, dropped = recover_mcap(mcap, fixed)

@@ -74,7 +74,8 @@ class BagRecorder:
 
     def write(self, topic: str, msgtype: str, msg: Any, t_ns: int) -> None:
         """Serialise and append one message with bag (log) time `t_ns`."""
-        self._check(topic, msgtype)
+        if msgtype not in self.store.types:
+            raise BagWriteError(f"unknown message type {msgtype!r} for {topic}")
         try:
             raw = self.store.serialize_cdr(msg, msgtype)
         except Exception as exc:
@@ -82,23 +83,24 @@ class BagRecorder:
         self.write_raw(topic, msgtype, bytes(raw), t_ns)
 
     def write_raw(self, topic: str, msgtype: str, raw: bytes, t_ns: int) -> None:
-        """Append an already CDR-serialised message (e.g. rclpy's `serialize_message`) with bag time `t_ns`."""
-        self._check(topic, msgtype)
+        """Append one message already serialised as CDR (e.g. from an rclpy `raw=True` subscription)."""
+        if msgtype not in self.store.types:
+            raise BagWriteError(f"unknown message type {msgtype!r} for {topic}")
+        if self._types.setdefault(topic, msgtype) != msgtype:
+            raise BagWriteError(f"{topic} was recorded as {self._types[topic]}, not {msgtype}")
         if self._writer is None or self._full(t_ns):
             self._open_part()
         assert self._writer is not None
         if topic not in self._conns:
             self._conns[topic] = self._writer.add_connection(topic, msgtype, typestore=self.store)
-        self._writer.write(self._conns[topic], int(t_ns), raw)
+        try:
+            self._writer.write(self._conns[topic], int(t_ns), raw)
+        except OSError as exc:  # disk full (ENOSPC), file size limit (EFBIG), I/O error: parts already closed are kept
+            self._abandon()
+            raise self._failure("cannot write", exc) from exc
         self._first_ns = t_ns if self._first_ns is None else self._first_ns
         self._bytes += len(raw)
         self.messages += 1
-
-    def _check(self, topic: str, msgtype: str) -> None:
-        if msgtype not in self.store.types:
-            raise BagWriteError(f"unknown message type {msgtype!r} for {topic}")
-        if self._types.setdefault(topic, msgtype) != msgtype:
-            raise BagWriteError(f"{topic} was recorded as {self._types[topic]}, not {msgtype}")
 
     def _full(self, t_ns: int) -> bool:
         if self._first_ns is None:
@@ -109,5 +111,26 @@ class BagRecorder:
 
     def close(self) -> None:
         if self._writer is not None:
-            self._writer.close()
+            try:
+                self._writer.close()
+            except OSError as exc:
+                self._abandon()
+                raise self._failure("cannot finish the part", exc) from exc
             self._writer = None
+
+    def _failure(self, what: str, exc: OSError) -> BagWriteError:
+        return BagWriteError(f"{self.parts[-1]}: {what} ({exc.strerror or exc}); {self.messages} messages recorded, "
+                             f"{len(self.parts) - 1} complete part(s) kept, this part reads back up to its last "
+                             "complete record")
+
+    def _abandon(self) -> None:
+        """Drop the failed part's writer without writing its summary (there is no room for it)."""
+        writer, self._writer = self._writer, None
+        storage = getattr(writer, "storage", None)
+        for name in ("bio", "conn", "db"):  # rosbags' mcap file object / sqlite3 connection
+            handle = getattr(storage, name, None)
+            try:
+                if handle is not None:
+                    handle.close()
+            except Exception:  # noqa: BLE001 - the buffered tail cannot be flushed: dropped
+                pass

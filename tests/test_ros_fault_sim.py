@@ -1,0 +1,79 @@
+"""world_model_node killed while the quadruped drives (real sim_robot + world_model_node over ROS): the base must
+stop by itself (the sim's cmd_vel timeout, like diff_drive_controller's), not keep the last twist forever; a
+restarted world_model_node takes over again."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from geometry_msgs.msg import TwistStamped
+from nav_msgs.msg import Odometry
+from wm_vla_interfaces.msg import ActionCandidates, Observation
+
+from node_common.msgs import COMMAND_QOS, SENSOR_QOS, f32, from_ns
+from ros_stack_helpers import Feeder, Probe
+from wm_vla.bringup import NodeSpec
+from wm_vla.launcher import Stack
+from wm_vla.robots import load_profile
+
+pytestmark = pytest.mark.ros
+QUAD = load_profile("quadruped")
+CMD_TIMEOUT = 0.5
+
+
+def test_world_model_node_killed_the_base_stops_within_the_command_timeout(ros_domain: int, tmp_path: Path) -> None:
+    plan = [NodeSpec("sim_robot", "sim_robot", "sim_node.node", {"world": "quadruped", "seed": 7, "image_size": 32,
+                                                                 "time_limit_s": 120.0, "cmd_timeout_s": CMD_TIMEOUT}),
+            NodeSpec("world_model_node", "world_model_node", "world_model_node.node",
+                     {"robot": "quadruped", "rank": False}, lifecycle=True)]
+    probe = Probe()
+    n = probe.node
+    obs_pub = n.create_publisher(Observation, "/wm_vla/observation", SENSOR_QOS)
+    cand_pub = n.create_publisher(ActionCandidates, "/wm_vla/action_candidates", COMMAND_QOS)
+    odom = probe.record(Odometry, QUAD.topics.odometry, SENSOR_QOS)
+    twists = probe.record(TwistStamped, QUAD.controllers["base"].topic, COMMAND_QOS)
+
+    def feed() -> None:  # perception's observation stream (the world_model_node's watchdog input)
+        obs = Observation()
+        obs.header.stamp = n.get_clock().now().to_msg()
+        obs_pub.publish(obs)
+
+    def vx(t0: float) -> list[tuple[float, float]]:  # base speed in the plane, from the sim's odometry
+        return [(t, float(np.hypot(m.twist.twist.linear.x, m.twist.twist.linear.y))) for t, m in odom.since(t0)]
+
+    feeder = Feeder(feed, 30.0)
+    try:
+        with Stack(plan, log_dir=tmp_path) as stack:
+            probe.wait(lambda: len(twists.items) > 5 and len(odom.items) > 2 or bool(stack.failed()), 90,
+                       "cmd_vel from world_model_node and odometry from the sim")
+            assert not stack.failed(), stack.log("sim_robot") + stack.log("world_model_node")
+            probe.wait(lambda: "new task" in stack.log("world_model_node"), 30, "the sim's episode instruction to "
+                       "reach the world_model_node (a new task clears chunks)")
+            chunk = np.tile([0.4, 0.0, 0.0], (80, 1))   # 8 s forward at 0.4 m/s
+            msg = ActionCandidates(k=1, h=80, a=3, action_names=list(QUAD.action.names), actions=f32(chunk[None]))
+            msg.header.stamp = from_ns(n.get_clock().now().nanoseconds)
+            t_go = probe.now()
+            cand_pub.publish(msg)
+            probe.wait(lambda: any(v > 0.2 for _, v in vx(t_go)), 15.0, "the base to drive")
+            time.sleep(0.5)
+            t_kill = probe.now()
+            stack.kill("world_model_node")
+            probe.wait(lambda: any(abs(v) < 0.02 for t, v in vx(t_kill + CMD_TIMEOUT)), 10.0, "the base to stop")
+            stopped = next(t for t, v in vx(t_kill + CMD_TIMEOUT) if abs(v) < 0.02)
+            print(f"\n[fault] world_model_node killed: base |vx| < 0.02 m/s {stopped - t_kill:.2f} s after the kill "
+                  f"(cmd timeout {CMD_TIMEOUT} s)")
+            assert stopped - t_kill < CMD_TIMEOUT + 1.5
+            time.sleep(0.5)
+            assert all(abs(v) < 0.02 for _, v in vx(stopped + 0.2)), "it stays stopped"
+            assert "base stopped" in stack.log("sim_robot")
+            t_back = probe.now()   # recovery: a restarted world_model_node commands the base again
+            stack.start("world_model_node")
+            probe.wait(lambda: len(twists.since(t_back)) > 5 or "world_model_node" in stack.failed(), 60,
+                       "cmd_vel from the restarted world_model_node")
+            probe.wait(lambda: "velocity commands resumed" in stack.log("sim_robot"), 10, "the sim to take them")
+    finally:
+        feeder.stop()
+        probe.close()
