@@ -54,7 +54,7 @@ class RecorderNode(Node):
             ("camera_topics", [""]), ("compressed", False), ("image_size", 96), ("task", ""), ("max_age_ms", 200.0),
             ("action_lead_ms", 0.0), ("sync_lag_ms", 30.0), ("use_videos", False), ("min_free_mb", 100.0),
             ("status_topic", ""), ("intervention_topic", INTERVENTION_TOPIC), ("keys", False),
-            ("keyboard_device", ""), ("autostart", False), ("start_wait_s", 5.0), ("bag_dir", ""),
+            ("keyboard_device", ""), ("autostart", False), ("bag_dir", ""),
             ("bag_storage", "mcap"), ("bag_split_s", 0.0)])
         p: dict[str, Any] = {d.name: d.value for d in decl}
         if not p["root"]:
@@ -67,7 +67,6 @@ class RecorderNode(Node):
         self.camera_topics = dict(zip(cams, topics))
         self.fps = int(p["fps"] or prof.policy_rate_hz)
         self.lag = p["sync_lag_ms"] / 1e3
-        self.start_wait = float(p["start_wait_s"])
         self.lock = threading.RLock()
         self.bag_lock = threading.Lock()
         self.diag = Diagnostics(self, "recorder")
@@ -227,8 +226,7 @@ class RecorderNode(Node):
     def _do(self, action: str, success: bool | None = None) -> tuple[bool, str]:
         with self.lock:
             try:
-                if action == "start":
-                    self._wait_streams()
+                if action == "start":  # streams not there yet: refused at once (callers retry), never blocks the spin
                     self.rec.start()
                     self._mark("start")
                     self.ticks = []
@@ -250,16 +248,6 @@ class RecorderNode(Node):
                 return False, f"{type(exc).__name__}: {exc}"
         self.get_logger().info(text)
         return True, text
-
-    def _wait_streams(self) -> None:
-        """A start right after launch: give the streams `start_wait_s` to appear before refusing."""
-        deadline = time.monotonic() + self.start_wait
-        while self.rec.missing_streams() and time.monotonic() < deadline:
-            self.lock.release()
-            try:
-                time.sleep(0.05)
-            finally:
-                self.lock.acquire()
 
     def _on_service(self, action: str, res: Trigger.Response) -> Trigger.Response:
         res.success, res.message = self._do(action)
@@ -316,7 +304,7 @@ class RecorderNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    run(RecorderNode, args, threads=4)
+    run(RecorderNode, args)  # single-threaded (node_common/worker.py explains why)
 
 
 if __name__ == "__main__":

@@ -246,7 +246,7 @@ class TeleopNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    run(TeleopNode, args, threads=2)
+    run(TeleopNode, args)  # single-threaded (node_common/worker.py explains why); keys come on their own thread
 
 
 if __name__ == "__main__":

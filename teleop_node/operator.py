@@ -71,12 +71,21 @@ class ScriptedOperator(Node):
             finally:
                 self.destroy_client(client)
 
+    def start_recording(self, recorder: str = "/recorder_node", timeout: float = 60.0) -> Trigger.Response:
+        """`<recorder>/start`, retried while the recorder still waits for its first samples of some stream."""
+        deadline = time.monotonic() + timeout
+        while True:
+            res = self.call(f"{recorder}/start")
+            if res.success or "no data yet" not in res.message or time.monotonic() > deadline:
+                return res
+            time.sleep(0.5)
+
     def episode(self, timeout: float = 60.0, recorder: str = "/recorder_node") -> dict[str, Any]:
         """Reset the sim, start recording, drive it with the expert joystick until the sim reports done."""
         self.wait(lambda: self.q is not None and self.joy.get_subscription_count() > 0, 60, "joint states and teleop")
         status = json.loads(self.call("/sim/reset").message)
         op = ExpertJoystick(self.profile, status["seed"], self.family)
-        res = self.call(f"{recorder}/start")
+        res = self.start_recording(recorder)
         if not res.success:
             raise RuntimeError(f"recorder did not start: {res.message}")
         deadline = time.monotonic() + timeout

@@ -25,7 +25,7 @@ from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
 from node_common.msgs import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, from_ns, rgb_to_image
-from ros_stack_helpers import Feeder, Probe
+from ros_stack_helpers import Feeder, Probe, statuses
 from wm_vla.bringup import BringupArgs, NodeSpec, build_plan
 from wm_vla.data.lerobot_io import load_dataset
 from wm_vla.launcher import Stack
@@ -58,6 +58,17 @@ def call_trigger(probe: Probe, service: str, timeout: float = 120.0, attempt_s: 
                     raise
         finally:
             probe.node.destroy_client(client)
+
+
+def start_recording(probe: Probe, node: str = "/recorder_node", timeout: float = 60.0, attempt_s: float = 15.0
+                    ) -> Trigger.Response:
+    """`<node>/start`, retried while the recorder has not yet had a sample of every stream (it never blocks)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        res = call_trigger(probe, f"{node}/start", attempt_s=attempt_s)
+        if res.success or "no data yet" not in res.message or time.monotonic() > deadline:
+            return res
+        time.sleep(0.5)
 
 
 class Robot:
@@ -94,7 +105,7 @@ def sim(ros_domain: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[t
     logs = tmp_path_factory.mktemp("teleop_logs")
     plan = [n for n in build_plan(BringupArgs(robot="sim", tasks=FAMILY, seed=SEED, teleop="joy")) if n.name == "sim_robot"]
     with Stack(plan, log_dir=logs / "sim") as stack:
-        probe = Probe(single_threaded=True)
+        probe = Probe()
         robot = Robot(probe)
         try:
             probe.wait(lambda: robot.q is not None and robot.status.get("episode") == 0, 120, "the sim robot")
@@ -215,12 +226,13 @@ def test_recorder_kill9_mid_episode_keeps_saved_episodes_and_restart_appends(
         saved = []
         with Stack([spec], log_dir=logs / "rec1") as stack:
             for _ in range(2):
-                assert robot.call("/recorder_node/start").success, stack.log("recorder_node")[-2000:]
+                res = start_recording(robot.probe)
+                assert res.success, res.message + stack.log("recorder_node")[-2000:]
                 time.sleep(1.5)
                 res = robot.call("/recorder_node/stop")
                 assert res.success, res.message
                 saved.append(int(res.message.split(": ")[1].split()[0]))
-            assert robot.call("/recorder_node/start").success
+            assert start_recording(robot.probe).success
             time.sleep(1.0)
             stack.procs["recorder_node"].send_signal(signal.SIGKILL)  # mid-episode
             stack.procs["recorder_node"].wait(10)
@@ -232,7 +244,7 @@ def test_recorder_kill9_mid_episode_keeps_saved_episodes_and_restart_appends(
                          spec.remappings)
         with Stack([spec2], log_dir=logs / "rec2") as stack:  # the next run appends (and keeps a raw mcap too)
             # the graph may still list the killed server: short attempts, retried with a fresh client
-            res = call_trigger(robot.probe, "/recorder_node/start", attempt_s=5.0)
+            res = start_recording(robot.probe, attempt_s=5.0)
             assert res.success, stack.log("recorder_node")[-2000:]
             time.sleep(1.0)
             res = robot.call("/recorder_node/stop")
@@ -267,9 +279,9 @@ def test_teleop_takes_over_from_the_policy_and_hands_back_and_recorder_reports_a
                       remappings=tuple(MUX.items()))
     recorder = NodeSpec("recorder_missing", "recorder_node", "recorder_node.node",
                         {"robot": "arm", "root": str(tmp_path / "ds"), "camera_names": ["front"],
-                         "camera_topics": ["/mux/no_camera"], "start_wait_s": 1.0},
+                         "camera_topics": ["/mux/no_camera"]},
                         remappings=tuple(MUX.items()))
-    probe = Probe(single_threaded=True)
+    probe = Probe()
     n = probe.node
     js = n.create_publisher(JointState, "/mux/joint_states", SENSOR_QOS)
     joy = n.create_publisher(Joy, "/mux/joy", SENSOR_QOS)
@@ -314,8 +326,7 @@ def test_teleop_takes_over_from_the_policy_and_hands_back_and_recorder_reports_a
             joy.publish(Joy(axes=[0.0], buttons=[]))  # malformed: counted and reported, the node keeps running
 
             def rejected() -> int:
-                values = [{kv.key: kv.value for kv in st.values} for _, m in diag.items for st in m.status
-                          if st.name.endswith("teleop_mux")]
+                values = [{kv.key: kv.value for kv in st.values} for st in statuses(diag, "teleop_mux")]
                 return max((int(v.get("rejected_inputs", 0)) for v in values), default=0)
             probe.wait(lambda: rejected() >= 1, 10, "the rejected joy message on /diagnostics")
             res = call_trigger(probe, "/recorder_missing/start")
@@ -340,7 +351,7 @@ def test_spacemouse_drives_the_quadruped_and_a_leader_arm_drives_the_arm(ros_dom
                       remappings=tuple((k, v.replace("/mux/", "/lead/")) for k, v in MUX.items()
                                        if k in ("/joint_states", "/forward_position_controller/commands"))
                       + (("/leader/joint_states", "/lead/leader"),))
-    probe = Probe(single_threaded=True)
+    probe = Probe()
     n = probe.node
     odom = n.create_publisher(Odometry, "/q/odom", SENSOR_QOS)
     mouse = n.create_publisher(Twist, "/q/spacenav", SENSOR_QOS)
