@@ -15,7 +15,7 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=["wm_vla", "wm_vla.*", "vla_node", "world_model_node", "perception_node", "sim_node",
-                                    "node_common", "bag_player"]),
+                                    "node_common", "bag_player", "teleop_node", "recorder_node"]),
     package_data={"wm_vla.runtime": ["data/*.json"],  # TensorRT ONNX-parser operator support list
                   "wm_vla.models": ["weights/*/MANIFEST.json", "weights/*/*/*"]},  # shipped tiny checkpoints
     data_files=[
@@ -40,5 +40,7 @@ setup(
         "vla_node = vla_node.node:main",
         "world_model_node = world_model_node.node:main",
         "bag_recorder = bag_player.record:main",
+        "teleop_node = teleop_node.node:main",
+        "recorder_node = recorder_node.node:main",
     ]},
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+from typing import Any
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -49,3 +50,14 @@ def rgb_to_image(rgb: np.ndarray, stamp: Time, frame_id: str) -> Image:
     msg.header.stamp, msg.header.frame_id = stamp, frame_id
     msg.data = np.ascontiguousarray(rgb, np.uint8).tobytes()
     return msg
+
+
+def odometry_values(msg: Any) -> dict[str, float]:
+    """nav_msgs/Odometry -> {x, y, z, roll, pitch, yaw, vx, vy, vz, wx, wy, wz} (the profile's odometry names)."""
+    from transforms3d.euler import quat2euler
+
+    o, t = msg.pose.pose, msg.twist.twist
+    roll, pitch, yaw = quat2euler([o.orientation.w, o.orientation.x, o.orientation.y, o.orientation.z])
+    return {"x": o.position.x, "y": o.position.y, "z": o.position.z, "roll": roll, "pitch": pitch, "yaw": yaw,
+            "vx": t.linear.x, "vy": t.linear.y, "vz": t.linear.z, "wx": t.angular.x, "wy": t.angular.y,
+            "wz": t.angular.z}

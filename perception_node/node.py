@@ -17,11 +17,10 @@ import numpy as np
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image, JointState
-from transforms3d.euler import quat2euler
 from wm_vla_interfaces.msg import Observation
 
 from node_common.diagnostics import Diagnostics
-from node_common.msgs import SENSOR_QOS, f64, from_ns, image_to_rgb, rgb_to_image, to_s
+from node_common.msgs import SENSOR_QOS, f64, from_ns, image_to_rgb, odometry_values, rgb_to_image, to_s
 from node_common.spin import run
 from wm_vla.data.errors import FrameError
 from wm_vla.data.images import fit
@@ -99,11 +98,7 @@ class Perception(Node):
         self.states.add(to_s(msg.header.stamp), (q, msg))
 
     def _on_odom(self, msg: Odometry) -> None:
-        o, t = msg.pose.pose, msg.twist.twist
-        roll, pitch, yaw = quat2euler([o.orientation.w, o.orientation.x, o.orientation.y, o.orientation.z])
-        values = {"x": o.position.x, "y": o.position.y, "z": o.position.z, "roll": roll, "pitch": pitch, "yaw": yaw,
-                  "vx": t.linear.x, "vy": t.linear.y, "vz": t.linear.z, "wx": t.angular.x, "wy": t.angular.y,
-                  "wz": t.angular.z}
+        values = odometry_values(msg)
         state = np.array([values[n] for n in self.profile.state.names])
         if not np.all(np.isfinite(state)):
             self._drop("non_finite", "odometry with non-finite values")

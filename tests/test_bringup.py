@@ -98,3 +98,29 @@ def test_bringup_launcher_demo_and_command_path_stay_ros_free() -> None:
             "wm_vla.runtime.executor, wm_vla.runtime.loading, wm_vla.data.sync, wm_vla.data.images; "
             "assert 'rclpy' not in sys.modules, 'rclpy imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def teleop_launch_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("teleop_launch", REPO / "launch" / "teleop_record.launch.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_teleop_record_launch_and_wm_vla_up_build_the_same_plan(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    rec = str(tmp_path / "demos")
+    from_launch = [n.to_dict() for n in teleop_launch_module().plan_for({"teleop": "keyboard", "record": rec})]
+    assert from_launch == cli_plan(["--teleop", "keyboard", "--record", rec], capsys)
+    plan = {n["name"]: n for n in from_launch}
+    assert set(plan) == {"sim_robot", "teleop_node", "recorder_node", "robot_state_publisher"}  # no policy nodes
+    assert plan["recorder_node"]["parameters"]["camera_topics"] == ["/camera/front/color/image_raw",
+                                                                   "/camera/wrist/color/image_raw"]
+    assert plan["recorder_node"]["parameters"]["status_topic"] == "/sim/status"
+    mux = {n.name: n for n in build_plan(BringupArgs(robot="sim", teleop="joy", record=rec, intervene=True))}
+    assert mux["teleop_node"].parameters["policy_prefix"] == "/wm_vla/policy"
+    assert ("/forward_position_controller/commands", "/wm_vla/policy/forward_position_controller/commands") in \
+        mux["world_model_node"].remappings  # the policy's commands reach the robot only through the mux
+    with pytest.raises(ProfileError, match="teleop input"):
+        build_plan(BringupArgs(robot="sim", teleop="mouse"))

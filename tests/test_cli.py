@@ -14,7 +14,7 @@ from wm_vla.cli import PLANNED_GROUPS, main
 
 def test_help_lists_every_group() -> None:
     proc = subprocess.run([sys.executable, "-m", "wm_vla.cli", "--help"], capture_output=True, text=True, check=True)
-    for group in ("sim", "demo", "export", "engines", "latency", *PLANNED_GROUPS):
+    for group in ("sim", "demo", "export", "engines", "latency", "bag", "teleop", *PLANNED_GROUPS):
         assert group in proc.stdout
 
 
@@ -24,7 +24,7 @@ def test_planned_groups_say_when_they_arrive(group: str, capsys: pytest.CaptureF
     assert "arrives with issue #" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("group", ["engines", "latency"])
+@pytest.mark.parametrize("group", ["engines", "latency", "teleop"])
 def test_groups_without_a_command_ask_for_one(group: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([group]) == 2
     assert "choose a command" in capsys.readouterr().err

@@ -16,10 +16,12 @@ import yaml
 
 from wm_vla.robots import load_profile
 from wm_vla.robots.errors import ProfileError
+from wm_vla.teleop.inputs import INPUTS
 
 ROBOTS = {"arm": ("arm", False), "quadruped": ("quadruped", False), "sim": ("arm", True),
           "sim_quadruped": ("quadruped", True)}
 SIM_CAMERAS = {"arm": ("front", "wrist"), "quadruped": ("head",)}
+POLICY_PREFIX = "/wm_vla/policy"  # with teleop intervention, the policy's command topics live under this prefix
 
 
 def camera_topic(name: str) -> str:
@@ -62,6 +64,10 @@ class BringupArgs:
     tasks: tuple[str, ...] | None = None  # sim task families; None: those in the policy's vocabulary
     rate_scale: float = 1.0         # sim speed vs real time (with use_sim_time the sim publishes /clock)
     record_bag: str = ""            # a directory: record the stack's inputs and outputs there (mcap, bag_recorder)
+    teleop: str = ""                # teleop_node input: keyboard | joy | spacemouse | leader ("": no teleop)
+    record: str = ""                # recorder_node dataset directory ("": no recorder)
+    intervene: bool = False         # with teleop: keep the policy running; teleop takes over and hands back
+    record_fps: int = 0             # dataset fps (0: the profile's policy rate)
 
 
 def policy_tasks(world: str, policy: str | None) -> tuple[str, ...]:
@@ -98,10 +104,15 @@ def build_plan(args: BringupArgs) -> list[NodeSpec]:
         perception.update(camera_names=list(cams), camera_topics=[camera_topic(c) for c in cams])
     else:
         perception.update(camera_names=[c.name for c in profile.cameras], camera_topics=[c.topic for c in profile.cameras])
-    nodes.append(NodeSpec("perception_node", "perception_node", "perception_node.node", perception))
-    nodes.append(NodeSpec("vla_node", "vla_node", "vla_node.node", {**common, **models, "k": args.k}, lifecycle=True))
-    wm = {**common, **models, "rank": args.rank, **({"world_model": args.world_model} if args.world_model else {})}
-    nodes.append(NodeSpec("world_model_node", "world_model_node", "world_model_node.node", wm, lifecycle=True))
+    if not args.teleop or args.intervene:
+        nodes.append(NodeSpec("perception_node", "perception_node", "perception_node.node", perception))
+        nodes.append(NodeSpec("vla_node", "vla_node", "vla_node.node", {**common, **models, "k": args.k},
+                              lifecycle=True))
+        wm = {**common, **models, "rank": args.rank, **({"world_model": args.world_model} if args.world_model else {})}
+        remap = tuple((c.topic, POLICY_PREFIX + c.topic) for c in profile.controllers.values()) if args.teleop else ()
+        nodes.append(NodeSpec("world_model_node", "world_model_node", "world_model_node.node", wm, remap,
+                              lifecycle=True))
+    nodes += teleop_record_nodes(args, common, perception)
     nodes.append(NodeSpec("robot_state_publisher", "robot_state_publisher", "", {
         "robot_description": profile.urdf_path().read_text(), "use_sim_time": args.use_sim_time},
         package="robot_state_publisher"))
@@ -110,6 +121,25 @@ def build_plan(args: BringupArgs) -> list[NodeSpec]:
                               {**common, "sim": sim, "out": str(Path(args.record_bag).resolve())}))
     if args.params_file:
         nodes = _override(nodes, Path(args.params_file))
+    return nodes
+
+
+def teleop_record_nodes(args: BringupArgs, common: dict[str, Any], perception: dict[str, Any]) -> list[NodeSpec]:
+    """teleop_node (the policy's command topics; with `intervene` the policy's own commands come in under
+    POLICY_PREFIX and pass through while the operator is idle) and recorder_node (the cameras perception uses)."""
+    nodes = []
+    if args.teleop:
+        if args.teleop not in INPUTS:
+            raise ProfileError(f"unknown teleop input {args.teleop!r}; choose from {', '.join(INPUTS)}")
+        nodes.append(NodeSpec("teleop_node", "teleop_node", "teleop_node.node", {
+            **common, "input": args.teleop, "policy_prefix": POLICY_PREFIX if args.intervene else ""}))
+    if args.record:
+        rec = {**common, "root": str(Path(args.record).expanduser().resolve()),
+               "camera_names": perception["camera_names"], "camera_topics": perception["camera_topics"],
+               "fps": args.record_fps}
+        if ROBOTS[args.robot][1]:
+            rec["status_topic"] = "/sim/status"  # a finished sim episode is saved
+        nodes.append(NodeSpec("recorder_node", "recorder_node", "recorder_node.node", rec))
     return nodes
 
 

@@ -12,9 +12,7 @@ from wm_vla.data.errors import DataError
 from wm_vla.robots.errors import RobotError
 
 # Groups whose commands later milestones bring; each says so instead of pretending to work.
-PLANNED_GROUPS: dict[str, tuple[str, str]] = {
-    "teleop": ("teleoperation and LeRobot recording", "issue #7 (teleop)"),
-}
+PLANNED_GROUPS: dict[str, tuple[str, str]] = {}
 
 
 class CliError(Exception):
@@ -92,7 +90,8 @@ def _up(args: argparse.Namespace) -> int:
     plan = build_plan(BringupArgs(robot=args.robot, backend=args.backend, k=args.k, params_file=args.params_file,
                                   use_sim_time=args.use_sim_time, rank=not args.no_rank, seed=args.seed,
                                   policy=args.policy, world_model=args.wm, rate_scale=args.rate_scale,
-                                  record_bag=args.record_bag or ""))
+                                  record_bag=args.record_bag or "", teleop=args.teleop or "",
+                                  record=args.record or "", intervene=args.intervene, record_fps=args.record_fps))
     if args.dry_run:
         print(json.dumps([n.to_dict() for n in plan], indent=1))
         return 0
@@ -426,6 +425,53 @@ def _bag_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bag_to_lerobot(args: argparse.Namespace) -> int:
+    from wm_vla.data.bags import parse_overrides
+    from wm_vla.data.bags.to_lerobot import ConvertConfig, convert_bag
+
+    summary = convert_bag(ConvertConfig(
+        bag=Path(args.bag), out=Path(args.out), robot=args.profile,
+        cameras=tuple(c for c in (args.cameras or "").split(",") if c), topics=parse_overrides(args.topic),
+        fps=args.fps, image_size=args.image_size, max_age_ms=args.max_age_ms, episodes=args.episodes, gap_s=args.gap,
+        marker=args.marker, instruction=args.instruction))
+    Path(args.out, "convert_summary.json").write_text(json.dumps(summary, indent=1))
+    print(f"{summary['episodes']} episodes, {summary['frames']} frames -> {args.out} "
+          f"({summary['dataset_episodes']} episodes there); {summary['frames_per_second']} frames/s "
+          f"(read {summary['read_s']} s, write {summary['write_s']} s); dropped {summary['dropped']}")
+    return 0
+
+
+def _teleop_collect(args: argparse.Namespace) -> int:
+    """Teleoperated episodes through the ROS stack (sim + teleop_node + recorder_node), the scripted expert as
+    the joystick operator."""
+    from teleop_node.operator import collect  # rclpy lives in the node package, never in the core
+
+    summary = collect(Path(args.out), args.episodes, seed=args.seed,
+                      family=tuple(f for f in (args.family or "").split(",") if f) or None,
+                      log_dir=Path(args.log_dir) if args.log_dir else None, timeout_s=args.timeout, fps=args.fps)
+    Path(args.out, "collect_summary.json").write_text(json.dumps(summary, indent=1))
+    print(f"{summary['episodes']} teleoperated episodes ({summary['successes']} successes) -> {args.out} "
+          f"({summary['dataset_episodes']} episodes there) in {summary['wall_s']} s")
+    return 0
+
+
+def _add_teleop_commands(groups: argparse._SubParsersAction) -> None:
+    teleop = groups.add_parser("teleop", help="teleoperation and crash-safe LeRobot recording (interactive: "
+                                              "`wm-vla up --teleop keyboard --record DIR`)")
+    cmds = teleop.add_subparsers(dest="command")
+    teleop.set_defaults(func=_need_command(teleop))
+    c = cmds.add_parser("collect", help="N teleoperated sim episodes through sim + teleop_node + recorder_node, "
+                                        "driven by the scripted expert as a joystick")
+    c.add_argument("--out", required=True, help="dataset directory (appended to when it exists)")
+    c.add_argument("--episodes", type=int, default=50)
+    c.add_argument("--seed", type=int, default=0, help="sim seed of the first episode")
+    c.add_argument("--family", default=None, help="task families, comma-separated (default: the policy's)")
+    c.add_argument("--fps", type=int, default=0, help="dataset fps (default: the profile's policy rate)")
+    c.add_argument("--timeout", type=float, default=60.0, help="seconds per episode")
+    c.add_argument("--log-dir", default=None, help="node logs (default: a temporary directory)")
+    c.set_defaults(func=_teleop_collect)
+
+
 def _add_bag_commands(groups: argparse._SubParsersAction) -> None:
     bag = groups.add_parser("bag", help="rosbags: offline evaluation, WM scoring, real-time replay, sim bags")
     cmds = bag.add_subparsers(dest="command")
@@ -468,6 +514,22 @@ def _add_bag_commands(groups: argparse._SubParsersAction) -> None:
     p.add_argument("--wait-for-subscribers", type=float, default=0.0, metavar="S",
                    help="wait up to S seconds for a subscriber on every topic before playing")
     p.set_defaults(func=_bag_play)
+    c = cmds.add_parser("to-lerobot", help="convert a bag recorded elsewhere into a LeRobot v3 dataset (crash-safe, "
+                                           "appends to an existing dataset with the same features)")
+    c.add_argument("bag", help="rosbag2 directory (mcap or sqlite3) or a .mcap file")
+    c.add_argument("--profile", default="arm", help="robot profile (topics, state/action order)")
+    c.add_argument("--out", required=True, help="dataset directory")
+    c.add_argument("--cameras", default=None, help="camera names, comma-separated (default: the profile's)")
+    c.add_argument("--topic", action="append", default=[], metavar="NAME=/topic",
+                   help="override a topic: a camera name, joint_states, odometry, instruction, marker, command[.N]")
+    c.add_argument("--fps", type=int, default=0, help="dataset fps (default: the profile's policy rate)")
+    c.add_argument("--image-size", type=int, default=96)
+    c.add_argument("--max-age-ms", type=float, default=None, help="as-of age bound (default: the profile's)")
+    c.add_argument("--episodes", default=None, help="episode time ranges START:END,... (s from the bag start)")
+    c.add_argument("--gap", type=float, default=1.0, help="split episodes at pauses longer than this (s; 0: off)")
+    c.add_argument("--marker", default=None, help="split episodes at this marker topic (String/Bool)")
+    c.add_argument("--instruction", default=None, help="task string when the bag has no instruction topic")
+    c.set_defaults(func=_bag_to_lerobot)
     m = cmds.add_parser("sim", help="record expert episodes of the MuJoCo arm as a realsense/JTC-style bag")
     m.add_argument("--out", required=True)
     m.add_argument("--episodes", type=int, default=4)
@@ -831,6 +893,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--log-dir", default=None, help="write one log per node there (default: to the terminal)")
     up.add_argument("--record-bag", default=None, metavar="DIR",
                     help="record the stack's inputs and outputs to an mcap bag in DIR (then: wm-vla bag eval DIR)")
+    up.add_argument("--teleop", default=None, choices=("keyboard", "joy", "spacemouse", "leader"),
+                    help="teleoperate (launch/teleop_record.launch.py); keyboard reads this terminal in raw mode")
+    up.add_argument("--record", default=None, metavar="DIR", help="record a LeRobot dataset there (recorder_node: "
+                    "services /recorder_node/start|stop|discard|rerecord; a finished sim episode is saved)")
+    up.add_argument("--intervene", action="store_true", help="with --teleop: the policy drives, teleop takes over")
+    up.add_argument("--record-fps", type=int, default=0, help="dataset fps (default: the profile's policy rate)")
     up.add_argument("--dry-run", action="store_true", help="print the plan as JSON and exit")
     up.set_defaults(func=_up)
 
@@ -847,6 +915,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_demo)
 
     _add_bag_commands(groups)
+    _add_teleop_commands(groups)
     for group, (what, where) in PLANNED_GROUPS.items():
         p = groups.add_parser(group, help=f"{what} (arrives with {where})")
         p.set_defaults(func=_planned(group))

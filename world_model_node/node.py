@@ -19,24 +19,24 @@ import time
 from collections import Counter, deque
 
 import numpy as np
-from geometry_msgs.msg import Twist, TwistStamped
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool, Float64MultiArray, MultiArrayDimension, String
+from std_msgs.msg import Bool, String
 from wm_vla_interfaces.msg import ActionCandidates, Observation, RankingResult
 
+from node_common.commands import CommandOutputs, checked_joint_state
 from node_common.diagnostics import ERROR, Diagnostics
 from node_common.lifecycle import ModelNode, default_checkpoint
-from node_common.msgs import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, f32, from_ns, to_ns, to_s
+from node_common.msgs import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, f32, to_ns, to_s
 from node_common.spin import run
 from node_common.worker import NewestWorker
 from perception_node.node import OBSERVATION_TOPIC
 from vla_node.node import CANDIDATES_TOPIC
 from wm_vla.robots import load_profile
-from wm_vla.runtime.errors import ChunkError, RuntimeErrorBase, SafetyError
+from wm_vla.runtime.errors import ChunkError, RuntimeErrorBase
 from wm_vla.runtime.executor import ChunkExecutor, ExecutorConfig
 from wm_vla.runtime.ranker import KinematicPenalty, RankerConfig, score_candidates
-from wm_vla.runtime.safety import SafeCommand, SafetyFilter, check_joint_state
+from wm_vla.runtime.safety import SafeCommand, SafetyFilter
 
 RANKING_TOPIC = "/wm_vla/ranking_result"
 
@@ -150,20 +150,7 @@ class WorldModelNode(ModelNode):
                 self._control()
 
     def _outputs(self) -> None:
-        prof = self.profile
-        self.twist = next((c for c in prof.controllers.values() if c.interface == "twist"), None)
-        self.position = [c for c in prof.controllers.values() if c.interface == "position_commands"]
-        if self.twist is not None:
-            self.twist_pub = self.create_lifecycle_publisher(TwistStamped if self.twist.stamped else Twist,
-                                                             self.twist.topic, COMMAND_QOS)
-            return
-        names = prof.action.names
-        self.position_pubs = []
-        for spec in self.position:  # a follower gripper joint takes the commanded gripper joint's value
-            cols = [names.index(j) if j in names else names.index(next(g for g in prof.gripper_joints if g in names))
-                    for j in spec.joints]
-            self.position_pubs.append((cols, self.create_lifecycle_publisher(Float64MultiArray, spec.topic,
-                                                                             COMMAND_QOS)))
+        self.out = CommandOutputs(self, self.profile, self.create_lifecycle_publisher)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         with self.lock:
@@ -195,13 +182,9 @@ class WorldModelNode(ModelNode):
         self.safety.observation(to_s(msg.header.stamp))
 
     def _on_joint_state(self, msg: JointState) -> None:
-        try:
-            q = check_joint_state(msg.name, msg.position, self.profile.action.names)
-        except SafetyError as exc:
-            self.counts[f"rejected_joint_state_{exc.reason}"] += 1
-            self.diag.warn(f"joint state rejected ({exc.reason}): {exc}", ERROR)
-            return
-        self.safety.joint_state(q)  # no lock, as in _on_obs
+        q = checked_joint_state(msg, self.profile.action.names, self.counts, self.diag)
+        if q is not None:
+            self.safety.joint_state(q)  # no lock, as in _on_obs
 
     def _on_candidates(self, msg: ActionCandidates) -> None:
         if not self.active or self.worker is None:
@@ -307,25 +290,8 @@ class WorldModelNode(ModelNode):
             self.latency_ms.append((self.get_clock().now().nanoseconds - lineage) / 1e6)
 
     def _publish(self, cmd: SafeCommand, lineage_ns: int) -> None:
-        if cmd.values is None:
-            return
-        if self.twist is not None:
-            v = {n: float(x) for n, x in zip(self.profile.action.names, cmd.values)}
-            tw = Twist()
-            tw.linear.x, tw.linear.y, tw.linear.z = v.get("vx", 0.0), v.get("vy", 0.0), v.get("vz", 0.0)
-            tw.angular.x, tw.angular.y, tw.angular.z = v.get("wx", 0.0), v.get("wy", 0.0), v.get("wz", 0.0)
-            if self.twist.stamped:
-                msg = TwistStamped(twist=tw)
-                msg.header.stamp = from_ns(lineage_ns) if lineage_ns else self.get_clock().now().to_msg()
-                msg.header.frame_id = self.profile.base_link
-                self.twist_pub.publish(msg)
-            else:
-                self.twist_pub.publish(tw)
-            return
-        for cols, pub in self.position_pubs:
-            msg = Float64MultiArray(data=[float(cmd.values[c]) for c in cols])
-            msg.layout.dim = [MultiArrayDimension(label=f"obs_stamp_ns={lineage_ns}", size=len(cols), stride=len(cols))]
-            pub.publish(msg)
+        if cmd.values is not None:
+            self.out.publish(cmd.values, lineage_ns)
 
     def _diagnostics(self) -> None:
         values: dict[str, object] = {**self.counts, "deadline_misses": self.deadline_misses,

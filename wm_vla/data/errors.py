@@ -58,3 +58,23 @@ class FrameError(DataError, ValueError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class RecorderError(DataError):
+    """Base class of episode recording errors (the dataset on disk keeps its committed episodes)."""
+
+
+class DatasetMismatchError(RecorderError, ValueError):
+    """An existing dataset cannot take the new episodes: features (action/state dims, cameras) or fps differ."""
+
+
+class DiskFullError(RecorderError, OSError):
+    """No space left for the episode: it is discarded, the committed episodes are intact."""
+
+
+class EpisodeStateError(RecorderError, RuntimeError):
+    """An episode command that the recorder's state does not allow (e.g. stop while idle)."""
+
+
+class MissingStreamError(RecorderError, ValueError):
+    """A required stream (camera, state, action) has no usable sample, so no frame can be recorded."""

@@ -76,6 +76,8 @@ class BagRecorder:
         """Serialise and append one message with bag (log) time `t_ns`."""
         if msgtype not in self.store.types:
             raise BagWriteError(f"unknown message type {msgtype!r} for {topic}")
+        if self._types.get(topic, msgtype) != msgtype:  # before serialising: the clear error, not a CDR one
+            raise BagWriteError(f"{topic} was recorded as {self._types[topic]}, not {msgtype}")
         try:
             raw = self.store.serialize_cdr(msg, msgtype)
         except Exception as exc:

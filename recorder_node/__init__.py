@@ -1,0 +1,1 @@
+"""recorder_node: observations + commanded actions -> crash-safe LeRobot dataset (thin rclpy adapter)."""
