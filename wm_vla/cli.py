@@ -12,7 +12,6 @@ from wm_vla.data.errors import DataError
 from wm_vla.robots.errors import RobotError
 
 # Groups whose commands later milestones bring; each says so instead of pretending to work.
-PLANNED_GROUPS: dict[str, tuple[str, str]] = {}
 
 
 class CliError(Exception):
@@ -601,14 +600,6 @@ def _need_command(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespa
     return run
 
 
-def _planned(group: str) -> Callable[[argparse.Namespace], int]:
-    def run(_args: argparse.Namespace) -> int:
-        what, where = PLANNED_GROUPS[group]
-        raise CliError(f"'wm-vla {group}' ({what}) is not available in this version; it arrives with {where}")
-
-    return run
-
-
 def build_parser() -> argparse.ArgumentParser:
     from wm_vla.sim.registry import WORLD_NAMES
 
@@ -916,9 +907,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_bag_commands(groups)
     _add_teleop_commands(groups)
-    for group, (what, where) in PLANNED_GROUPS.items():
-        p = groups.add_parser(group, help=f"{what} (arrives with {where})")
-        p.set_defaults(func=_planned(group))
     return parser
 
 
