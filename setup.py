@@ -39,5 +39,6 @@ setup(
         "perception_node = perception_node.node:main",
         "vla_node = vla_node.node:main",
         "world_model_node = world_model_node.node:main",
+        "bag_recorder = bag_player.record:main",
     ]},
 )

@@ -6,6 +6,8 @@ from typing import Any
 
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
+from node_common.worker import NewestWorker
+
 
 def default_checkpoint(index: int) -> str:
     """0: the default policy, 1: the default student world model (`wm_vla.training.pipeline.default_checkpoints`)."""
@@ -15,11 +17,13 @@ def default_checkpoint(index: int) -> str:
 
 
 class ModelNode(LifecycleNode):
-    """configure (subclass) loads the model into `self.backend`; activate/deactivate gate the callbacks."""
+    """configure (subclass) loads the model into `self.backend` (and may start `self.worker` for the model calls);
+    activate/deactivate gate the callbacks; cleanup stops the worker, then releases the backend."""
 
     def __init__(self, name: str) -> None:
         super().__init__(name)
         self.backend: Any = None
+        self.worker: NewestWorker[Any] | None = None
         self.active = False
         self.configure_error = ""
 
@@ -41,6 +45,9 @@ class ModelNode(LifecycleNode):
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
         if self.backend is not None:
             self.backend.close()
             self.backend = None

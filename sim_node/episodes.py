@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import threading
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 import rclpy
 from geometry_msgs.msg import TwistStamped
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_msgs.msg import Float64MultiArray, String
@@ -23,6 +24,7 @@ from std_srvs.srv import Trigger
 from wm_vla_interfaces.msg import RankingResult
 
 from node_common.msgs import COMMAND_QOS, LATCHED_QOS, to_ns
+from node_common.spin import exit_with_parent
 from wm_vla.robots import load_profile
 from world_model_node.node import RANKING_TOPIC
 
@@ -108,8 +110,8 @@ class EpisodeClient(Node):
                 "latency_ms": lat, "decision_ms": dec}
 
 
-def spin_in_thread(node: Node) -> tuple[MultiThreadedExecutor, threading.Thread]:
-    ex = MultiThreadedExecutor(num_threads=2, context=node.context)
+def spin_in_thread(node: Node) -> tuple[SingleThreadedExecutor, threading.Thread]:
+    ex = SingleThreadedExecutor(context=node.context)  # see node_common/worker.py
     ex.add_node(node)
     thread = threading.Thread(target=ex.spin, daemon=True)
     thread.start()
@@ -117,6 +119,7 @@ def spin_in_thread(node: Node) -> tuple[MultiThreadedExecutor, threading.Thread]
 
 
 def main(argv: list[str] | None = None) -> int:
+    exit_with_parent(signal.SIGKILL)  # a client blocked in a wait would outlive a killed demo on SIGTERM
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--robot", default="arm")
     ap.add_argument("--episodes", type=int, default=1)

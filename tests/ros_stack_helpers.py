@@ -11,7 +11,7 @@ from typing import Any
 
 import rclpy
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
 
@@ -43,14 +43,13 @@ def statuses(box: Received, node: str, t0: float = 0.0) -> list[Any]:
 class Probe:
     """A node in a private context, spinning in a thread; `record(type, topic)` keeps everything received."""
 
-    def __init__(self, name: str = "wm_vla_test_probe", single_threaded: bool = False) -> None:
-        """`single_threaded`: spin a SingleThreadedExecutor (the safety tests, which receive ~150 messages/s: the
-        2-thread MultiThreadedExecutor starved reception and the test's camera feed there)."""
+    def __init__(self, name: str = "wm_vla_test_probe") -> None:
+        """Spins a SingleThreadedExecutor: rclpy's MultiThreadedExecutor busy-loops under CPU contention (Kilted;
+        see node_common/worker.py) and starved reception and the tests' feeds on 2 cores."""
         self.context = Context()
         rclpy.init(context=self.context)
         self.node = Node(name, context=self.context)
-        self.executor = (SingleThreadedExecutor(context=self.context) if single_threaded
-                         else MultiThreadedExecutor(num_threads=2, context=self.context))
+        self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
         self.thread.start()

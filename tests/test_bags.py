@@ -185,6 +185,9 @@ def test_recorder_roundtrip_and_split_by_size_and_duration(tmp_path: Path, stora
     np.testing.assert_array_equal(got[0].msg.actions, np.arange(4))
     assert [int(image_to_rgb(r.msg)[0, 0, 0]) for r in imgs] == list(range(10))
     assert got[-1].log_ns == T0 + 29 * NS // 10 and got[-1].stamp_ns == T0   # header stamp first
+    with BagReader(tmp_path / "b") as whole:  # the recording's directory: every part, merged in time
+        merged = whole.read("/c")
+        assert [r.log_ns for r in merged] == [r.log_ns for r in got] and len(whole.read("/img")) == 10
 
 
 def test_recorder_rejects_bad_settings(tmp_path: Path) -> None:

@@ -155,3 +155,20 @@ def test_play_and_sim_command_lines(bag: Path, tmp_path: Path, capsys: pytest.Ca
         assert reader.topics["/arm_controller/joint_trajectory"] == "trajectory_msgs/msg/JointTrajectory"
         img = reader.read("/camera/front/color/image_raw")[0].msg
     assert (img.encoding, img.width, img.height) == ("bgr8", 32, 32)
+
+
+def test_bag_recorder_topics_default_to_the_stack_and_bad_entries_are_refused() -> None:
+    from bag_player.record import default_topics, parse_topics
+    from wm_vla.data.errors import BagWriteError
+    from wm_vla.robots import load_profile
+
+    arm = default_topics(load_profile("arm"), sim=True)
+    assert arm["/camera/wrist/color/image_raw"] == "sensor_msgs/msg/Image"
+    assert arm["/wm_vla/action_candidates"] == "wm_vla_interfaces/msg/ActionCandidates"
+    assert arm["/forward_position_controller/commands"] == "std_msgs/msg/Float64MultiArray"
+    quad = default_topics(load_profile("quadruped"), sim=False)
+    assert "/joint_states" not in quad and any(t.endswith("Twist") or t.endswith("TwistStamped") for t in quad.values())
+    assert parse_topics(["/a", "/b:std_msgs/msg/String"]) == {"/a": None, "/b": "std_msgs/msg/String"}
+    for bad in ("no_slash", "/x:String", "/x:std_msgs/String"):
+        with pytest.raises(BagWriteError, match="expected"):
+            parse_topics([bad])

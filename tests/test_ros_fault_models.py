@@ -83,7 +83,7 @@ def refusals(ros_domain: int, tmp_path_factory: pytest.TempPathFactory) -> Itera
             for name, (module, params, _) in BAD.items()]
     plan.append(NodeSpec("world_model_node", "world_model_node", "world_model_node.node",
                          {"robot": "arm", "rank": False}, lifecycle=True))
-    probe = Probe(single_threaded=True)
+    probe = Probe()
     diag = probe.record(DiagnosticArray, "/diagnostics", 50)
     forward = probe.record(Float64MultiArray, FORWARD, COMMAND_QOS)
     js_pub = probe.node.create_publisher(JointState, ARM.topics.joint_states, SENSOR_QOS)

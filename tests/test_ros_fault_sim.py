@@ -29,7 +29,7 @@ def test_world_model_node_killed_the_base_stops_within_the_command_timeout(ros_d
                                                                  "time_limit_s": 120.0, "cmd_timeout_s": CMD_TIMEOUT}),
             NodeSpec("world_model_node", "world_model_node", "world_model_node.node",
                      {"robot": "quadruped", "rank": False}, lifecycle=True)]
-    probe = Probe(single_threaded=True)
+    probe = Probe()
     n = probe.node
     obs_pub = n.create_publisher(Observation, "/wm_vla/observation", SENSOR_QOS)
     cand_pub = n.create_publisher(ActionCandidates, "/wm_vla/action_candidates", COMMAND_QOS)

@@ -108,7 +108,7 @@ def chain(ros_domain: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             NodeSpec("vla_node", "vla_node", "vla_node.node", {"robot": "arm", "k": 4, "threads": 1}, lifecycle=True),
             NodeSpec("world_model_node", "world_model_node", "world_model_node.node",
                      {"robot": "arm", "rank": False}, lifecycle=True)]
-    probe = Probe(single_threaded=True)
+    probe = Probe()
     with Stack(plan, log_dir=tmp_path_factory.mktemp("chain")) as stack:
         rig = Chain(probe, stack)
         try:
@@ -189,6 +189,7 @@ def _rss_mb(pid: int) -> float:
 def test_burst_of_1000_observations_serves_the_newest_without_a_backlog(chain: Chain) -> None:
     _resume(chain)
     chain.camera = "off"
+    time.sleep(1.0)  # longer than the decision period: the burst is not throttled by the last camera decision
     vla = chain.stack.procs["vla_node"].pid
     rss0 = _rss_mb(vla)
     template = Observation(camera_names=list(CAMERAS), state=[float(v) for v in HOME])
@@ -199,6 +200,7 @@ def test_burst_of_1000_observations_serves_the_newest_without_a_backlog(chain: C
         template.images = [rgb_to_image(FRAME, now, f"{c}_camera_optical_frame") for c in CAMERAS]
         chain.obs_pub.publish(template)
     t_end = chain.probe.now()
+    chain.probe.wait(lambda: bool(chain.cand.since(t0)), 10.0, "a decision on the burst")
     time.sleep(2.0)
     assert not chain.stack.failed()
     got = chain.cand.since(t0)

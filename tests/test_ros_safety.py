@@ -110,7 +110,7 @@ def rig(ros_domain: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
                     {"robot": "arm", "rank": False, "max_obs_age_ms": 1e3 * MAX_AGE})
     logs = tmp_path_factory.mktemp("wm_node")
     with Stack([spec], log_dir=logs) as stack:
-        probe = Probe(single_threaded=True)
+        probe = Probe()
         rig = Rig(probe)
         try:
             probe.wait(lambda: len(rig.forward.items) > 5 or bool(stack.failed()), 60,
@@ -218,7 +218,7 @@ def test_quadruped_twist_is_limited_carries_lineage_and_zeroes_on_stop(ros_domai
     spec = NodeSpec("world_model_node", "world_model_node", "world_model_node.node",
                     {"robot": "quadruped", "rank": False})
     with Stack([spec], log_dir=tmp_path) as stack:
-        probe = Probe(single_threaded=True)
+        probe = Probe()
         n = probe.node
         obs_pub = n.create_publisher(Observation, "/wm_vla/observation", SENSOR_QOS)
         cand_pub = n.create_publisher(ActionCandidates, "/wm_vla/action_candidates", COMMAND_QOS)

@@ -168,7 +168,7 @@ CASES: dict[str, tuple[Callable[[Path, Path], Callable[[], object]], type[Except
     "tensorrt engine": (case_tensorrt_engine, EngineManifestError, "is a Python pickle, not a TensorRT engine"),
     "lerobot dataset parquet": (case_lerobot_dataset, DatasetFormatError, "torch.save archive.*never unpickles"),
     "pretrained tower": (case_pretrained_tower, CheckpointError, r"found pickled \['pytorch_model.bin'\]"),
-    "rosbag": (case_bag, BagOpenError, "cannot open as a ROS 2 bag"),
+    "rosbag": (case_bag, BagOpenError, "cannot open as a ROS 2 bag|not an mcap file"),
     "robot profile yaml": (case_robot_profile_yaml, ProfileError, "invalid YAML.*python/object/apply"),
     "device profile yaml": (case_device_profile_yaml, DeviceProfileError, "invalid YAML.*python/object/apply"),
     "bringup params yaml": (case_bringup_params_yaml, ProfileError, "cannot read the params file.*python/object"),

@@ -281,6 +281,11 @@ def test_candidate_labels_train_and_distil_the_world_model(policy_ckpt: Path, da
                                     teacher=str(tmp_path / "teacher"), out=str(tmp_path / "student"), steps=5,
                                     batch_size=32, progress=False))
     assert student["candidates"] == 3 * len(cands) and 0.0 <= student["top1_agreement_heldout"] <= 1.0
+    # extra teacher-labelled states train the student; the held-out states stay the labelled (closed-loop) ones
+    extra = distill(DistillConfig(datasets=data, candidates=[str(labels)], policy=str(policy_ckpt), extra_states=4,
+                                  teacher=str(tmp_path / "teacher"), out=str(tmp_path / "student_x"), steps=5,
+                                  batch_size=32, progress=False))
+    assert extra["candidates"] == 3 * (len(cands) + 4) and extra["heldout_states"] == max(1, len(cands) // 10)
 
 
 def test_bad_candidate_label_folders_fail_with_typed_errors(policy_ckpt: Path, tmp_path: Path) -> None:

@@ -1,8 +1,8 @@
 """vla_node (lifecycle): Observation + latched instruction -> ActionCandidates (K chunks of the FLARE policy).
 
-configure loads the policy through the runtime backend; activate starts publishing. Observations arrive in an
-I/O callback group and only the newest waits (older ones that arrive while the model is busy are skipped and
-counted); inference runs in its own callback group. `decision_period_s` (default: the policy's execution
+configure loads the policy through the runtime backend; activate starts publishing. Observations arrive on the
+node's executor and only the newest waits (older ones that arrive while the model is busy are skipped and
+counted); inference runs on its own worker thread (node_common.worker). `decision_period_s` (default: the policy's execution
 horizon) spaces decisions by observation stamp, so a chunk is executed for that long before the next one.
 """
 
@@ -13,7 +13,6 @@ import time
 from collections import Counter, deque
 
 import numpy as np
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from std_msgs.msg import String
 from wm_vla_interfaces.msg import ActionCandidates, Observation
@@ -22,6 +21,7 @@ from node_common.diagnostics import ERROR, Diagnostics
 from node_common.lifecycle import ModelNode, default_checkpoint
 from node_common.msgs import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, f32, to_s
 from node_common.spin import run
+from node_common.worker import NewestWorker
 from perception_node.node import OBSERVATION_TOPIC
 from wm_vla.robots import load_profile
 from wm_vla.runtime.errors import InstructionError, RuntimeErrorBase
@@ -41,7 +41,6 @@ class VlaNode(ModelNode):
             ("robot", "arm"), ("backend", "torch"), ("device", "cpu"), ("policy", ""), ("onnx_dir", ""),
             ("threads", 1), ("k", 16), ("seed", 0), ("decision_period_s", -1.0), ("max_obs_age_ms", 0.0),
             ("observation", OBSERVATION_TOPIC), ("output", CANDIDATES_TOPIC)])
-        self.pending: Observation | None = None
         self.lock = threading.Lock()
         self.instruction: str | None = None
         self.counts: Counter[str] = Counter()
@@ -71,12 +70,10 @@ class VlaNode(ModelNode):
         self.max_age = (self.p("max_obs_age_ms") or self.profile.max_obs_age_ms) / 1e3
         self.diag = Diagnostics(self, "vla")
         self.pub = self.create_lifecycle_publisher(ActionCandidates, self.p("output"), COMMAND_QOS)
-        io, infer = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
-        self.create_subscription(Observation, self.p("observation"), self._on_obs, SENSOR_QOS, callback_group=io)
-        self.create_subscription(String, self.profile.topics.instruction, self._on_instruction, LATCHED_QOS,
-                                 callback_group=io)
-        self.wake = self.create_guard_condition(self._infer, callback_group=infer)
-        self.create_timer(1.0, self._diagnostics, callback_group=io)
+        self.create_subscription(Observation, self.p("observation"), self._on_obs, SENSOR_QOS)
+        self.create_subscription(String, self.profile.topics.instruction, self._on_instruction, LATCHED_QOS)
+        self.worker = NewestWorker(self._infer, "vla_inference", self._worker_failed)
+        self.create_timer(1.0, self._diagnostics)
         self.get_logger().info(f"policy loaded on {self.backend.describe()} (fallbacks: "
                                f"{[f.candidate for f in sel.fallbacks]}); K={self.k}, decision period {self.period} s")
         return TransitionCallbackReturn.SUCCESS
@@ -115,17 +112,15 @@ class VlaNode(ModelNode):
         if stamp < self.last_decided + self.period - 0.02:
             self.counts["throttled"] += 1
             return
-        with self.lock:
-            if self.pending is not None:
-                self.counts["skipped_busy"] += 1
-            self.pending = msg
-        self.wake.trigger()
+        if self.worker is not None and self.worker.submit(msg):
+            self.counts["skipped_busy"] += 1
 
-    # ----- inference -----
-    def _infer(self) -> None:
-        with self.lock:
-            msg, self.pending = self.pending, None
-        if msg is None or not self.active:
+    # ----- inference (worker thread) -----
+    def _worker_failed(self, exc: BaseException) -> None:
+        self._drop("inference_error", f"inference failed: {type(exc).__name__}: {exc}")
+
+    def _infer(self, msg: Observation) -> None:
+        if not self.active:
             return
         stamp = to_s(msg.header.stamp)
         if self.get_clock().now().nanoseconds * 1e-9 - stamp > self.max_age:

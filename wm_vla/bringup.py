@@ -61,6 +61,7 @@ class BringupArgs:
     world_model: str | None = None
     tasks: tuple[str, ...] | None = None  # sim task families; None: those in the policy's vocabulary
     rate_scale: float = 1.0         # sim speed vs real time (with use_sim_time the sim publishes /clock)
+    record_bag: str = ""            # a directory: record the stack's inputs and outputs there (mcap, bag_recorder)
 
 
 def policy_tasks(world: str, policy: str | None) -> tuple[str, ...]:
@@ -104,6 +105,9 @@ def build_plan(args: BringupArgs) -> list[NodeSpec]:
     nodes.append(NodeSpec("robot_state_publisher", "robot_state_publisher", "", {
         "robot_description": profile.urdf_path().read_text(), "use_sim_time": args.use_sim_time},
         package="robot_state_publisher"))
+    if args.record_bag:
+        nodes.append(NodeSpec("bag_recorder", "bag_recorder", "bag_player.record",
+                              {**common, "sim": sim, "out": str(Path(args.record_bag).resolve())}))
     if args.params_file:
         nodes = _override(nodes, Path(args.params_file))
     return nodes

@@ -91,7 +91,8 @@ def _up(args: argparse.Namespace) -> int:
 
     plan = build_plan(BringupArgs(robot=args.robot, backend=args.backend, k=args.k, params_file=args.params_file,
                                   use_sim_time=args.use_sim_time, rank=not args.no_rank, seed=args.seed,
-                                  policy=args.policy, world_model=args.wm, rate_scale=args.rate_scale))
+                                  policy=args.policy, world_model=args.wm, rate_scale=args.rate_scale,
+                                  record_bag=args.record_bag or ""))
     if args.dry_run:
         print(json.dumps([n.to_dict() for n in plan], indent=1))
         return 0
@@ -168,7 +169,7 @@ def _train_distill(args: argparse.Namespace) -> int:
     result = distill(DistillConfig(datasets=args.dataset, policy=args.policy, teacher=args.teacher, out=args.out,
                                    candidates=args.candidates,
                                    states=args.states, k=args.k, steps=args.steps, seed=args.seed,
-                                   student_hidden=args.student_hidden, student_layers=args.student_layers,
+                                   extra_states=args.extra_states, student_hidden=args.student_hidden, student_layers=args.student_layers,
                                    progress=not args.no_progress))
     print(f"student {result['out']}: {result['candidates']} policy candidates, {result['train_seconds']} s, "
           f"top-1 ranking agreement with the teacher: held-out states {result['top1_agreement_heldout']:.3f} "
@@ -642,6 +643,8 @@ def build_parser() -> argparse.ArgumentParser:
     td.add_argument("--out", required=True)
     td.add_argument("--states", type=int, default=1500)
     td.add_argument("--k", type=int, default=8)
+    td.add_argument("--extra-states", type=int, default=0,
+                    help="with --candidates: also distil on the policy's candidates at this many random dataset states")
     td.add_argument("--steps", type=int, default=4000)
     td.add_argument("--student-hidden", type=int, default=None, help="override the student preset's width")
     td.add_argument("--student-layers", type=int, default=None, help="override the student preset's depth")
@@ -826,6 +829,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--policy", default=None)
     up.add_argument("--wm", default=None, help="student world model checkpoint")
     up.add_argument("--log-dir", default=None, help="write one log per node there (default: to the terminal)")
+    up.add_argument("--record-bag", default=None, metavar="DIR",
+                    help="record the stack's inputs and outputs to an mcap bag in DIR (then: wm-vla bag eval DIR)")
     up.add_argument("--dry-run", action="store_true", help="print the plan as JSON and exit")
     up.set_defaults(func=_up)
 

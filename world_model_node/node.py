@@ -20,7 +20,6 @@ from collections import Counter, deque
 
 import numpy as np
 from geometry_msgs.msg import Twist, TwistStamped
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray, MultiArrayDimension, String
@@ -30,6 +29,7 @@ from node_common.diagnostics import ERROR, Diagnostics
 from node_common.lifecycle import ModelNode, default_checkpoint
 from node_common.msgs import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, f32, from_ns, to_ns, to_s
 from node_common.spin import run
+from node_common.worker import NewestWorker
 from perception_node.node import OBSERVATION_TOPIC
 from vla_node.node import CANDIDATES_TOPIC
 from wm_vla.robots import load_profile
@@ -92,20 +92,18 @@ class WorldModelNode(ModelNode):
                                                max_acceleration=accel, max_obs_age_s=age)
         self.diag = Diagnostics(self, "world_model")
         self._outputs()
-        io, infer, control = (MutuallyExclusiveCallbackGroup() for _ in range(3))
         self.rank_pub = self.create_lifecycle_publisher(RankingResult, self.p("ranking"), COMMAND_QOS)
-        self.create_subscription(ActionCandidates, self.p("candidates"), self._on_candidates, COMMAND_QOS,
-                                 callback_group=infer)
-        self.create_subscription(Observation, self.p("observation"), self._on_obs, SENSOR_QOS, callback_group=io)
-        self.create_subscription(Bool, prof.topics.e_stop, self._on_e_stop, LATCHED_QOS, callback_group=io)
-        self.create_subscription(String, prof.topics.instruction, self._on_instruction, LATCHED_QOS, callback_group=io)
+        self.worker = NewestWorker(self._rank, "world_model_ranking", self._worker_failed)
+        self.create_subscription(ActionCandidates, self.p("candidates"), self._on_candidates, COMMAND_QOS)
+        self.create_subscription(Observation, self.p("observation"), self._on_obs, SENSOR_QOS)
+        self.create_subscription(Bool, prof.topics.e_stop, self._on_e_stop, LATCHED_QOS)
+        self.create_subscription(String, prof.topics.instruction, self._on_instruction, LATCHED_QOS)
         if prof.action.kind == "joint_position":
-            self.create_subscription(JointState, prof.topics.joint_states, self._on_joint_state, SENSOR_QOS,
-                                     callback_group=io)
+            self.create_subscription(JointState, prof.topics.joint_states, self._on_joint_state, SENSOR_QOS)
         self.sim_time = bool(self.get_parameter("use_sim_time").value)
         if self.sim_time:  # the control rate follows the sim's /clock
-            self.create_timer(self.control_dt, self._control, callback_group=control)
-        self.create_timer(1.0, self._diagnostics, callback_group=io)
+            self.create_timer(self.control_dt, self._control)
+        self.create_timer(1.0, self._diagnostics)
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -207,10 +205,21 @@ class WorldModelNode(ModelNode):
         self.safety.joint_state(q)  # no lock, as in _on_obs
 
     def _on_candidates(self, msg: ActionCandidates) -> None:
+        if not self.active or self.worker is None:
+            return
+        self.last_candidates = time.monotonic()
+        if self.worker.submit(msg):
+            self.counts["skipped_candidates"] += 1  # a newer set arrived before ranking this one started
+
+    def _worker_failed(self, exc: BaseException) -> None:
+        self.counts["ranking_errors"] += 1
+        self.diag.warn(f"ranking failed, nothing new executed: {type(exc).__name__}: {exc}", ERROR)
+
+    def _rank(self, msg: ActionCandidates) -> None:
+        """Rank (worker thread), hand the chosen chunk to the executor, publish the RankingResult."""
         if not self.active:
             return
         t0 = time.perf_counter()
-        self.last_candidates = time.monotonic()
         try:
             actions, z = self._decode(msg)
         except ValueError as exc:
@@ -273,7 +282,7 @@ class WorldModelNode(ModelNode):
 
     # ----- control loop -----
     def _control(self) -> None:
-        """Control-rate tick (its own callback group)."""
+        """Control-rate tick (on the node's executor; ranking runs on the worker thread)."""
         if not self.active:
             return
         now = self.get_clock().now().nanoseconds * 1e-9
@@ -293,7 +302,7 @@ class WorldModelNode(ModelNode):
                 self.get_logger().info(f"command path: {cmd.state} {','.join(cmd.reasons)}".rstrip())
             if "stale_observation" in cmd.reasons or "e_stop" in cmd.reasons:
                 self.chunks.clear()  # a chunk whose observation stream died (or that was stopped) is void
-        self._publish(cmd, lineage)
+            self._publish(cmd, lineage)  # under the lock: control tick and worker never publish out of order
         if lineage and lineage != self.reported_ns:  # first command of a chunk: camera stamp -> command publish
             self.reported_ns = lineage
             self.latency_ms.append((self.get_clock().now().nanoseconds - lineage) / 1e6)

@@ -38,7 +38,13 @@ class DemoConfig:
     out: str = "outputs/demo"
     episode_timeout_s: float = 60.0
     rate_scale: float = 1.0     # < 1 runs the sim on its own /clock (latencies then in sim time)
-    domain_id: int | None = None
+    domain_id: int | None = None  # None: $ROS_DOMAIN_ID if set, else a private one (see demo_domain)
+
+
+def demo_domain() -> int:
+    """A DDS domain of its own for the demo (101-200, from the pid) unless the user set ROS_DOMAIN_ID: a second
+    sim or robot on the default domain 0 would otherwise feed this stack its images and joint states."""
+    return int(os.environ["ROS_DOMAIN_ID"]) if os.environ.get("ROS_DOMAIN_ID") else 101 + os.getpid() % 100
 
 
 def run_config(cfg: DemoConfig, rank: bool, log_dir: Path) -> list[dict[str, Any]]:
@@ -47,9 +53,8 @@ def run_config(cfg: DemoConfig, rank: bool, log_dir: Path) -> list[dict[str, Any
     plan = build_plan(BringupArgs(robot="sim", backend=cfg.backend, k=cfg.k if rank else 1, rank=rank, seed=cfg.seed,
                                   policy=cfg.policy, world_model=cfg.world_model, use_sim_time=sim_time,
                                   rate_scale=cfg.rate_scale))
-    env = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
-    if cfg.domain_id is not None:
-        env["ROS_DOMAIN_ID"] = str(cfg.domain_id)
+    env = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+           "ROS_DOMAIN_ID": str(cfg.domain_id if cfg.domain_id is not None else demo_domain())}
     with Stack(plan, log_dir=log_dir, env=env) as stack, tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "episodes.json"
         cmd = [sys.executable, "-m", "sim_node.episodes", "--episodes", str(cfg.episodes), "--timeout",
@@ -121,8 +126,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     rows = {}
     for name, rank in (("ranked", True), ("single", False)):
-        print(f"[demo] {name}: starting the ROS 2 stack (K={cfg.k if rank else 1}) for {cfg.episodes} episodes",
-              flush=True)
+        domain = cfg.domain_id if cfg.domain_id is not None else demo_domain()
+        print(f"[demo] {name}: starting the ROS 2 stack (K={cfg.k if rank else 1}) for {cfg.episodes} episodes "
+              f"on ROS_DOMAIN_ID={domain}", flush=True)
         rows[name] = summarize(name, run_config(cfg, rank, out / f"logs_{name}"))
         r = rows[name]
         print(f"[demo] {name}: {r['successes']}/{r['episodes']} successes, camera->command p50 "

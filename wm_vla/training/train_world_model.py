@@ -265,6 +265,7 @@ class DistillConfig:
     lr: float = 1e-3
     rank_weight: float = 1.0         # listwise KL between teacher and student softmax over each state's K scores
     rank_temperature: float = 0.05
+    extra_states: int = 0      # with label folders: also distil on K candidates at this many random dataset states
     student_hidden: int | None = None   # override the student preset's width / depth
     student_layers: int | None = None
     seed: int = 0
@@ -286,16 +287,23 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         rows = torch.cat([r for _, r in data.groups])
         k = int(rows.shape[1])
         cz, cc = data.z[rows.flatten()], data.chunk[rows.flatten()]
+        n_labelled = int(rows.shape[0])
+        if cfg.extra_states > 0:  # the teacher labels for free: more states -> less student over-fitting
+            ez, ec = sample_candidates(policy, data, cfg.extra_states, k, gen, cfg.progress)
+            cz, cc = torch.cat([cz, ez]), torch.cat([cc, ec])
     else:  # candidates proposed by the policy at random dataset states
         k = cfg.k
         cz, cc = sample_candidates(policy, data, cfg.states, k, gen, cfg.progress)
+        n_labelled = int(cz.shape[0]) // k
     with torch.no_grad():
         soft = teacher(cz, cc)
     teacher_score = (soft.progress - soft.failure_prob).reshape(-1, k)  # what the ranker compares, per state
     n_groups = teacher_score.shape[0]
-    perm = torch.randperm(n_groups, generator=gen)
-    held_out = perm[: max(1, n_groups // 10)]
-    train_groups = perm[max(1, n_groups // 10):] if n_groups > 1 else perm
+    # held out: a tenth of the labelled (closed-loop, on-policy) states; the sampled extra states only train
+    perm = torch.randperm(n_labelled, generator=gen)
+    held_out = perm[: max(1, n_labelled // 10)]
+    train_groups = perm[max(1, n_labelled // 10):] if n_labelled > 1 else perm
+    train_groups = torch.cat([train_groups, torch.arange(n_labelled, n_groups)])
     size = {k: v for k, v in (("hidden", cfg.student_hidden), ("layers", cfg.student_layers)) if v is not None}
     student = LatentWorldModel(world_model_preset("student", latent_dim=teacher.cfg.latent_dim,
                                                   action_dim=teacher.cfg.action_dim, horizon=teacher.cfg.horizon, **size))
@@ -322,7 +330,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         if step % 200 == 0 or step == cfg.steps - 1:
             history.append({"step": step, "distill": kd_m["loss"], "listwise_kl": float(listwise.detach()),
                             "ground_truth": float(gt.detach())})
-    agree_train = top1_agreement(student, cz, cc, teacher_score, train_groups[:500], k)
+    agree_train = top1_agreement(student, cz, cc, teacher_score, train_groups[torch.randperm(len(train_groups))[:500]], k)
     agree = top1_agreement(student, cz, cc, teacher_score, held_out, k)
     seconds = time.perf_counter() - t0
     save_checkpoint(student.eval(), Path(cfg.out), extra={"policy": str(cfg.policy), "teacher": str(cfg.teacher),

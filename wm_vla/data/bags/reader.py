@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rosbags.interfaces import Connection, MessageDefinitionFormat
+from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import Reader
 from rosbags.typesys import get_types_from_idl, get_types_from_msg
 from rosbags.typesys.store import Typestore
@@ -67,6 +68,14 @@ def header_stamp_ns(msg: Any) -> int | None:
     return ns or None
 
 
+def recorder_parts(path: Path) -> list[Path]:
+    """The parts of a split recording (`BagRecorder`: `<dir>/<name>_NNNN/` rosbag2 directories) when `path` is such
+    a directory rather than a bag itself; empty otherwise."""
+    if (path / "metadata.yaml").is_file() or not path.is_dir():
+        return []
+    return sorted(p for p in path.iterdir() if p.is_dir() and (p / "metadata.yaml").is_file())
+
+
 class BagReader:
     """A bag opened for reading: `topics`, `read(topic)`; use as a context manager."""
 
@@ -91,8 +100,9 @@ class BagReader:
         self._known = self._register_bag_types(self._reader.connections)
 
     @staticmethod
-    def _open(path: Path) -> Reader:
-        reader = Reader(path)
+    def _open(path: Path) -> Reader | AnyReader:
+        parts = recorder_parts(path)
+        reader: Reader | AnyReader = AnyReader(parts) if parts else Reader(path)  # AnyReader merges parts in time
         reader.open()
         return reader
 

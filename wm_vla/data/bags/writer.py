@@ -76,12 +76,18 @@ class BagRecorder:
         """Serialise and append one message with bag (log) time `t_ns`."""
         if msgtype not in self.store.types:
             raise BagWriteError(f"unknown message type {msgtype!r} for {topic}")
-        if self._types.setdefault(topic, msgtype) != msgtype:
-            raise BagWriteError(f"{topic} was recorded as {self._types[topic]}, not {msgtype}")
         try:
             raw = self.store.serialize_cdr(msg, msgtype)
         except Exception as exc:
             raise BagWriteError(f"{topic}: cannot serialise {msgtype}: {exc}") from exc
+        self.write_raw(topic, msgtype, bytes(raw), t_ns)
+
+    def write_raw(self, topic: str, msgtype: str, raw: bytes, t_ns: int) -> None:
+        """Append one message already serialised as CDR (e.g. from an rclpy `raw=True` subscription)."""
+        if msgtype not in self.store.types:
+            raise BagWriteError(f"unknown message type {msgtype!r} for {topic}")
+        if self._types.setdefault(topic, msgtype) != msgtype:
+            raise BagWriteError(f"{topic} was recorded as {self._types[topic]}, not {msgtype}")
         if self._writer is None or self._full(t_ns):
             self._open_part()
         assert self._writer is not None
