@@ -6,6 +6,7 @@ warm-up, deadline misses (world_model_node control ticks later than 1.5 periods)
 OUT.png (`wm_vla.eval.soak`). Exit code 1 when a node crashed or a criterion failed.
 
     python benchmarks/soak.py --minutes 30 --out outputs/bench/soak_30min     # the acceptance run (issue #9)
+    python benchmarks/soak.py --minutes 30 --rt-priority 50 ...   # control thread SCHED_FIFO (root/CAP_SYS_NICE)
     python benchmarks/soak.py --minutes 3 --warmup-s 45 --out outputs/bench/soak_3min   # the CI version
 """
 
@@ -30,6 +31,8 @@ def main() -> int:
     ap.add_argument("--camera-hz", type=float, default=30.0)
     ap.add_argument("--sample-s", type=float, default=5.0)
     ap.add_argument("--episode-timeout", type=float, default=60.0)
+    ap.add_argument("--rt-priority", type=int, default=0,
+                    help="world_model_node control_rt_priority (SCHED_FIFO when allowed; 0 = normal scheduling)")
     ap.add_argument("--out", default="outputs/bench/soak")
     ap.add_argument("--domain-id", type=int, default=None,
                     help="ROS_DOMAIN_ID of the soak (default: $ROS_DOMAIN_ID, else a free-looking one from 120-219 so "
@@ -48,8 +51,9 @@ def main() -> int:
     from wm_vla.launcher import Stack
     from wm_vla.robots import load_profile
 
-    plan = [dataclasses.replace(n, parameters={**n.parameters, "camera_hz": args.camera_hz})
-            if n.name == "sim_robot" else n for n in build_plan(BringupArgs(robot="sim", k=args.k, rank=True))]
+    extra = {"sim_robot": {"camera_hz": args.camera_hz}, "world_model_node": {"control_rt_priority": args.rt_priority}}
+    plan = [dataclasses.replace(n, parameters={**n.parameters, **extra.get(n.name, {})})
+            for n in build_plan(BringupArgs(robot="sim", k=args.k, rank=True))]
     control_hz = load_profile("arm").control_rate_hz
     out = Path(args.out)
     latest: dict[str, dict[str, float]] = {}
@@ -111,7 +115,8 @@ def main() -> int:
             client.destroy_node()
             rclpy.try_shutdown()
     config = {"minutes": args.minutes, "k": args.k, "ros_domain_id": int(os.environ["ROS_DOMAIN_ID"]), "camera_hz": args.camera_hz, "control_rate_hz": control_hz,
-              "ranking": True, "backend": "torch", "cpus": os.cpu_count(), "sample_s": args.sample_s}
+              "ranking": True, "backend": "torch", "rt_priority": args.rt_priority, "cpus": os.cpu_count(),
+              "sample_s": args.sample_s}
     report = summarize_soak(samples, episodes, args.warmup_s, control_hz, crashed, config)
     json_path, png_path = plot_soak(report, out)
     rss = ", ".join(f"{n} {r['after_warmup_mb']:.0f}->{r['end_mb']:.0f} MB ({r['growth_pct']:+.1f}%)"

@@ -50,7 +50,7 @@ class WorldModelNode(ModelNode):
             ("action_dt", 0.0), ("blend_s", 0.0), ("interpolate", False), ("velocity_scale", 1.0),
             ("max_acceleration", 0.0), ("max_obs_age_ms", 0.0), ("candidates", CANDIDATES_TOPIC),
             ("observation", OBSERVATION_TOPIC), ("ranking", RANKING_TOPIC), ("candidate_timeout_s", 2.0),
-            ("control_rt_priority", 50)])
+            ("control_rt_priority", 0)])
         self.lock = threading.Lock()
         self.counts: Counter[str] = Counter()
         self.stage_ms: dict[str, deque[float]] = {}
@@ -123,8 +123,9 @@ class WorldModelNode(ModelNode):
         super().destroy_node()
 
     def _realtime(self) -> None:
-        """SCHED_FIFO for the control thread when allowed (root / CAP_SYS_NICE / rtprio limit), as ros2_control's
-        controller manager does; the GIL is handed over sooner too. Otherwise it runs at normal priority, said once."""
+        """With `control_rt_priority` > 0 (opt-in: on a dedicated robot computer), SCHED_FIFO for the control thread
+        when allowed (root / CAP_SYS_NICE / rtprio limit), as ros2_control's controller manager does, and a shorter
+        GIL switch interval. Otherwise it runs at normal priority (said once when the request is refused)."""
         prio = int(self.p("control_rt_priority"))
         if prio <= 0 or not hasattr(os, "sched_setscheduler"):
             return
@@ -144,8 +145,8 @@ class WorldModelNode(ModelNode):
             late = time.monotonic() - due
             if late > self.control_dt:  # far behind (the process was stalled): restart the schedule, no burst
                 due = time.monotonic()
-            elif late < 0:
-                self.control_stop.wait(-late)
+            # always yield a little: an overrunning loop (a real-time thread above all) never starves the machine
+            self.control_stop.wait(max(-late, 0.001))
             if self.active:
                 self._control()
 

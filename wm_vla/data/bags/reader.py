@@ -92,7 +92,10 @@ class BagReader:
             cut_off = any(k in str(exc).lower() for k in ("end magic", "footer", "metadata file"))  # no close()
             if mcap is None or not cut_off:
                 raise BagOpenError(f"{self.path}: cannot open as a ROS 2 bag (mcap or sqlite3): {exc}") from exc
-            self._reader = self._recover(mcap, exc)
+            try:
+                self._reader = self._recover(mcap, exc)
+            except BagOpenError as exc2:
+                raise BagOpenError(f"{self.path}: cannot open as a ROS 2 bag (mcap or sqlite3): {exc}; {exc2}") from exc2
         self.store = typestore or bag_typestore()
         self._known = self._register_bag_types(self._reader.connections)
 
