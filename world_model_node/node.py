@@ -12,6 +12,7 @@ that stop arriving mid-task (`candidate_timeout_s`) give a WARN diagnostic.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -33,8 +34,9 @@ from node_common.worker import NewestWorker
 from perception_node.node import OBSERVATION_TOPIC
 from vla_node.node import CANDIDATES_TOPIC
 from wm_vla.robots import load_profile
-from wm_vla.runtime.errors import ChunkError, RuntimeErrorBase
+from wm_vla.runtime.errors import ChunkError, LatencyConfigError, RuntimeErrorBase
 from wm_vla.runtime.executor import ChunkExecutor, ExecutorConfig
+from wm_vla.runtime.latency.governor import GovernorConfig, LatencyGovernor
 from wm_vla.runtime.ranker import KinematicPenalty, RankerConfig, score_candidates
 from wm_vla.runtime.safety import SafeCommand, SafetyFilter
 
@@ -50,8 +52,16 @@ class WorldModelNode(ModelNode):
             ("action_dt", 0.0), ("blend_s", 0.0), ("interpolate", False), ("velocity_scale", 1.0),
             ("max_acceleration", 0.0), ("max_obs_age_ms", 0.0), ("candidates", CANDIDATES_TOPIC),
             ("observation", OBSERVATION_TOPIC), ("ranking", RANKING_TOPIC), ("candidate_timeout_s", 2.0),
-            ("control_rt_priority", 0)])
+            ("control_rt_priority", 0),
+            # live latency budget (LatencyGovernor): 0 = off; else degrade K -> passthrough when the ranking p99
+            # exceeds it, recover with hysteresis
+            ("budget_ms", 0.0), ("budget_k_levels", [16, 8, 4]), ("budget_window", 50), ("budget_min_samples", 20),
+            ("budget_dwell", 20),
+            # fault injection (tests, drills): extra ms inside the world-model stage; settable at run time
+            ("inject_wm_delay_ms", 0.0)])
         self.lock = threading.Lock()
+        self.governor: LatencyGovernor | None = None
+        self.governor_lock = threading.Lock()  # recorded on the worker thread, reported on the executor's
         self.counts: Counter[str] = Counter()
         self.stage_ms: dict[str, deque[float]] = {}
         self.latency_ms: deque[float] = deque(maxlen=1000)
@@ -79,6 +89,10 @@ class WorldModelNode(ModelNode):
             if self.backend.spec.action_dim != len(prof.action.names):
                 return self.refuse(f"the models (action {self.backend.spec.action_dim}) do not fit robot {prof.name} "
                                    f"(action {len(prof.action.names)})")
+        try:
+            self.governor = self._governor()
+        except LatencyConfigError as exc:
+            return self.refuse(f"bad latency budget settings: {exc}")
         self.penalty = KinematicPenalty(prof)
         self.ranker_cfg = RankerConfig(switch_margin=float(self.p("switch_margin")))
         rate = self.p("control_rate_hz") or prof.control_rate_hz
@@ -213,16 +227,26 @@ class WorldModelNode(ModelNode):
         stages = {"decode": 1e3 * (t1 - t0)}
         chosen, ranker, degraded = 0, "passthrough", not self.rank
         scores = progress = failure = np.zeros(0)
-        if self.rank and self.backend is not None and actions.shape[0] > 1:
+        mode = self.governor.mode if self.governor is not None else None
+        if mode is not None and not mode.rank:
+            degraded = True  # over budget: the policy's first sample, no world model
+        elif self.rank and self.backend is not None and actions.shape[0] > 1:
+            ranked = actions[: mode.k] if mode is not None else actions  # candidate 0 always stays in
             try:
-                roll = self.backend.rollout(z, actions)
+                roll = self.backend.rollout(z, ranked)
+                delay = float(self.p("inject_wm_delay_ms"))
+                if delay > 0:
+                    time.sleep(delay / 1e3)
                 t2 = time.perf_counter()
-                r = score_candidates(roll.progress, roll.failure_prob, actions, self.penalty, self.ranker_cfg)
+                r = score_candidates(roll.progress, roll.failure_prob, ranked, self.penalty, self.ranker_cfg)
                 stages.update(wm_rollout=1e3 * (t2 - t1), score=1e3 * (time.perf_counter() - t2))
                 chosen, ranker, scores, progress, failure = r.chosen, "gpc_rank", r.scores, r.progress, r.failure_prob
+                degraded = ranked.shape[0] < actions.shape[0]
             except RuntimeErrorBase as exc:
                 degraded = True
                 self.diag.warn(f"world model failed, passing the policy's first sample through: {exc}")
+        if self.governor is not None:
+            self._govern({k: v for k, v in stages.items() if k != "decode"} or {"passthrough": 0.0})
         stamp = to_s(msg.header.stamp)
         now = self.get_clock().now().nanoseconds * 1e-9
         with self.lock:
@@ -239,13 +263,36 @@ class WorldModelNode(ModelNode):
         stages["total"] = 1e3 * (time.perf_counter() - t0)
         for name, ms in stages.items():
             self.stage_ms.setdefault(name, deque(maxlen=200)).append(ms)
-        k = actions.shape[0]
+        k = scores.size or actions.shape[0]
         self.rank_pub.publish(RankingResult(
             header=msg.header, chosen=chosen, scores=f32(scores if scores.size else np.zeros(k)),
             progress=f32(progress), failure_prob=f32(failure), stage_names=list(stages),
             stage_ms=f32(np.array(list(stages.values()))),
             backend=self.backend.name if (self.backend is not None and ranker == "gpc_rank") else "none",
             ranker=ranker, degraded=degraded))
+
+    def _governor(self) -> LatencyGovernor | None:
+        """The live budget's governor (None when `budget_ms` is 0); LatencyConfigError for bad settings."""
+        budget = float(self.p("budget_ms"))
+        if budget <= 0:
+            return None
+        quiet = logging.getLogger(f"wm_vla.governor.{self.get_name()}")  # changes go to the ROS log (_govern)
+        quiet.propagate = False
+        quiet.addHandler(logging.NullHandler())
+        return LatencyGovernor(GovernorConfig(
+            budget_ms=budget, k_levels=tuple(int(k) for k in self.p("budget_k_levels")),
+            window=int(self.p("budget_window")), min_samples=int(self.p("budget_min_samples")),
+            dwell=int(self.p("budget_dwell"))), logger=quiet)
+
+    def _govern(self, stage_ms: dict[str, float]) -> None:
+        assert self.governor is not None
+        with self.governor_lock:
+            change = self.governor.record(stage_ms)
+        if change is not None:
+            self.counts[f"budget_{change.direction}"] += 1
+            self.get_logger().warning(f"latency budget: {change.direction} {change.old.name} -> {change.new.name} "
+                                      f"({change.reason})")
+            self.diag.warn(f"latency budget: {change.direction} to {change.new.name}")
 
     def _decode(self, msg: ActionCandidates) -> tuple[np.ndarray, np.ndarray]:
         k, h, a = msg.k, msg.h, msg.a
@@ -306,6 +353,9 @@ class WorldModelNode(ModelNode):
             values["camera_to_command_ms_p99"] = float(np.percentile(self.latency_ms, 99))
         if len(self.tick_times) > 1:
             values["control_rate_hz"] = (len(self.tick_times) - 1) / (self.tick_times[-1] - self.tick_times[0])
+        if self.governor is not None:
+            with self.governor_lock:
+                values.update({f"budget_{k}": v for k, v in self.governor.diagnostics()})
         silent = time.monotonic() - self.last_candidates if self.last_candidates is not None else 0.0
         if silent > self.p("candidate_timeout_s"):  # candidates flowed in this task, then stopped: vla_node down?
             self.diag.warn(f"no candidates for {silent:.1f} s (is vla_node running?): holding once the chunk ends")
