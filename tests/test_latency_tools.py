@@ -179,9 +179,16 @@ def test_tune_picks_a_fitting_config_writes_params_and_explains_rejections(ckpts
     assert (c["k"], c["steps"]) == (3, 4)  # everything fits: the best expected quality wins
     assert c["verified_p99_ms"] * 1.2 <= tuned["budget_ms"]
     params = yaml.safe_load(out.with_suffix(".yaml").read_text())
-    vla = params["vla_node"]["ros__parameters"]
-    assert (vla["num_candidates"], vla["denoise_steps"], vla["backend"]) == (3, 4, c["backend"])
-    assert params["world_model_node"]["ros__parameters"]["latency_budget_ms"] == tuned["budget_ms"]
+    vla, wm = params["vla_node"]["ros__parameters"], params["world_model_node"]["ros__parameters"]
+    assert (vla["k"], vla["backend"]) == (3, c["backend"]) and wm["budget_ms"] == tuned["budget_ms"]
+    assert wm["budget_k_levels"][0] == 3 and wm["rank"] is True
+    from vla_node.node import PARAMETERS as VLA_PARAMETERS
+    from world_model_node.node import PARAMETERS as WM_PARAMETERS
+
+    # every key is a parameter the node declares (rclpy silently ignores undeclared ones), with the declared type
+    for values, declared in ((vla, dict(VLA_PARAMETERS)), (wm, dict(WM_PARAMETERS))):
+        assert set(values) <= set(declared), set(values) - set(declared)
+        assert all(type(v) is type(declared[k]) for k, v in values.items()), values
     assert all(v["reason"] for v in tuned["verdicts"])
     assert tuned["skipped"] == []  # cpu-2core: both of its backends run here, fp32 only
 

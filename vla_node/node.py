@@ -34,13 +34,17 @@ def default_policy() -> str:
     return default_checkpoint(0)
 
 
+# (name, default): the node's ROS parameters (params files, `wm-vla latency tune` output)
+PARAMETERS: list[tuple[str, object]] = [
+    ("robot", "arm"), ("backend", "torch"), ("device", "cpu"), ("policy", ""), ("onnx_dir", ""),
+    ("threads", 1), ("k", 16), ("seed", 0), ("decision_period_s", -1.0), ("max_obs_age_ms", 0.0),
+    ("observation", OBSERVATION_TOPIC), ("output", CANDIDATES_TOPIC)]
+
+
 class VlaNode(ModelNode):
     def __init__(self) -> None:
         super().__init__("vla_node")
-        self.declare_parameters("", [
-            ("robot", "arm"), ("backend", "torch"), ("device", "cpu"), ("policy", ""), ("onnx_dir", ""),
-            ("threads", 1), ("k", 16), ("seed", 0), ("decision_period_s", -1.0), ("max_obs_age_ms", 0.0),
-            ("observation", OBSERVATION_TOPIC), ("output", CANDIDATES_TOPIC)])
+        self.declare_parameters("", PARAMETERS)
         self.lock = threading.Lock()
         self.instruction: str | None = None
         self.counts: Counter[str] = Counter()

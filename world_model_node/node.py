@@ -43,22 +43,26 @@ from wm_vla.runtime.safety import SafeCommand, SafetyFilter
 RANKING_TOPIC = "/wm_vla/ranking_result"
 
 
+# (name, default): the node's ROS parameters (params files, `wm-vla latency tune` output)
+PARAMETERS: list[tuple[str, object]] = [
+    ("robot", "arm"), ("backend", "torch"), ("device", "cpu"), ("policy", ""), ("world_model", ""),
+    ("onnx_dir", ""), ("threads", 1), ("rank", True), ("switch_margin", 0.0), ("control_rate_hz", 0.0),
+    ("action_dt", 0.0), ("blend_s", 0.0), ("interpolate", False), ("velocity_scale", 1.0),
+    ("max_acceleration", 0.0), ("max_obs_age_ms", 0.0), ("candidates", CANDIDATES_TOPIC),
+    ("observation", OBSERVATION_TOPIC), ("ranking", RANKING_TOPIC), ("candidate_timeout_s", 2.0),
+    ("control_rt_priority", 0),
+    # live latency budget (LatencyGovernor): 0 = off; else degrade K -> passthrough when the ranking p99
+    # exceeds it, recover with hysteresis
+    ("budget_ms", 0.0), ("budget_k_levels", [16, 8, 4]), ("budget_window", 50), ("budget_min_samples", 20),
+    ("budget_dwell", 20),
+    # fault injection (tests, drills): extra ms inside the world-model stage; settable at run time
+    ("inject_wm_delay_ms", 0.0)]
+
+
 class WorldModelNode(ModelNode):
     def __init__(self) -> None:
         super().__init__("world_model_node")
-        self.declare_parameters("", [
-            ("robot", "arm"), ("backend", "torch"), ("device", "cpu"), ("policy", ""), ("world_model", ""),
-            ("onnx_dir", ""), ("threads", 1), ("rank", True), ("switch_margin", 0.0), ("control_rate_hz", 0.0),
-            ("action_dt", 0.0), ("blend_s", 0.0), ("interpolate", False), ("velocity_scale", 1.0),
-            ("max_acceleration", 0.0), ("max_obs_age_ms", 0.0), ("candidates", CANDIDATES_TOPIC),
-            ("observation", OBSERVATION_TOPIC), ("ranking", RANKING_TOPIC), ("candidate_timeout_s", 2.0),
-            ("control_rt_priority", 0),
-            # live latency budget (LatencyGovernor): 0 = off; else degrade K -> passthrough when the ranking p99
-            # exceeds it, recover with hysteresis
-            ("budget_ms", 0.0), ("budget_k_levels", [16, 8, 4]), ("budget_window", 50), ("budget_min_samples", 20),
-            ("budget_dwell", 20),
-            # fault injection (tests, drills): extra ms inside the world-model stage; settable at run time
-            ("inject_wm_delay_ms", 0.0)])
+        self.declare_parameters("", PARAMETERS)
         self.lock = threading.Lock()
         self.governor: LatencyGovernor | None = None
         self.governor_lock = threading.Lock()  # recorded on the worker thread, reported on the executor's

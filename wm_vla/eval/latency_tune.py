@@ -173,15 +173,14 @@ def tune(cfg: TuneConfig) -> dict[str, Any]:
 def params_yaml(report: dict[str, Any], threads: int) -> str:
     """ROS 2 params file for vla_node and world_model_node (what `robot.launch.py` / `wm-vla up` load)."""
     c = report["chosen"]
-    onnx = c["onnx_dir"] if c["backend"] != "torch" else None
-    k_levels = [k for k in (64, 16, 8, 4) if k < c["k"]]
-    vla = {"backend": c["backend"], "precision": c["precision"], "num_candidates": c["k"],
-           "denoise_steps": c["steps"], "policy": report["policy"], "threads": threads}
-    if onnx:
-        vla["onnx_dir"] = onnx
-    wm = {"world_model": report["wm"] or "", "num_candidates": c["k"], "exec_horizon": c["exec_horizon"],
-          "latency_budget_ms": report["budget_ms"],
-          "governor": {"k_levels": [c["k"], *k_levels] if c["k"] > 1 else [1], "recover_fraction": 0.6}}
+    onnx = c["onnx_dir"] if c["backend"] != "torch" else ""
+    # names are the nodes' declared parameters (vla_node.node.PARAMETERS, world_model_node.node.PARAMETERS);
+    # precision and denoising steps are those of the export in onnx_dir
+    vla = {"backend": c["backend"], "onnx_dir": onnx, "policy": report["policy"], "threads": threads, "k": c["k"],
+           "decision_period_s": round(c["exec_horizon"] / report["policy_rate_hz"], 6)}
+    wm = {"backend": c["backend"], "onnx_dir": onnx, "policy": report["policy"], "world_model": report["wm"] or "",
+          "threads": threads, "rank": c["k"] > 1, "budget_ms": float(report["budget_ms"]),
+          "budget_k_levels": [c["k"], *(k for k in (64, 16, 8, 4) if k < c["k"])] if c["k"] > 1 else [1]}
     header = (f"# wm-vla latency tune: {report['device']}, budget {report['budget_ms']:g} ms (margin "
               f"{report['margin']:.0%}); chosen {c['backend']} {c['precision']} K={c['k']} steps={c['steps']} "
               f"exec_horizon={c['exec_horizon']}\n# search p99 {c['p99_ms']:.1f} ms, re-measured p99 "
