@@ -17,6 +17,7 @@ from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from std_msgs.msg import String
 from wm_vla_interfaces.msg import ActionCandidates, Observation
 
+from node_common.budget import BUDGET_PARAMETERS, NodeBudget
 from node_common.diagnostics import ERROR, Diagnostics
 from node_common.lifecycle import ModelNode, default_checkpoint
 from node_common.msgs import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, f32, to_s
@@ -24,7 +25,7 @@ from node_common.spin import run
 from node_common.worker import NewestWorker
 from perception_node.node import OBSERVATION_TOPIC
 from wm_vla.robots import load_profile
-from wm_vla.runtime.errors import InstructionError, RuntimeErrorBase
+from wm_vla.runtime.errors import InstructionError, LatencyConfigError, RuntimeErrorBase
 from wm_vla.runtime.spec import candidate_noise
 
 CANDIDATES_TOPIC = "/wm_vla/action_candidates"
@@ -38,7 +39,11 @@ def default_policy() -> str:
 PARAMETERS: list[tuple[str, object]] = [
     ("robot", "arm"), ("backend", "torch"), ("device", "cpu"), ("policy", ""), ("onnx_dir", ""),
     ("threads", 1), ("k", 16), ("seed", 0), ("decision_period_s", -1.0), ("max_obs_age_ms", 0.0),
-    ("observation", OBSERVATION_TOPIC), ("output", CANDIDATES_TOPIC)]
+    ("observation", OBSERVATION_TOPIC), ("output", CANDIDATES_TOPIC),
+    # live latency budget on encode + sample (node_common.budget): fewer candidates (K levels, then 1) when over it
+    *BUDGET_PARAMETERS,
+    # fault injection (tests, drills): extra ms inside the sampling stage; settable at run time
+    ("inject_sample_delay_ms", 0.0)]
 
 
 class VlaNode(ModelNode):
@@ -46,6 +51,7 @@ class VlaNode(ModelNode):
         super().__init__("vla_node")
         self.declare_parameters("", PARAMETERS)
         self.lock = threading.Lock()
+        self.budget: NodeBudget | None = None
         self.instruction: str | None = None
         self.counts: Counter[str] = Counter()
         self.stage_ms: dict[str, deque[float]] = {s: deque(maxlen=200) for s in ("encode", "sample", "total")}
@@ -73,6 +79,10 @@ class VlaNode(ModelNode):
         self.period = period if period >= 0 else self._exec_horizon() / self.profile.policy_rate_hz
         self.max_age = (self.p("max_obs_age_ms") or self.profile.max_obs_age_ms) / 1e3
         self.diag = Diagnostics(self, "vla")
+        try:
+            self.budget = NodeBudget.from_node(self, self.diag, k=self.k)
+        except LatencyConfigError as exc:
+            return self.refuse(f"bad latency budget settings: {exc}")
         self.pub = self.create_lifecycle_publisher(ActionCandidates, self.p("output"), COMMAND_QOS)
         self.create_subscription(Observation, self.p("observation"), self._on_obs, SENSOR_QOS)
         self.create_subscription(String, self.profile.topics.instruction, self._on_instruction, LATCHED_QOS)
@@ -139,8 +149,12 @@ class VlaNode(ModelNode):
             enc = self.backend.encode(images, state, self.instruction)
             t1 = time.perf_counter()
             seed = int(self.p("seed")) + self.decisions
-            noise = candidate_noise(self.spec.horizon, self.spec.action_dim, self.k, seed)
+            k = self.budget.mode.k if self.budget is not None else self.k
+            noise = candidate_noise(self.spec.horizon, self.spec.action_dim, k, seed)
             cand = self.backend.sample(enc, noise)
+            delay = float(self.p("inject_sample_delay_ms"))
+            if delay > 0:
+                time.sleep(delay / 1e3)
             t2 = time.perf_counter()
         except (RuntimeErrorBase, ValueError) as exc:
             self._drop("bad_observation", str(exc))
@@ -149,6 +163,8 @@ class VlaNode(ModelNode):
         self.last_decided = stamp
         for name, ms in (("encode", t1 - t0), ("sample", t2 - t1), ("total", t2 - t0)):
             self.stage_ms[name].append(1e3 * ms)
+        if self.budget is not None:
+            self.budget.record({"encode": 1e3 * (t1 - t0), "sample": 1e3 * (t2 - t1)})
         self.pub.publish(self._message(msg, enc.obs_latent, cand.actions, cand.future_latents, seed))
 
     def _inputs(self, msg: Observation) -> tuple[np.ndarray, np.ndarray]:
@@ -183,7 +199,8 @@ class VlaNode(ModelNode):
         self.diag.warn(message)
 
     def _diagnostics(self) -> None:
-        values: dict[str, object] = {"decisions": self.decisions, **self.counts}
+        values: dict[str, object] = {"decisions": self.decisions, **self.counts,
+                                     **(self.budget.values() if self.budget is not None else {})}
         for name, ms in self.stage_ms.items():
             if ms:
                 values[f"{name}_ms_p50"] = float(np.median(ms))

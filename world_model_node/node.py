@@ -12,7 +12,6 @@ that stop arriving mid-task (`candidate_timeout_s`) give a WARN diagnostic.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import threading
@@ -26,6 +25,7 @@ from std_msgs.msg import Bool, String
 from wm_vla_interfaces.msg import ActionCandidates, Observation, RankingResult
 
 from node_common.commands import CommandOutputs, checked_joint_state
+from node_common.budget import BUDGET_PARAMETERS, NodeBudget
 from node_common.diagnostics import ERROR, Diagnostics
 from node_common.lifecycle import ModelNode, default_checkpoint
 from node_common.msgs import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, f32, to_ns, to_s
@@ -36,7 +36,6 @@ from vla_node.node import CANDIDATES_TOPIC
 from wm_vla.robots import load_profile
 from wm_vla.runtime.errors import ChunkError, LatencyConfigError, RuntimeErrorBase
 from wm_vla.runtime.executor import ChunkExecutor, ExecutorConfig
-from wm_vla.runtime.latency.governor import GovernorConfig, LatencyGovernor
 from wm_vla.runtime.ranker import KinematicPenalty, RankerConfig, score_candidates
 from wm_vla.runtime.safety import SafeCommand, SafetyFilter
 
@@ -51,10 +50,8 @@ PARAMETERS: list[tuple[str, object]] = [
     ("max_acceleration", 0.0), ("max_obs_age_ms", 0.0), ("candidates", CANDIDATES_TOPIC),
     ("observation", OBSERVATION_TOPIC), ("ranking", RANKING_TOPIC), ("candidate_timeout_s", 2.0),
     ("control_rt_priority", 0),
-    # live latency budget (LatencyGovernor): 0 = off; else degrade K -> passthrough when the ranking p99
-    # exceeds it, recover with hysteresis
-    ("budget_ms", 0.0), ("budget_k_levels", [16, 8, 4]), ("budget_window", 50), ("budget_min_samples", 20),
-    ("budget_dwell", 20),
+    # live latency budget on the ranking (node_common.budget): K levels -> passthrough, recovery with hysteresis
+    *BUDGET_PARAMETERS,
     # fault injection (tests, drills): extra ms inside the world-model stage; settable at run time
     ("inject_wm_delay_ms", 0.0)]
 
@@ -64,8 +61,7 @@ class WorldModelNode(ModelNode):
         super().__init__("world_model_node")
         self.declare_parameters("", PARAMETERS)
         self.lock = threading.Lock()
-        self.governor: LatencyGovernor | None = None
-        self.governor_lock = threading.Lock()  # recorded on the worker thread, reported on the executor's
+        self.budget: NodeBudget | None = None
         self.counts: Counter[str] = Counter()
         self.stage_ms: dict[str, deque[float]] = {}
         self.latency_ms: deque[float] = deque(maxlen=1000)
@@ -93,8 +89,9 @@ class WorldModelNode(ModelNode):
             if self.backend.spec.action_dim != len(prof.action.names):
                 return self.refuse(f"the models (action {self.backend.spec.action_dim}) do not fit robot {prof.name} "
                                    f"(action {len(prof.action.names)})")
+        self.diag = Diagnostics(self, "world_model")
         try:
-            self.governor = self._governor()
+            self.budget = NodeBudget.from_node(self, self.diag)
         except LatencyConfigError as exc:
             return self.refuse(f"bad latency budget settings: {exc}")
         self.penalty = KinematicPenalty(prof)
@@ -108,7 +105,6 @@ class WorldModelNode(ModelNode):
         age = (self.p("max_obs_age_ms") or prof.max_obs_age_ms) / 1e3
         self.safety = SafetyFilter.for_profile(prof, self.control_dt, velocity_scale=self.p("velocity_scale"),
                                                max_acceleration=accel, max_obs_age_s=age)
-        self.diag = Diagnostics(self, "world_model")
         self._outputs()
         self.rank_pub = self.create_lifecycle_publisher(RankingResult, self.p("ranking"), COMMAND_QOS)
         self.worker = NewestWorker(self._rank, "world_model_ranking", self._worker_failed)
@@ -231,7 +227,7 @@ class WorldModelNode(ModelNode):
         stages = {"decode": 1e3 * (t1 - t0)}
         chosen, ranker, degraded = 0, "passthrough", not self.rank
         scores = progress = failure = np.zeros(0)
-        mode = self.governor.mode if self.governor is not None else None
+        mode = self.budget.mode if self.budget is not None else None
         if mode is not None and not mode.rank:
             degraded = True  # over budget: the policy's first sample, no world model
         elif self.rank and self.backend is not None and actions.shape[0] > 1:
@@ -249,8 +245,8 @@ class WorldModelNode(ModelNode):
             except RuntimeErrorBase as exc:
                 degraded = True
                 self.diag.warn(f"world model failed, passing the policy's first sample through: {exc}")
-        if self.governor is not None:
-            self._govern({k: v for k, v in stages.items() if k != "decode"} or {"passthrough": 0.0})
+        if self.budget is not None:
+            self.budget.record({k: v for k, v in stages.items() if k != "decode"} or {"passthrough": 0.0})
         stamp = to_s(msg.header.stamp)
         now = self.get_clock().now().nanoseconds * 1e-9
         with self.lock:
@@ -274,29 +270,6 @@ class WorldModelNode(ModelNode):
             stage_ms=f32(np.array(list(stages.values()))),
             backend=self.backend.name if (self.backend is not None and ranker == "gpc_rank") else "none",
             ranker=ranker, degraded=degraded))
-
-    def _governor(self) -> LatencyGovernor | None:
-        """The live budget's governor (None when `budget_ms` is 0); LatencyConfigError for bad settings."""
-        budget = float(self.p("budget_ms"))
-        if budget <= 0:
-            return None
-        quiet = logging.getLogger(f"wm_vla.governor.{self.get_name()}")  # changes go to the ROS log (_govern)
-        quiet.propagate = False
-        quiet.addHandler(logging.NullHandler())
-        return LatencyGovernor(GovernorConfig(
-            budget_ms=budget, k_levels=tuple(int(k) for k in self.p("budget_k_levels")),
-            window=int(self.p("budget_window")), min_samples=int(self.p("budget_min_samples")),
-            dwell=int(self.p("budget_dwell"))), logger=quiet)
-
-    def _govern(self, stage_ms: dict[str, float]) -> None:
-        assert self.governor is not None
-        with self.governor_lock:
-            change = self.governor.record(stage_ms)
-        if change is not None:
-            self.counts[f"budget_{change.direction}"] += 1
-            self.get_logger().warning(f"latency budget: {change.direction} {change.old.name} -> {change.new.name} "
-                                      f"({change.reason})")
-            self.diag.warn(f"latency budget: {change.direction} to {change.new.name}")
 
     def _decode(self, msg: ActionCandidates) -> tuple[np.ndarray, np.ndarray]:
         k, h, a = msg.k, msg.h, msg.a
@@ -357,9 +330,8 @@ class WorldModelNode(ModelNode):
             values["camera_to_command_ms_p99"] = float(np.percentile(self.latency_ms, 99))
         if len(self.tick_times) > 1:
             values["control_rate_hz"] = (len(self.tick_times) - 1) / (self.tick_times[-1] - self.tick_times[0])
-        if self.governor is not None:
-            with self.governor_lock:
-                values.update({f"budget_{k}": v for k, v in self.governor.diagnostics()})
+        if self.budget is not None:
+            values.update(self.budget.values())
         silent = time.monotonic() - self.last_candidates if self.last_candidates is not None else 0.0
         if silent > self.p("candidate_timeout_s"):  # candidates flowed in this task, then stopped: vla_node down?
             self.diag.warn(f"no candidates for {silent:.1f} s (is vla_node running?): holding once the chunk ends")
