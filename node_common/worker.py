@@ -9,18 +9,38 @@ what the inference callback group was for, and makes "skip what arrives while bu
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
+# (name, default) of the model nodes' worker parameters. Inference runs at a lower CPU priority than the node's I/O
+# and the control loop: on a busy 2-core computer a control tick then waits for a core far less often (issue #9's
+# deadline misses); raising a thread's nice value needs no privilege (Linux: per-thread).
+WORKER_PARAMETERS: list[tuple[str, object]] = [("worker_nice", 10)]
+
+
+def lower_thread_priority(nice: int) -> bool:
+    """Add `nice` to the calling thread's nice value (Linux: per thread); False where the OS does not allow it."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return False
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError:
+        return False
+    return True
+
 
 class NewestWorker(Generic[T]):
     """Runs `handle(item)` on a daemon thread for the newest submitted item; older pending items are replaced."""
 
-    def __init__(self, handle: Callable[[T], None], name: str, on_error: Callable[[BaseException], None]) -> None:
-        self._handle, self._on_error = handle, on_error
+    def __init__(self, handle: Callable[[T], None], name: str, on_error: Callable[[BaseException], None],
+                 nice: int = 0) -> None:
+        self._handle, self._on_error, self._nice = handle, on_error, nice
+        self.niced = False
         self._cond = threading.Condition()
         self._item: T | None = None
         self._running = True
@@ -42,6 +62,7 @@ class NewestWorker(Generic[T]):
             return self._item is None and not self._busy
 
     def _loop(self) -> None:
+        self.niced = lower_thread_priority(self._nice)
         while True:
             with self._cond:
                 while self._item is None and self._running:

@@ -22,7 +22,7 @@ from node_common.diagnostics import ERROR, Diagnostics
 from node_common.lifecycle import ModelNode, default_checkpoint
 from node_common.msgs import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, f32, to_s
 from node_common.spin import run
-from node_common.worker import NewestWorker
+from node_common.worker import WORKER_PARAMETERS, NewestWorker
 from perception_node.node import OBSERVATION_TOPIC
 from wm_vla.robots import load_profile
 from wm_vla.runtime.errors import InstructionError, LatencyConfigError, RuntimeErrorBase
@@ -42,6 +42,8 @@ PARAMETERS: list[tuple[str, object]] = [
     ("observation", OBSERVATION_TOPIC), ("output", CANDIDATES_TOPIC),
     # live latency budget on encode + sample (node_common.budget): fewer candidates (K levels, then 1) when over it
     *BUDGET_PARAMETERS,
+    # inference thread's added nice value (node_common.worker): I/O first under CPU contention
+    *WORKER_PARAMETERS,
     # fault injection (tests, drills): extra ms inside the sampling stage; settable at run time
     ("inject_sample_delay_ms", 0.0)]
 
@@ -86,7 +88,7 @@ class VlaNode(ModelNode):
         self.pub = self.create_lifecycle_publisher(ActionCandidates, self.p("output"), COMMAND_QOS)
         self.create_subscription(Observation, self.p("observation"), self._on_obs, SENSOR_QOS)
         self.create_subscription(String, self.profile.topics.instruction, self._on_instruction, LATCHED_QOS)
-        self.worker = NewestWorker(self._infer, "vla_inference", self._worker_failed)
+        self.worker = NewestWorker(self._infer, "vla_inference", self._worker_failed, int(self.p("worker_nice")))
         self.create_timer(1.0, self._diagnostics)
         self.get_logger().info(f"policy loaded on {self.backend.describe()} (fallbacks: "
                                f"{[f.candidate for f in sel.fallbacks]}); K={self.k}, decision period {self.period} s")

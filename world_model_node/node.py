@@ -12,6 +12,7 @@ that stop arriving mid-task (`candidate_timeout_s`) give a WARN diagnostic.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import threading
@@ -30,7 +31,7 @@ from node_common.diagnostics import ERROR, Diagnostics
 from node_common.lifecycle import ModelNode, default_checkpoint
 from node_common.msgs import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, f32, to_ns, to_s
 from node_common.spin import run
-from node_common.worker import NewestWorker
+from node_common.worker import WORKER_PARAMETERS, NewestWorker
 from perception_node.node import OBSERVATION_TOPIC
 from vla_node.node import CANDIDATES_TOPIC
 from wm_vla.robots import load_profile
@@ -52,6 +53,8 @@ PARAMETERS: list[tuple[str, object]] = [
     ("control_rt_priority", 0),
     # live latency budget on the ranking (node_common.budget): K levels -> passthrough, recovery with hysteresis
     *BUDGET_PARAMETERS,
+    # ranking thread's added nice value (node_common.worker): the control loop and I/O first under CPU contention
+    *WORKER_PARAMETERS,
     # fault injection (tests, drills): extra ms inside the world-model stage; settable at run time
     ("inject_wm_delay_ms", 0.0)]
 
@@ -71,6 +74,10 @@ class WorldModelNode(ModelNode):
         self.deadline_misses = 0
         self.last_candidates: float | None = None  # monotonic s of the task's latest candidates (None: none yet)
         self.command_state: tuple[str, tuple[str, ...]] = ("", ())
+        # wall time: the ranking thread leaves its chosen chunk here and wakes the control thread, which submits it
+        # (a low-priority thread never holds the command lock the control loop needs: no priority inversion)
+        self.pending: tuple[np.ndarray, int] | None = None
+        self.wake = threading.Event()
 
     # ----- lifecycle -----
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -107,7 +114,7 @@ class WorldModelNode(ModelNode):
                                                max_acceleration=accel, max_obs_age_s=age)
         self._outputs()
         self.rank_pub = self.create_lifecycle_publisher(RankingResult, self.p("ranking"), COMMAND_QOS)
-        self.worker = NewestWorker(self._rank, "world_model_ranking", self._worker_failed)
+        self.worker = NewestWorker(self._rank, "world_model_ranking", self._worker_failed, int(self.p("worker_nice")))
         self.create_subscription(ActionCandidates, self.p("candidates"), self._on_candidates, COMMAND_QOS)
         self.create_subscription(Observation, self.p("observation"), self._on_obs, SENSOR_QOS)
         self.create_subscription(Bool, prof.topics.e_stop, self._on_e_stop, LATCHED_QOS)
@@ -126,6 +133,7 @@ class WorldModelNode(ModelNode):
         ret = super().on_activate(state)
         if not self.sim_time:
             self.control_stop = threading.Event()
+            self.pending = None
             self.control_thread = threading.Thread(target=self._control_loop, name="control", daemon=True)
             self.control_thread.start()
         return ret
@@ -133,17 +141,19 @@ class WorldModelNode(ModelNode):
     def destroy_node(self) -> None:
         if getattr(self, "control_thread", None) is not None:
             self.control_stop.set()
+            self.wake.set()
             self.control_thread.join(1.0)
         super().destroy_node()
 
     def _realtime(self) -> None:
         """With `control_rt_priority` > 0 (opt-in: on a dedicated robot computer), SCHED_FIFO for the control thread
         when allowed (root / CAP_SYS_NICE / rtprio limit), as ros2_control's controller manager does, and a shorter
-        GIL switch interval. Otherwise it runs at normal priority (said once when the request is refused)."""
+        GIL switch interval. Otherwise it runs at normal priority (said once when the request is refused). Either way
+        the GIL is handed over every 1 ms (not 5): a woken control tick waits at most that long for the I/O thread."""
+        sys.setswitchinterval(0.001)
         prio = int(self.p("control_rt_priority"))
         if prio <= 0 or not hasattr(os, "sched_setscheduler"):
             return
-        sys.setswitchinterval(0.001)
         try:
             os.sched_setscheduler(threading.get_native_id(), os.SCHED_FIFO, os.sched_param(prio))
             self.get_logger().info(f"control thread: SCHED_FIFO priority {prio}")
@@ -152,7 +162,10 @@ class WorldModelNode(ModelNode):
                                       "misses on a loaded machine")
 
     def _control_loop(self) -> None:
+        """Ticks on a monotonic schedule; a freshly ranked chunk (`pending`) wakes the loop between ticks so that its
+        first command goes out at once, without moving the schedule."""
         self._realtime()
+        gc.freeze()  # the models and ROS objects loaded so far are never scanned again: shorter collector pauses
         due = time.monotonic()
         while not self.control_stop.is_set():
             due += self.control_dt
@@ -160,9 +173,33 @@ class WorldModelNode(ModelNode):
             if late > self.control_dt:  # far behind (the process was stalled): restart the schedule, no burst
                 due = time.monotonic()
             # always yield a little: an overrunning loop (a real-time thread above all) never starves the machine
-            self.control_stop.wait(max(-late, 0.001))
+            wait = max(-late, 0.001)
+            while self.wake.wait(wait) and not self.control_stop.is_set():
+                self.wake.clear()
+                if self.active:
+                    self._take_pending(self.get_clock().now().nanoseconds * 1e-9)
+                wait = due - time.monotonic()
+                if wait <= 0:
+                    break
             if self.active:
                 self._control()
+
+    def _take_pending(self, now: float) -> None:
+        """Submit the chunk the ranking thread left (if any) and command its first action at `now`."""
+        pending, self.pending = self.pending, None
+        if pending is not None and self._submit(pending[0], pending[1], now):
+            self._step(now)
+
+    def _submit(self, chunk: np.ndarray, stamp_ns: int, now: float) -> bool:
+        with self.lock:
+            try:
+                self.chunks.submit(chunk, stamp_ns * 1e-9, now)
+                self.chunk_stamp_ns = stamp_ns
+                return True
+            except ChunkError as exc:
+                self.counts["rejected_chunks"] += 1
+                self.diag.warn(f"chunk not executed: {exc}")
+                return False
 
     def _outputs(self) -> None:
         self.out = CommandOutputs(self, self.profile, self.create_lifecycle_publisher)
@@ -172,6 +209,7 @@ class WorldModelNode(ModelNode):
             self.chunks.clear()
         if not self.sim_time:
             self.control_stop.set()
+            self.wake.set()
             self.control_thread.join(1.0)
         return super().on_deactivate(state)
 
@@ -181,11 +219,13 @@ class WorldModelNode(ModelNode):
             self.safety.set_e_stop(msg.data)
             if msg.data:
                 self.chunks.clear()  # a released e-stop waits for a fresh chunk
+                self.pending = None
         self.get_logger().warning(f"e_stop {'ENGAGED' if msg.data else 'released'}")
 
     def _on_instruction(self, msg: String) -> None:
         with self.lock:  # a new task: nothing computed for (or measured in) the previous one is commanded
             self.chunks.clear()
+            self.pending = None
             self.safety.reset()
             self.counts["instructions"] += 1
             self.last_candidates = None
@@ -247,19 +287,13 @@ class WorldModelNode(ModelNode):
                 self.diag.warn(f"world model failed, passing the policy's first sample through: {exc}")
         if self.budget is not None:
             self.budget.record({k: v for k, v in stages.items() if k != "decode"} or {"passthrough": 0.0})
-        stamp = to_s(msg.header.stamp)
-        now = self.get_clock().now().nanoseconds * 1e-9
-        with self.lock:
-            try:
-                self.chunks.submit(actions[chosen], stamp, now)
-                self.chunk_stamp_ns = to_ns(msg.header.stamp)
-                accepted = True
-            except ChunkError as exc:
-                accepted = False
-                self.counts["rejected_chunks"] += 1
-                self.diag.warn(f"chunk not executed: {exc}")
-        if accepted:  # the first command goes out now, not at the next tick
-            self._step(now)
+        if self.sim_time:  # the executor thread ticks the control timer: submit here, first command now
+            now = self.get_clock().now().nanoseconds * 1e-9
+            if self._submit(actions[chosen], to_ns(msg.header.stamp), now):
+                self._step(now)
+        else:  # hand over to the control thread, woken now (it submits and commands the first action)
+            self.pending = (actions[chosen], to_ns(msg.header.stamp))
+            self.wake.set()
         stages["total"] = 1e3 * (time.perf_counter() - t0)
         for name, ms in stages.items():
             self.stage_ms.setdefault(name, deque(maxlen=200)).append(ms)
