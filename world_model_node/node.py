@@ -1,10 +1,12 @@
 """world_model_node (lifecycle): ranks ActionCandidates with the student world model (GPC-RANK), publishes
 RankingResult, and streams the chosen chunk through the chunk executor and the safety filter to the robot.
 
-Outputs per robot profile: arm -> Float64MultiArray on the forward position controller (+ gripper controller) at
-the control rate; quadruped -> TwistStamped/Twist on cmd_vel (zero on stop). Commands carry the observation
-stamp of the chunk they come from: TwistStamped in header.stamp, Float64MultiArray in layout.dim[0].label
-("obs_stamp_ns=<ns>", 0 while holding). Inputs: joint_states (NaN/short rejected with a diagnostic), the
+Outputs per robot profile at the control rate: arm -> `command_interface` `position_commands` (Float64MultiArray on
+the forward position controller + gripper controller) or `joint_trajectory` (JointTrajectory, one point per command,
+on the profile's joint_trajectory_controller; the gripper stays on its position controller); quadruped ->
+TwistStamped/Twist on cmd_vel (zero on stop). Commands carry the observation stamp of the chunk they come from:
+TwistStamped and JointTrajectory in header.stamp, Float64MultiArray in layout.dim[0].label ("obs_stamp_ns=<ns>");
+0 while holding (see node_common/commands.py). Inputs: joint_states (NaN/short rejected with a diagnostic), the
 observation stream (stale-observation watchdog), e_stop (std_msgs/Bool: True locks motion until False); candidates
 that stop arriving mid-task (`candidate_timeout_s`) give a WARN diagnostic.
 /diagnostics: per-stage ms, camera->command latency, control rate, deadline misses, safety interventions.
@@ -50,6 +52,8 @@ PARAMETERS: list[tuple[str, object]] = [
     ("max_acceleration", 0.0), ("max_obs_age_ms", 0.0), ("candidates", CANDIDATES_TOPIC),
     ("observation", OBSERVATION_TOPIC), ("ranking", RANKING_TOPIC), ("candidate_timeout_s", 2.0),
     ("control_rt_priority", 0),
+    # joint robots: position_commands (forward controllers) | joint_trajectory (JTC + gripper position controller)
+    ("command_interface", "position_commands"),
     # live latency budget on the ranking (node_common.budget): K levels -> passthrough, recovery with hysteresis
     *BUDGET_PARAMETERS,
     # fault injection (tests, drills): extra ms inside the world-model stage; settable at run time
@@ -105,7 +109,10 @@ class WorldModelNode(ModelNode):
         age = (self.p("max_obs_age_ms") or prof.max_obs_age_ms) / 1e3
         self.safety = SafetyFilter.for_profile(prof, self.control_dt, velocity_scale=self.p("velocity_scale"),
                                                max_acceleration=accel, max_obs_age_s=age)
-        self._outputs()
+        try:
+            self._outputs()
+        except ValueError as exc:
+            return self.refuse(str(exc))
         self.rank_pub = self.create_lifecycle_publisher(RankingResult, self.p("ranking"), COMMAND_QOS)
         self.worker = NewestWorker(self._rank, "world_model_ranking", self._worker_failed)
         self.create_subscription(ActionCandidates, self.p("candidates"), self._on_candidates, COMMAND_QOS)
@@ -165,7 +172,8 @@ class WorldModelNode(ModelNode):
                 self._control()
 
     def _outputs(self) -> None:
-        self.out = CommandOutputs(self, self.profile, self.create_lifecycle_publisher)
+        self.out = CommandOutputs(self, self.profile, self.create_lifecycle_publisher, str(self.p("command_interface")),
+                                  self.control_dt)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         with self.lock:
