@@ -15,7 +15,7 @@ import rclpy
 import yaml
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray, String
+from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 from wm_vla_interfaces.msg import ActionCandidates
 

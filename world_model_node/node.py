@@ -1,4 +1,6 @@
-"""world_model_node (lifecycle): ranks ActionCandidates with the student world model (GPC-RANK), publishes
+"""world_model_node (lifecycle): ranks ActionCandidates with the student world model (GPC-RANK), optionally refines
+the chosen chunk by gradient steps through it (GPC-OPT: `gpc_opt`, torch backend only, within `gpc_opt_budget_ms` /
+`gpc_opt_steps` and a `gpc_opt_trust` region; RankingResult ranker "gpc_opt" with a "gpc_opt" stage), publishes
 RankingResult, and streams the chosen chunk through the chunk executor and the safety filter to the robot.
 
 Outputs per robot profile at the control rate: arm -> `command_interface` `position_commands` (Float64MultiArray on
@@ -36,9 +38,10 @@ from node_common.worker import NewestWorker
 from perception_node.node import OBSERVATION_TOPIC
 from vla_node.node import CANDIDATES_TOPIC
 from wm_vla.robots import load_profile
-from wm_vla.runtime.errors import ChunkError, LatencyConfigError, RuntimeErrorBase
+from wm_vla.runtime.errors import ChunkError, LatencyConfigError, RankerError, RuntimeErrorBase
 from wm_vla.runtime.executor import ChunkExecutor, ExecutorConfig
-from wm_vla.runtime.ranker import KinematicPenalty, RankerConfig, score_candidates
+from wm_vla.runtime.ranker import (GRADIENT_BACKENDS, ChunkRefiner, KinematicPenalty, RankerConfig,
+                                   score_candidates)
 from wm_vla.runtime.safety import SafeCommand, SafetyFilter
 
 RANKING_TOPIC = "/wm_vla/ranking_result"
@@ -52,6 +55,10 @@ PARAMETERS: list[tuple[str, object]] = [
     ("max_acceleration", 0.0), ("max_obs_age_ms", 0.0), ("candidates", CANDIDATES_TOPIC),
     ("observation", OBSERVATION_TOPIC), ("ranking", RANKING_TOPIC), ("candidate_timeout_s", 2.0),
     ("control_rt_priority", 0),
+    # GPC-OPT: refine the ranked chunk by gradient steps through the student WM (torch backend only: configure refuses
+    # onnxruntime / tensorrt, which give no gradients); budget per decision, Adam steps, trust region in action stds
+    ("gpc_opt", False), ("gpc_opt_budget_ms", 10.0), ("gpc_opt_steps", 20), ("gpc_opt_lr", 0.05),
+    ("gpc_opt_trust", 0.5),
     # joint robots: position_commands (forward controllers) | joint_trajectory (JTC + gripper position controller)
     ("command_interface", "position_commands"),
     # live latency budget on the ranking (node_common.budget): K levels -> passthrough, recovery with hysteresis
@@ -82,6 +89,10 @@ class WorldModelNode(ModelNode):
 
         prof = self.profile = load_profile(self.p("robot"))
         self.rank = bool(self.p("rank"))
+        self.refiner: ChunkRefiner | None = None
+        if self.p("gpc_opt") and (not self.rank or self.p("backend") not in GRADIENT_BACKENDS):
+            return self.refuse(f"gpc_opt needs rank: true and backend {list(GRADIENT_BACKENDS)} (gradients through the "
+                               f"world model), got rank: {str(self.rank).lower()}, backend: {self.p('backend')!r}")
         if self.rank:
             try:
                 sel = open_backend(self.p("backend"), self.p("policy") or default_checkpoint(0),
@@ -93,13 +104,21 @@ class WorldModelNode(ModelNode):
             if self.backend.spec.action_dim != len(prof.action.names):
                 return self.refuse(f"the models (action {self.backend.spec.action_dim}) do not fit robot {prof.name} "
                                    f"(action {len(prof.action.names)})")
+        self.ranker_cfg = RankerConfig(switch_margin=float(self.p("switch_margin")))
+        if self.p("gpc_opt"):
+            try:
+                self.refiner = ChunkRefiner(self.backend, self.ranker_cfg, float(self.p("gpc_opt_budget_ms")),
+                                            int(self.p("gpc_opt_steps")), float(self.p("gpc_opt_lr")),
+                                            float(self.p("gpc_opt_trust")))
+                self.refiner.warm_up()
+            except RankerError as exc:
+                return self.refuse(str(exc))
         self.diag = Diagnostics(self, "world_model")
         try:
-            self.budget = NodeBudget.from_node(self, self.diag)
+            self.budget = NodeBudget.from_node(self, self.diag, gpc_opt=self.refiner is not None)
         except LatencyConfigError as exc:
             return self.refuse(f"bad latency budget settings: {exc}")
         self.penalty = KinematicPenalty(prof)
-        self.ranker_cfg = RankerConfig(switch_margin=float(self.p("switch_margin")))
         rate = self.p("control_rate_hz") or prof.control_rate_hz
         self.control_dt = 1.0 / rate
         self.chunks = ChunkExecutor(ExecutorConfig(self.p("action_dt") or 1.0 / prof.policy_rate_hz,
@@ -234,6 +253,7 @@ class WorldModelNode(ModelNode):
         t1 = time.perf_counter()
         stages = {"decode": 1e3 * (t1 - t0)}
         chosen, ranker, degraded = 0, "passthrough", not self.rank
+        chunk: np.ndarray | None = None  # the GPC-OPT refinement of the chosen candidate, when it ran
         scores = progress = failure = np.zeros(0)
         mode = self.budget.mode if self.budget is not None else None
         if mode is not None and not mode.rank:
@@ -250,6 +270,10 @@ class WorldModelNode(ModelNode):
                 stages.update(wm_rollout=1e3 * (t2 - t1), score=1e3 * (time.perf_counter() - t2))
                 chosen, ranker, scores, progress, failure = r.chosen, "gpc_rank", r.scores, r.progress, r.failure_prob
                 degraded = ranked.shape[0] < actions.shape[0]
+                if self.refiner is not None and (mode is None or mode.gpc_opt):
+                    t3 = time.perf_counter()
+                    chunk, _ = self.refiner(z, actions[chosen])  # GPC-OPT; the safety filter still follows
+                    stages["gpc_opt"], ranker = 1e3 * (time.perf_counter() - t3), "gpc_opt"
             except RuntimeErrorBase as exc:
                 degraded = True
                 self.diag.warn(f"world model failed, passing the policy's first sample through: {exc}")
@@ -259,7 +283,7 @@ class WorldModelNode(ModelNode):
         now = self.get_clock().now().nanoseconds * 1e-9
         with self.lock:
             try:
-                self.chunks.submit(actions[chosen], stamp, now)
+                self.chunks.submit(actions[chosen] if chunk is None else chunk, stamp, now)
                 self.chunk_stamp_ns = to_ns(msg.header.stamp)
                 accepted = True
             except ChunkError as exc:
@@ -276,7 +300,7 @@ class WorldModelNode(ModelNode):
             header=msg.header, chosen=chosen, scores=f32(scores if scores.size else np.zeros(k)),
             progress=f32(progress), failure_prob=f32(failure), stage_names=list(stages),
             stage_ms=f32(np.array(list(stages.values()))),
-            backend=self.backend.name if (self.backend is not None and ranker == "gpc_rank") else "none",
+            backend=self.backend.name if (self.backend is not None and ranker != "passthrough") else "none",
             ranker=ranker, degraded=degraded))
 
     def _decode(self, msg: ActionCandidates) -> tuple[np.ndarray, np.ndarray]:
