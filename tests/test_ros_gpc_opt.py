@@ -11,11 +11,8 @@ import pytest
 from wm_vla_interfaces.msg import ActionCandidates, RankingResult
 
 from node_common.msgs import f32, from_ns, to_ns
-from ros_stack_helpers import Probe
 from sim_node.episodes import lineage_ns
-from test_ros_safety import ARM, HOME, MAX_AGE, NAMES, Rig
-from wm_vla.bringup import NodeSpec
-from wm_vla.launcher import Stack
+from test_ros_safety import ARM, HOME, NAMES, Rig, running_rig
 from wm_vla.models.checkpoint import load_checkpoint
 from wm_vla.training.pipeline import default_checkpoints
 
@@ -26,19 +23,10 @@ LIMITS = ARM.load_model().joint_limits(ARM.action.names)
 
 @pytest.fixture(scope="module")
 def rig(ros_domain: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    spec = NodeSpec("world_model_node", "world_model_node", "world_model_node.node",
-                    {"robot": "arm", "rank": True, "backend": "torch", "max_obs_age_ms": 1e3 * MAX_AGE,
-                     "gpc_opt": True, "gpc_opt_budget_ms": 50.0, "gpc_opt_steps": 5, "gpc_opt_trust": TRUST})
-    with Stack([spec], log_dir=tmp_path_factory.mktemp("wm_gpc_opt")) as stack:
-        probe = Probe()
-        rig = Rig(probe)
-        try:
-            probe.wait(lambda: len(rig.forward.items) > 5 or bool(stack.failed()), 120, "hold commands")
-            assert not stack.failed(), stack.log("world_model_node")
-            yield rig
-        finally:
-            rig.feeder.stop()
-            probe.close()
+    params = {"rank": True, "backend": "torch", "gpc_opt": True, "gpc_opt_budget_ms": 50.0, "gpc_opt_steps": 5,
+              "gpc_opt_trust": TRUST}
+    with running_rig(params, tmp_path_factory.mktemp("wm_gpc_opt"), timeout=120.0) as r:
+        yield r
 
 
 def test_gpc_opt_refines_the_chosen_chunk_within_the_trust_region_and_the_limits(rig: Rig) -> None:

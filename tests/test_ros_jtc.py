@@ -23,8 +23,8 @@ from node_common.commands import CommandOutputs
 from node_common.msgs import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, f32, from_ns, to_ns
 from ros_stack_helpers import Probe
 from sim_node.episodes import lineage_ns
-from test_ros_safety import ARM, DT, FORWARD, GRIPPER, HOME, MAX_AGE, NAMES, Rig
-from wm_vla.bringup import BringupArgs, NodeSpec, build_plan
+from test_ros_safety import ARM, DT, FORWARD, GRIPPER, HOME, MAX_AGE, NAMES, Rig, running_rig
+from wm_vla.bringup import BringupArgs, build_plan
 from wm_vla.launcher import Stack
 from wm_vla.robots import parse_profile
 
@@ -45,19 +45,9 @@ class JtcRig(Rig):
 
 @pytest.fixture(scope="module")
 def rig(ros_domain: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[JtcRig]:
-    spec = NodeSpec("world_model_node", "world_model_node", "world_model_node.node",
-                    {"robot": "arm", "rank": False, "max_obs_age_ms": 1e3 * MAX_AGE,
-                     "command_interface": "joint_trajectory"})
-    with Stack([spec], log_dir=tmp_path_factory.mktemp("wm_jtc")) as stack:
-        probe = Probe()
-        rig = JtcRig(probe)
-        try:
-            probe.wait(lambda: len(rig.traj.items) > 5 or bool(stack.failed()), 60, "hold trajectories")
-            assert not stack.failed(), stack.log("world_model_node")
-            yield rig
-        finally:
-            rig.feeder.stop()
-            probe.close()
+    with running_rig({"rank": False, "command_interface": "joint_trajectory"}, tmp_path_factory.mktemp("wm_jtc"),
+                     JtcRig, lambda r: len(r.traj.items) > 5) as r:
+        yield r
 
 
 def test_jtc_holds_the_measured_position_with_a_start_now_stamp(rig: JtcRig) -> None:
