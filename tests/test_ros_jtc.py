@@ -115,11 +115,9 @@ def test_unknown_or_missing_command_interface_is_a_clear_error(ros_domain: int) 
 
 
 def test_sim_robot_executes_jtc_trajectories_from_the_bringup_plan(ros_domain: int, tmp_path: Path) -> None:
-    """sim_robot + perception_node + world_model_node from the `wm-vla up --robot sim` plan (JTC interface set in
-    the params file; this process plays the VLA): the sim arm follows the trajectories, lineage end to end."""
-    params = tmp_path / "jtc.yaml"
-    params.write_text(yaml.safe_dump({"world_model_node": {"ros__parameters": {"command_interface": "joint_trajectory"}}}))
-    plan = [n for n in build_plan(BringupArgs(robot="sim", rank=False, params_file=str(params)))
+    """sim_robot + perception_node + world_model_node from the `wm-vla up --robot sim --command-interface
+    joint_trajectory` plan (this process plays the VLA): the sim arm follows the trajectories, lineage end to end."""
+    plan = [n for n in build_plan(BringupArgs(robot="sim", rank=False, command_interface="joint_trajectory"))
             if n.name in ("sim_robot", "perception_node", "world_model_node")]
     assert next(n for n in plan if n.name == "world_model_node").parameters["command_interface"] == "joint_trajectory"
     with Stack(plan, log_dir=tmp_path / "logs") as stack:
