@@ -1,5 +1,6 @@
 """GPC-OPT in world_model_node over real rclpy / Fast DDS: the node (torch backend, the shipped tiny checkpoints) ranks
-two candidates, refines the chosen one through the student world model, and streams it through the safety filter."""
+two candidates, refines the chosen one through the student world model, and streams it through the safety filter;
+its latency budget gains the GPC-OPT rungs."""
 
 from __future__ import annotations
 
@@ -8,12 +9,18 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+import rclpy
+from rclpy.node import Node
+from rclpy.parameter import Parameter
 from wm_vla_interfaces.msg import ActionCandidates, RankingResult
 
+from node_common.budget import BUDGET_PARAMETERS, NodeBudget
+from node_common.diagnostics import Diagnostics
 from node_common.msgs import f32, from_ns, to_ns
 from sim_node.episodes import lineage_ns
 from test_ros_safety import ARM, HOME, NAMES, Rig, running_rig
 from wm_vla.models.checkpoint import load_checkpoint
+from wm_vla.runtime.latency.governor import ladder
 from wm_vla.training.pipeline import default_checkpoints
 
 pytestmark = pytest.mark.ros
@@ -60,3 +67,19 @@ def test_gpc_opt_refines_the_chosen_chunk_within_the_trust_region_and_the_limits
     # trust region: every executed value within TRUST action standard deviations of the raw chosen chunk
     assert np.all(np.abs(q - HOME) <= TRUST * std + 1e-6), (np.abs(q - HOME).max(0), TRUST * std)
     assert np.abs(q - HOME).max() > 1e-4, "the executed chunk is the refined one, not the raw candidate"
+
+
+def test_node_budget_with_gpc_opt_drops_it_before_the_world_model(ros_domain: int) -> None:
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = Node("budget_probe", context=ctx)
+    try:
+        node.declare_parameters("", [*BUDGET_PARAMETERS])
+        node.set_parameters([Parameter("budget_ms", value=80.0)])
+        budget = NodeBudget.from_node(node, Diagnostics(node), gpc_opt=True)
+        assert budget is not None and budget.mode.name == "K=16 +GPC-OPT"
+        assert [m.name for m in ladder(budget.governor.cfg)] == [
+            "K=16 +GPC-OPT", "K=8 +GPC-OPT", "K=4 +GPC-OPT", "K=4", "passthrough"]
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
