@@ -30,8 +30,10 @@ class NodeBudget:
         self.lock = threading.Lock()
 
     @classmethod
-    def from_node(cls, node: Node, diag: Diagnostics, k: int | None = None) -> NodeBudget | None:
-        """From the node's budget_* parameters (LatencyConfigError when malformed); `k` heads the K levels."""
+    def from_node(cls, node: Node, diag: Diagnostics, k: int | None = None, gpc_opt: bool = False
+                  ) -> NodeBudget | None:
+        """From the node's budget_* parameters (LatencyConfigError when malformed); `k` heads the K levels; with
+        `gpc_opt` the ranked modes run GPC-OPT until K is at its smallest, then GPC-OPT goes before the WM does."""
         value = lambda name: node.get_parameter(name).value  # noqa: E731
         budget = float(value("budget_ms"))
         if budget <= 0:
@@ -39,7 +41,7 @@ class NodeBudget:
         levels = [int(x) for x in value("budget_k_levels")]
         if k is not None:
             levels = [k, *(x for x in levels if x < k)]
-        return cls(node, diag, GovernorConfig(budget_ms=budget, k_levels=tuple(levels),
+        return cls(node, diag, GovernorConfig(budget_ms=budget, k_levels=tuple(levels), gpc_opt=gpc_opt,
                                               window=int(value("budget_window")),
                                               min_samples=int(value("budget_min_samples")),
                                               dwell=int(value("budget_dwell"))))

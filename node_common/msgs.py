@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import sys
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,15 @@ def rgb_to_image(rgb: np.ndarray, stamp: Time, frame_id: str) -> Image:
     msg = Image(height=h, width=w, encoding="rgb8", is_bigendian=0, step=w * 3)
     msg.header.stamp, msg.header.frame_id = stamp, frame_id
     msg.data = np.ascontiguousarray(rgb, np.uint8).tobytes()
+    return msg
+
+
+def depth_to_image(depth_m: np.ndarray, stamp: Time, frame_id: str) -> Image:
+    """float32 metres (NaN = no data) -> sensor_msgs/Image 32FC1 (REP 118)."""
+    h, w = depth_m.shape
+    msg = Image(height=h, width=w, encoding="32FC1", is_bigendian=int(sys.byteorder == "big"), step=w * 4)
+    msg.header.stamp, msg.header.frame_id = stamp, frame_id
+    msg.data = np.ascontiguousarray(depth_m, np.float32).tobytes()
     return msg
 
 

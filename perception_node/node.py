@@ -1,7 +1,10 @@
 """perception_node: camera frames + joint state -> wm_vla_interfaces/Observation stamped with the camera stamp.
 
 Source `topic` (sensor_msgs/Image rgb8/bgr8/mono8/rgba8/bgra8, or CompressedImage when `compressed`), `opencv`
-(V4L2 index or video path) or `realsense` (pyrealsense2). Frames of all cameras within `sync_slop_ms` of the
+(V4L2 index or video path) or `realsense` (pyrealsense2; device timestamps in system time become the stamp). With
+`depth` (realsense only) the depth stream is aligned to colour (rs.align), cropped like the colour image, resized
+nearest-neighbour and published as sensor_msgs/Image 32FC1 metres (NaN = no data) on `depth_topic`, stamped like the
+Observation it belongs to; a missing or wrong-size depth frame is dropped and counted (the colour still goes out). Frames of all cameras within `sync_slop_ms` of the
 first camera's frame form a set; the robot state is taken as-of that stamp (newest sample not after it, at most
 `max_state_age_ms` older). Frames older than `max_frame_age_ms` on arrival, frames whose stamp is not after the
 camera's previous one (a clock jumping backwards), undecodable frames and NaN/short
@@ -20,8 +23,10 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from wm_vla_interfaces.msg import Observation
 
 from node_common.diagnostics import Diagnostics
-from node_common.msgs import SENSOR_QOS, f64, from_ns, image_to_rgb, odometry_values, rgb_to_image, to_s
+from node_common.msgs import (SENSOR_QOS, depth_to_image, f64, from_ns, image_to_rgb, odometry_values, rgb_to_image,
+                              to_ns, to_s)
 from node_common.spin import run
+from perception_node.sources import RealSenseFrame
 from wm_vla.data.errors import FrameError
 from wm_vla.data.images import fit
 from wm_vla.data.sync import AsOfBuffer
@@ -30,15 +35,18 @@ from wm_vla.runtime.errors import SafetyError
 from wm_vla.runtime.safety import check_joint_state
 
 OBSERVATION_TOPIC = "/wm_vla/observation"
+DEPTH_TOPIC = "/wm_vla/observation/depth"
 
 
 class Perception(Node):
-    def __init__(self) -> None:
-        super().__init__("perception_node")
+    def __init__(self, **kwargs: Any) -> None:
+        """`kwargs` go to rclpy's Node (context, parameter_overrides)."""
+        super().__init__("perception_node", **kwargs)
         decl = self.declare_parameters("", [
             ("robot", "arm"), ("source", "topic"), ("camera_names", [""]), ("camera_topics", [""]),
             ("compressed", False), ("image_size", 96), ("max_state_age_ms", 150.0), ("max_frame_age_ms", 0.0),
-            ("sync_slop_ms", 20.0), ("device", "0"), ("fps", 30.0), ("output", OBSERVATION_TOPIC)])
+            ("sync_slop_ms", 20.0), ("device", "0"), ("fps", 30.0), ("output", OBSERVATION_TOPIC),
+            ("depth", False), ("depth_topic", DEPTH_TOPIC)])
         p: dict[str, Any] = {d.name: d.value for d in decl}
         self.profile = load_profile(p["robot"])
         names = [n for n in p["camera_names"] if n] or [c.name for c in self.profile.cameras]
@@ -56,6 +64,10 @@ class Perception(Node):
         self.pub = self.create_publisher(Observation, p["output"], SENSOR_QOS)
         self._state_inputs()
         self.source = p["source"]
+        if p["depth"] and self.source != "realsense":
+            raise ValueError(f"depth needs the realsense source, got source {self.source!r}")
+        self.depth: tuple[int, np.ndarray] | None = None  # (stamp ns, fitted metres) of the newest colour frame
+        self.depth_pub = self.create_publisher(Image, p["depth_topic"], SENSOR_QOS) if p["depth"] else None
         if self.source == "topic":
             cls = CompressedImage if p["compressed"] else Image
             for name, topic in zip(names, topics):
@@ -82,7 +94,8 @@ class Perception(Node):
         cam = next((c for c in self.profile.cameras), None)
         if self.source == "opencv":
             return OpenCvSource(str(p["device"]))
-        return RealSenseSource(cam.width if cam else 640, cam.height if cam else 480, int(p["fps"]))
+        return RealSenseSource.open(cam.width if cam else 640, cam.height if cam else 480, int(p["fps"]),
+                                    depth=bool(p["depth"]))
 
     # ----- inputs -----
     def _drop(self, reason: str, message: str) -> None:
@@ -131,10 +144,13 @@ class Perception(Node):
             return
         now = self.get_clock().now()
         stamp_ns = now.nanoseconds
-        if isinstance(got, tuple):  # realsense: (rgb, device time s) in the global (system) time domain
-            rgb, device_s = got
-            if abs(device_s - now.nanoseconds * 1e-9) < 1.0:  # trust it only when it is on our clock
-                stamp_ns = int(device_s * 1e9)
+        if isinstance(got, RealSenseFrame):  # device time in the global (system) time domain
+            rgb = got.rgb
+            if got.global_time and abs(got.stamp_s - now.nanoseconds * 1e-9) < 1.0:  # and on our clock
+                stamp_ns = round(got.stamp_s * 1e9)
+            if got.depth_error is not None:
+                self._drop(got.depth_error.reason, f"depth: {got.depth_error}")
+            self.depth = None if got.depth_m is None else (stamp_ns, fit(got.depth_m, self.size, nearest=True))
         else:
             rgb = got
         self.frames[self.cameras[0]] = (stamp_ns * 1e-9, from_ns(stamp_ns), fit(rgb, self.size))
@@ -162,6 +178,10 @@ class Perception(Node):
             obs.joint_state = js
         self.pub.publish(obs)
         self.counts["published"] += 1
+        if self.depth_pub is not None and self.depth is not None and self.depth[0] == to_ns(ref_msg):
+            self.depth_pub.publish(depth_to_image(self.depth[1], ref_msg, f"{self.cameras[0]}_camera_optical_frame"))
+            self.counts["published_depth"] += 1
+        self.depth = None
         self.frames.clear()
 
     def _diagnostics(self) -> None:

@@ -21,6 +21,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
 from wm_vla_interfaces.msg import RankingResult
 
 from node_common.msgs import COMMAND_QOS, LATCHED_QOS, to_ns
@@ -29,9 +30,9 @@ from wm_vla.robots import load_profile
 from world_model_node.node import RANKING_TOPIC
 
 
-def lineage_ns(msg: Float64MultiArray | TwistStamped) -> int:
-    """The observation stamp a command was computed from (0: a hold/stop command)."""
-    if isinstance(msg, TwistStamped):
+def lineage_ns(msg: Float64MultiArray | TwistStamped | JointTrajectory) -> int:
+    """The observation stamp a command was computed from (0: a hold command; TwistStamped stop: now)."""
+    if isinstance(msg, (TwistStamped, JointTrajectory)):
         return to_ns(msg.header.stamp)
     for dim in msg.layout.dim:
         if dim.label.startswith("obs_stamp_ns="):
@@ -57,6 +58,8 @@ class EpisodeClient(Node):
                 self.create_subscription(TwistStamped, spec.topic, self._on_command, COMMAND_QOS)
             elif spec.interface == "position_commands":
                 self.create_subscription(Float64MultiArray, spec.topic, self._on_command, COMMAND_QOS)
+            else:
+                self.create_subscription(JointTrajectory, spec.topic, self._on_command, COMMAND_QOS)
         self.reset_client = self.create_client(Trigger, "/sim/reset")
 
     def _on_status(self, msg: String) -> None:
@@ -69,7 +72,7 @@ class EpisodeClient(Node):
         with self.cond:
             self.decision_ms.append((self.get_clock().now().nanoseconds - to_ns(msg.header.stamp)) / 1e6)
 
-    def _on_command(self, msg: Float64MultiArray | TwistStamped) -> None:
+    def _on_command(self, msg: Float64MultiArray | TwistStamped | JointTrajectory) -> None:
         now = self.get_clock().now().nanoseconds
         stamp = lineage_ns(msg)
         with self.cond:

@@ -131,10 +131,22 @@ class SimRobot(Node):
         self._set(dict(zip(joints, msg.data)), lineage)
 
     def _on_trajectory(self, msg: JointTrajectory) -> None:
-        start = to_ns(msg.header.stamp) or self.now_ns()
-        self.last_lineage_ns = to_ns(msg.header.stamp)
+        """A JTC's reading: point i is due at header.stamp (0: on receipt) + time_from_start; a trajectory with an
+        unknown joint or a short/non-finite point is ignored whole. A non-zero stamp (the lineage) starts the episode
+        clock like a tracking position command."""
+        names = self.profile.action.names + self.profile.gripper_joints
+        bad = [j for j in msg.joint_names if j not in names]
+        if bad or not msg.points or any(len(pt.positions) != len(msg.joint_names) or not np.all(np.isfinite(pt.positions))
+                                        for pt in msg.points):
+            self.get_logger().warning(f"ignoring a malformed trajectory for {list(msg.joint_names)} "
+                                      f"({len(msg.points)} points{', unknown joints ' + str(bad) if bad else ''})")
+            return
+        lineage = to_ns(msg.header.stamp)
+        start = lineage or self.now_ns()
+        self.last_lineage_ns = lineage
+        self.episode_commands += int(lineage != 0)
         self.trajectory = [(start + to_ns(pt.time_from_start), dict(zip(msg.joint_names, pt.positions)))
-                           for pt in msg.points if len(pt.positions) == len(msg.joint_names)]
+                           for pt in msg.points]
 
     def _on_twist(self, msg: Twist | TwistStamped) -> None:
         lineage = None
@@ -186,7 +198,9 @@ class SimRobot(Node):
             return
         self._command_watchdog()
         now = self.now_ns()
-        due = [pos for t, pos in self.trajectory if t <= now]
+        # the points a JTC reaches by the end of this world step (streamed one-point trajectories are due a command
+        # period ahead, less than a step): the step integrates towards the latest of them
+        due = [pos for t, pos in self.trajectory if t <= now + self.step_ns]
         if due:
             self._set(due[-1])
         self.result = self.world.step(self.target)

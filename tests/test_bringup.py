@@ -32,6 +32,7 @@ def cli_plan(argv: list[str], capsys: pytest.CaptureFixture[str]) -> list[dict[s
 @pytest.mark.parametrize(("launch_args", "cli_args"), [
     ({}, []),
     ({"robot": "arm", "backend": "onnxruntime", "k": "8"}, ["--robot", "arm", "--backend", "onnxruntime", "--k", "8"]),
+    ({"robot": "sim", "command_interface": "joint_trajectory"}, ["--command-interface", "joint_trajectory"]),
     ({"robot": "quadruped", "use_sim_time": "true", "rank": "false"},
      ["--robot", "quadruped", "--use-sim-time", "--no-rank"]),
 ])

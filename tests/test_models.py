@@ -251,6 +251,28 @@ def test_gpc_opt_improves_the_world_model_score_within_budget() -> None:
     assert (refined - chunk).abs().max() <= 1.0 + 1e-5
 
 
+def test_chunk_refiner_gives_numpy_gpc_opt_for_the_torch_backend_only() -> None:
+    from wm_vla.runtime.backends.torch_backend import TorchBackend
+    from wm_vla.runtime.ranker import ChunkRefiner
+    from wm_vla.training.pipeline import default_checkpoints
+
+    policy_dir, wm_dir = default_checkpoints()
+    with pytest.raises(RankerError, match="GPC-OPT needs gradients.*not 'onnxruntime'"):
+        ChunkRefiner(type("Ort", (), {"name": "onnxruntime"})())
+    with pytest.raises(RankerError, match="with a world model"):
+        ChunkRefiner(TorchBackend.from_checkpoints(policy_dir))
+    backend = TorchBackend.from_checkpoints(policy_dir, wm_dir)
+    with pytest.raises(RankerError, match="budget_ms > 0"):
+        ChunkRefiner(backend, budget_ms=0.0)
+    refiner = ChunkRefiner(backend, budget_ms=1e3, max_steps=3, trust=0.25)
+    refiner.warm_up()
+    spec, std = backend.spec, backend.policy.action_std.numpy()
+    chunk = np.random.default_rng(0).normal(size=(spec.horizon, spec.action_dim)) * std
+    refined, steps = refiner(np.zeros(spec.latent_dim, np.float32), chunk)
+    assert steps == 3 and refined.shape == chunk.shape and refined.dtype == chunk.dtype
+    assert 0 < np.abs(refined - chunk).max() and np.all(np.abs(refined - chunk) <= 0.25 * std + 1e-5)
+
+
 def test_ranker_rejects_malformed_candidates() -> None:
     ranker = GpcRanker(LatentWorldModel(world_model_preset("student", latent_dim=16, action_dim=7, horizon=8)),
                        torch.zeros(7), torch.ones(7))

@@ -1,5 +1,6 @@
 """Bad model files over the real ROS stack: vla_node / world_model_node given a missing, corrupt or mismatched
-checkpoint, or an ONNX export of another policy, refuse to configure: the process exits non-zero with the reason
+checkpoint, or an ONNX export of another policy (or settings they cannot honour: GPC-OPT without gradients, an
+unknown command interface), refuse to configure: the process exits non-zero with the reason
 in its log and on /diagnostics (ERROR), while a healthy world_model_node keeps the arm holding, never zeros."""
 
 from __future__ import annotations
@@ -62,6 +63,11 @@ BAD = {  # node name -> (module, parameters, expected reason in the log and the 
     "vla_onnx": ("vla_node", {"backend": "onnxruntime", "onnx_dir": "{export}"}, "does not match the checkpoint"),
     "wm_corrupt": ("world_model_node", {"world_model": "{corrupt_wm}"}, "not a readable safetensors file"),
     "wm_mismatch": ("world_model_node", {"world_model": "{quad_student}"}, "does not fit the policy"),
+    # configurations the node cannot honour: refused before any model is loaded
+    "wm_gpc_opt_ort": ("world_model_node", {"backend": "onnxruntime", "gpc_opt": True}, "gpc_opt needs rank: true and"
+                       " backend ['torch']"),
+    "wm_gpc_opt_unranked": ("world_model_node", {"rank": False, "gpc_opt": True}, "got rank: false"),
+    "wm_interface": ("world_model_node", {"rank": False, "command_interface": "jtc"}, "command_interface 'jtc' is not"),
 }
 
 
@@ -79,7 +85,8 @@ def refusals(ros_domain: int, tmp_path_factory: pytest.TempPathFactory) -> Itera
              "quad_policy": str(default_checkpoints(world="quadruped")[0]),
              "quad_student": str(default_checkpoints(world="quadruped")[1])}
     plan = [NodeSpec(name, module, f"{module}.node",
-                     {"robot": "arm", **{k: v.format(**paths) for k, v in params.items()}}, lifecycle=True)
+                     {"robot": "arm", **{k: v.format(**paths) if isinstance(v, str) else v
+                                         for k, v in params.items()}}, lifecycle=True)
             for name, (module, params, _) in BAD.items()]
     plan.append(NodeSpec("world_model_node", "world_model_node", "world_model_node.node",
                          {"robot": "arm", "rank": False}, lifecycle=True))

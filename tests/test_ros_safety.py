@@ -5,8 +5,10 @@ e-stop button, recording every command the node publishes."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -104,22 +106,30 @@ class Rig:
             box.clear()
 
 
-@pytest.fixture(scope="module")
-def rig(ros_domain: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+@contextmanager
+def running_rig(params: dict[str, Any], logs: Path, rig_cls: type[Rig] = Rig,
+                ready: Callable[[Any], bool] = lambda r: len(r.forward.items) > 5, timeout: float = 60.0
+                ) -> Iterator[Any]:
+    """world_model_node (arm, `params` over the defaults) as a subprocess and a rig around it, once `ready`
+    (default: it streams hold commands)."""
     spec = NodeSpec("world_model_node", "world_model_node", "world_model_node.node",
-                    {"robot": "arm", "rank": False, "max_obs_age_ms": 1e3 * MAX_AGE})
-    logs = tmp_path_factory.mktemp("wm_node")
+                    {"robot": "arm", "max_obs_age_ms": 1e3 * MAX_AGE, **params})
     with Stack([spec], log_dir=logs) as stack:
         probe = Probe()
-        rig = Rig(probe)
+        rig = rig_cls(probe)
         try:
-            probe.wait(lambda: len(rig.forward.items) > 5 or bool(stack.failed()), 60,
-                       "hold commands from world_model_node")
+            probe.wait(lambda: ready(rig) or bool(stack.failed()), timeout, "hold commands from world_model_node")
             assert not stack.failed(), stack.log("world_model_node")
             yield rig
         finally:
             rig.feeder.stop()
             probe.close()
+
+
+@pytest.fixture(scope="module")
+def rig(ros_domain: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    with running_rig({"rank": False}, tmp_path_factory.mktemp("wm_node")) as r:
+        yield r
 
 
 def tracked(box: Received, t0: float = 0.0) -> list[tuple[float, np.ndarray, int]]:

@@ -68,6 +68,7 @@ class BringupArgs:
     record: str = ""                # recorder_node dataset directory ("": no recorder)
     intervene: bool = False         # with teleop: keep the policy running; teleop takes over and hands back
     record_fps: int = 0             # dataset fps (0: the profile's policy rate)
+    command_interface: str = ""     # arm: position_commands | joint_trajectory (world_model_node; "": its default)
 
 
 def policy_tasks(world: str, policy: str | None) -> tuple[str, ...]:
@@ -108,7 +109,8 @@ def build_plan(args: BringupArgs) -> list[NodeSpec]:
         nodes.append(NodeSpec("perception_node", "perception_node", "perception_node.node", perception))
         nodes.append(NodeSpec("vla_node", "vla_node", "vla_node.node", {**common, **models, "k": args.k},
                               lifecycle=True))
-        wm = {**common, **models, "rank": args.rank, **({"world_model": args.world_model} if args.world_model else {})}
+        wm = {**common, **models, "rank": args.rank, **({"world_model": args.world_model} if args.world_model else {}),
+              **({"command_interface": args.command_interface} if args.command_interface else {})}
         remap = tuple((c.topic, POLICY_PREFIX + c.topic) for c in profile.controllers.values()) if args.teleop else ()
         nodes.append(NodeSpec("world_model_node", "world_model_node", "world_model_node.node", wm, remap,
                               lifecycle=True))

@@ -90,7 +90,8 @@ def _up(args: argparse.Namespace) -> int:
                                   use_sim_time=args.use_sim_time, rank=not args.no_rank, seed=args.seed,
                                   policy=args.policy, world_model=args.wm, rate_scale=args.rate_scale,
                                   record_bag=args.record_bag or "", teleop=args.teleop or "",
-                                  record=args.record or "", intervene=args.intervene, record_fps=args.record_fps))
+                                  record=args.record or "", intervene=args.intervene, record_fps=args.record_fps,
+                                  command_interface=args.command_interface or ""))
     if args.dry_run:
         print(json.dumps([n.to_dict() for n in plan], indent=1))
         return 0
@@ -890,6 +891,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "services /recorder_node/start|stop|discard|rerecord; a finished sim episode is saved)")
     up.add_argument("--intervene", action="store_true", help="with --teleop: the policy drives, teleop takes over")
     up.add_argument("--record-fps", type=int, default=0, help="dataset fps (default: the profile's policy rate)")
+    up.add_argument("--command-interface", default=None, choices=("position_commands", "joint_trajectory"),
+                    help="arm output: forward position controllers (default) or JointTrajectory to the JTC")
     up.add_argument("--dry-run", action="store_true", help="print the plan as JSON and exit")
     up.set_defaults(func=_up)
 

@@ -1,10 +1,14 @@
-"""world_model_node (lifecycle): ranks ActionCandidates with the student world model (GPC-RANK), publishes
+"""world_model_node (lifecycle): ranks ActionCandidates with the student world model (GPC-RANK), optionally refines
+the chosen chunk by gradient steps through it (GPC-OPT: `gpc_opt`, torch backend only, within `gpc_opt_budget_ms` /
+`gpc_opt_steps` and a `gpc_opt_trust` region; RankingResult ranker "gpc_opt" with a "gpc_opt" stage), publishes
 RankingResult, and streams the chosen chunk through the chunk executor and the safety filter to the robot.
 
-Outputs per robot profile: arm -> Float64MultiArray on the forward position controller (+ gripper controller) at
-the control rate; quadruped -> TwistStamped/Twist on cmd_vel (zero on stop). Commands carry the observation
-stamp of the chunk they come from: TwistStamped in header.stamp, Float64MultiArray in layout.dim[0].label
-("obs_stamp_ns=<ns>", 0 while holding). Inputs: joint_states (NaN/short rejected with a diagnostic), the
+Outputs per robot profile at the control rate: arm -> `command_interface` `position_commands` (Float64MultiArray on
+the forward position controller + gripper controller) or `joint_trajectory` (JointTrajectory, one point per command,
+on the profile's joint_trajectory_controller; the gripper stays on its position controller); quadruped ->
+TwistStamped/Twist on cmd_vel (zero on stop). Commands carry the observation stamp of the chunk they come from:
+TwistStamped and JointTrajectory in header.stamp, Float64MultiArray in layout.dim[0].label ("obs_stamp_ns=<ns>");
+0 while holding (see node_common/commands.py). Inputs: joint_states (NaN/short rejected with a diagnostic), the
 observation stream (stale-observation watchdog), e_stop (std_msgs/Bool: True locks motion until False); candidates
 that stop arriving mid-task (`candidate_timeout_s`) give a WARN diagnostic.
 /diagnostics: per-stage ms, camera->command latency, control rate, deadline misses, safety interventions.
@@ -35,9 +39,10 @@ from node_common.worker import WORKER_PARAMETERS, NewestWorker
 from perception_node.node import OBSERVATION_TOPIC
 from vla_node.node import CANDIDATES_TOPIC
 from wm_vla.robots import load_profile
-from wm_vla.runtime.errors import ChunkError, LatencyConfigError, RuntimeErrorBase
+from wm_vla.runtime.errors import ChunkError, LatencyConfigError, RankerError, RuntimeErrorBase
 from wm_vla.runtime.executor import ChunkExecutor, ExecutorConfig
-from wm_vla.runtime.ranker import KinematicPenalty, RankerConfig, score_candidates
+from wm_vla.runtime.ranker import (GRADIENT_BACKENDS, ChunkRefiner, KinematicPenalty, RankerConfig,
+                                   score_candidates)
 from wm_vla.runtime.safety import SafeCommand, SafetyFilter
 
 RANKING_TOPIC = "/wm_vla/ranking_result"
@@ -51,6 +56,12 @@ PARAMETERS: list[tuple[str, object]] = [
     ("max_acceleration", 0.0), ("max_obs_age_ms", 0.0), ("candidates", CANDIDATES_TOPIC),
     ("observation", OBSERVATION_TOPIC), ("ranking", RANKING_TOPIC), ("candidate_timeout_s", 2.0),
     ("control_rt_priority", 0),
+    # GPC-OPT: refine the ranked chunk by gradient steps through the student WM (torch backend only: configure refuses
+    # onnxruntime / tensorrt, which give no gradients); budget per decision, Adam steps, trust region in action stds
+    ("gpc_opt", False), ("gpc_opt_budget_ms", 10.0), ("gpc_opt_steps", 20), ("gpc_opt_lr", 0.05),
+    ("gpc_opt_trust", 0.5),
+    # joint robots: position_commands (forward controllers) | joint_trajectory (JTC + gripper position controller)
+    ("command_interface", "position_commands"),
     # live latency budget on the ranking (node_common.budget): K levels -> passthrough, recovery with hysteresis
     *BUDGET_PARAMETERS,
     # ranking thread's added nice value (node_common.worker): the control loop and I/O first under CPU contention
@@ -85,6 +96,10 @@ class WorldModelNode(ModelNode):
 
         prof = self.profile = load_profile(self.p("robot"))
         self.rank = bool(self.p("rank"))
+        self.refiner: ChunkRefiner | None = None
+        if self.p("gpc_opt") and (not self.rank or self.p("backend") not in GRADIENT_BACKENDS):
+            return self.refuse(f"gpc_opt needs rank: true and backend {list(GRADIENT_BACKENDS)} (gradients through the "
+                               f"world model), got rank: {str(self.rank).lower()}, backend: {self.p('backend')!r}")
         if self.rank:
             try:
                 sel = open_backend(self.p("backend"), self.p("policy") or default_checkpoint(0),
@@ -96,13 +111,21 @@ class WorldModelNode(ModelNode):
             if self.backend.spec.action_dim != len(prof.action.names):
                 return self.refuse(f"the models (action {self.backend.spec.action_dim}) do not fit robot {prof.name} "
                                    f"(action {len(prof.action.names)})")
+        self.ranker_cfg = RankerConfig(switch_margin=float(self.p("switch_margin")))
+        if self.p("gpc_opt"):
+            try:
+                self.refiner = ChunkRefiner(self.backend, self.ranker_cfg, float(self.p("gpc_opt_budget_ms")),
+                                            int(self.p("gpc_opt_steps")), float(self.p("gpc_opt_lr")),
+                                            float(self.p("gpc_opt_trust")))
+                self.refiner.warm_up()
+            except RankerError as exc:
+                return self.refuse(str(exc))
         self.diag = Diagnostics(self, "world_model")
         try:
-            self.budget = NodeBudget.from_node(self, self.diag)
+            self.budget = NodeBudget.from_node(self, self.diag, gpc_opt=self.refiner is not None)
         except LatencyConfigError as exc:
             return self.refuse(f"bad latency budget settings: {exc}")
         self.penalty = KinematicPenalty(prof)
-        self.ranker_cfg = RankerConfig(switch_margin=float(self.p("switch_margin")))
         rate = self.p("control_rate_hz") or prof.control_rate_hz
         self.control_dt = 1.0 / rate
         self.chunks = ChunkExecutor(ExecutorConfig(self.p("action_dt") or 1.0 / prof.policy_rate_hz,
@@ -112,7 +135,10 @@ class WorldModelNode(ModelNode):
         age = (self.p("max_obs_age_ms") or prof.max_obs_age_ms) / 1e3
         self.safety = SafetyFilter.for_profile(prof, self.control_dt, velocity_scale=self.p("velocity_scale"),
                                                max_acceleration=accel, max_obs_age_s=age)
-        self._outputs()
+        try:
+            self._outputs()
+        except ValueError as exc:
+            return self.refuse(str(exc))
         self.rank_pub = self.create_lifecycle_publisher(RankingResult, self.p("ranking"), COMMAND_QOS)
         self.worker = NewestWorker(self._rank, "world_model_ranking", self._worker_failed, int(self.p("worker_nice")))
         self.create_subscription(ActionCandidates, self.p("candidates"), self._on_candidates, COMMAND_QOS)
@@ -202,7 +228,8 @@ class WorldModelNode(ModelNode):
                 return False
 
     def _outputs(self) -> None:
-        self.out = CommandOutputs(self, self.profile, self.create_lifecycle_publisher)
+        self.out = CommandOutputs(self, self.profile, self.create_lifecycle_publisher, str(self.p("command_interface")),
+                                  self.control_dt)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         with self.lock:
@@ -266,6 +293,7 @@ class WorldModelNode(ModelNode):
         t1 = time.perf_counter()
         stages = {"decode": 1e3 * (t1 - t0)}
         chosen, ranker, degraded = 0, "passthrough", not self.rank
+        chunk: np.ndarray | None = None  # the GPC-OPT refinement of the chosen candidate, when it ran
         scores = progress = failure = np.zeros(0)
         mode = self.budget.mode if self.budget is not None else None
         if mode is not None and not mode.rank:
@@ -282,17 +310,22 @@ class WorldModelNode(ModelNode):
                 stages.update(wm_rollout=1e3 * (t2 - t1), score=1e3 * (time.perf_counter() - t2))
                 chosen, ranker, scores, progress, failure = r.chosen, "gpc_rank", r.scores, r.progress, r.failure_prob
                 degraded = ranked.shape[0] < actions.shape[0]
+                if self.refiner is not None and (mode is None or mode.gpc_opt):
+                    t3 = time.perf_counter()
+                    chunk, _ = self.refiner(z, actions[chosen])  # GPC-OPT; the safety filter still follows
+                    stages["gpc_opt"], ranker = 1e3 * (time.perf_counter() - t3), "gpc_opt"
             except RuntimeErrorBase as exc:
                 degraded = True
                 self.diag.warn(f"world model failed, passing the policy's first sample through: {exc}")
         if self.budget is not None:
             self.budget.record({k: v for k, v in stages.items() if k != "decode"} or {"passthrough": 0.0})
+        executed = actions[chosen] if chunk is None else chunk
         if self.sim_time:  # the executor thread ticks the control timer: submit here, first command now
             now = self.get_clock().now().nanoseconds * 1e-9
-            if self._submit(actions[chosen], to_ns(msg.header.stamp), now):
+            if self._submit(executed, to_ns(msg.header.stamp), now):
                 self._step(now)
         else:  # hand over to the control thread, woken now (it submits and commands the first action)
-            self.pending = (actions[chosen], to_ns(msg.header.stamp))
+            self.pending = (executed, to_ns(msg.header.stamp))
             self.wake.set()
         stages["total"] = 1e3 * (time.perf_counter() - t0)
         for name, ms in stages.items():
@@ -302,7 +335,7 @@ class WorldModelNode(ModelNode):
             header=msg.header, chosen=chosen, scores=f32(scores if scores.size else np.zeros(k)),
             progress=f32(progress), failure_prob=f32(failure), stage_names=list(stages),
             stage_ms=f32(np.array(list(stages.values()))),
-            backend=self.backend.name if (self.backend is not None and ranker == "gpc_rank") else "none",
+            backend=self.backend.name if (self.backend is not None and ranker != "passthrough") else "none",
             ranker=ranker, degraded=degraded))
 
     def _decode(self, msg: ActionCandidates) -> tuple[np.ndarray, np.ndarray]:

@@ -32,15 +32,17 @@ def decode_compressed(data: bytes | bytearray | memoryview) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def fit(image: np.ndarray, size: int) -> np.ndarray:
-    """Centre-crop to a square, then resize to size x size (RGB uint8)."""
+def fit(image: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
+    """Centre-crop to a square, then resize to size x size (RGB uint8; `nearest` for depth or label images, whose
+    values must not be blended)."""
     h, w = image.shape[:2]
     side = min(h, w)
     y0, x0 = (h - side) // 2, (w - side) // 2
     crop = image[y0: y0 + side, x0: x0 + side]
     if side == size:
         return np.ascontiguousarray(crop)
-    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if side > size else cv2.INTER_LINEAR)
+    interpolation = cv2.INTER_NEAREST if nearest else cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+    return cv2.resize(crop, (size, size), interpolation=interpolation)
 
 
 def _to_rgb(img: np.ndarray, encoding: str) -> np.ndarray:

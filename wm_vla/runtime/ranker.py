@@ -142,6 +142,44 @@ class GpcRanker:
         return (x.detach() * self.std + self.mean)[0], steps
 
 
+GRADIENT_BACKENDS = ("torch",)  # backends whose world model gives gradients (onnxruntime / TensorRT do not)
+
+
+class ChunkRefiner:
+    """GPC-OPT for numpy callers (world_model_node): refines one raw chunk (H, A) through the torch backend's student
+    world model within `budget_ms` (at least one step), at most `max_steps` Adam steps of `lr`, and a trust region of
+    `trust` action standard deviations per value around the chunk. RankerError for a backend without gradients."""
+
+    def __init__(self, backend: object, config: RankerConfig | None = None, budget_ms: float = 10.0,
+                 max_steps: int = 20, lr: float = 0.05, trust: float = 0.5) -> None:
+        name = getattr(backend, "name", type(backend).__name__)
+        wm, policy = getattr(backend, "wm", None), getattr(backend, "policy", None)
+        if name not in GRADIENT_BACKENDS or not isinstance(wm, LatentWorldModel) or policy is None:
+            raise RankerError(f"GPC-OPT needs gradients through the world model: backend {list(GRADIENT_BACKENDS)} "
+                              f"with a world model, not {name!r}")
+        if not (budget_ms > 0 and max_steps >= 1 and lr > 0 and trust > 0):
+            raise RankerError(f"GPC-OPT needs budget_ms > 0, max_steps >= 1, lr > 0 and trust > 0, got "
+                              f"{budget_ms}, {max_steps}, {lr}, {trust}")
+        wm.requires_grad_(False)  # gradients w.r.t. the chunk only
+        self.device = policy.action_mean.device
+        self.ranker = GpcRanker(wm, policy.action_mean, policy.action_std, None, config)
+        self.budget_ms, self.max_steps, self.lr, self.trust = budget_ms, max_steps, lr, trust
+
+    def warm_up(self) -> None:
+        """One step on zeros: autograd's first-call set-up happens here, not in the first decision."""
+        c = self.ranker.wm.cfg
+        self.ranker.optimize(torch.zeros(c.latent_dim, device=self.device),
+                             torch.zeros(c.horizon, c.action_dim, device=self.device), self.budget_ms, 1, self.lr,
+                             self.trust)
+
+    def __call__(self, obs_latent: np.ndarray, chunk: np.ndarray) -> tuple[np.ndarray, int]:
+        """The refined chunk (same shape and dtype) and the number of steps taken."""
+        z = torch.as_tensor(obs_latent, dtype=torch.float32, device=self.device)
+        x = torch.as_tensor(chunk, dtype=torch.float32, device=self.device)
+        refined, steps = self.ranker.optimize(z, x, self.budget_ms, self.max_steps, self.lr, self.trust)
+        return refined.cpu().numpy().astype(chunk.dtype), steps
+
+
 def passthrough(k: int) -> Ranking:
     """No healthy world model in budget: execute the policy's first sample."""
     zeros = np.zeros(k)
