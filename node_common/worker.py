@@ -16,10 +16,13 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
-# (name, default) of the model nodes' worker parameters. Inference runs at a lower CPU priority than the node's I/O
-# and the control loop: on a busy 2-core computer a control tick then waits for a core far less often (issue #9's
-# deadline misses); raising a thread's nice value needs no privilege (Linux: per-thread).
+# (name, default) of the vla_node's worker parameters. Sampling runs at a lower CPU priority than I/O and the
+# world_model_node's control loop: on a busy 2-core computer a control tick then waits for a core far less often
+# (issue #9's deadline misses); raising a thread's nice value needs no privilege (Linux: per-thread). The
+# world_model_node's own ranking thread keeps nice 0 by default (WM_WORKER_PARAMETERS): a niced thread preempted
+# while it holds the GIL would stall the control thread of the same process.
 WORKER_PARAMETERS: list[tuple[str, object]] = [("worker_nice", 10)]
+WM_WORKER_PARAMETERS: list[tuple[str, object]] = [("worker_nice", 0)]
 
 
 def lower_thread_priority(nice: int) -> bool:

@@ -35,7 +35,7 @@ from node_common.diagnostics import ERROR, Diagnostics
 from node_common.lifecycle import ModelNode, default_checkpoint
 from node_common.msgs import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, f32, to_ns, to_s
 from node_common.spin import run
-from node_common.worker import WORKER_PARAMETERS, NewestWorker
+from node_common.worker import WM_WORKER_PARAMETERS, NewestWorker
 from perception_node.node import OBSERVATION_TOPIC
 from vla_node.node import CANDIDATES_TOPIC
 from wm_vla.robots import load_profile
@@ -64,8 +64,8 @@ PARAMETERS: list[tuple[str, object]] = [
     ("command_interface", "position_commands"),
     # live latency budget on the ranking (node_common.budget): K levels -> passthrough, recovery with hysteresis
     *BUDGET_PARAMETERS,
-    # ranking thread's added nice value (node_common.worker): the control loop and I/O first under CPU contention
-    *WORKER_PARAMETERS,
+    # ranking thread's added nice value (node_common.worker; 0: it shares the GIL with the control thread)
+    *WM_WORKER_PARAMETERS,
     # fault injection (tests, drills): extra ms inside the world-model stage; settable at run time
     ("inject_wm_delay_ms", 0.0)]
 
