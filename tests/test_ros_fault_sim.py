@@ -1,6 +1,7 @@
-"""world_model_node killed while the quadruped drives (real sim_robot + world_model_node over ROS): the base must
-stop by itself (the sim's cmd_vel timeout, like diff_drive_controller's), not keep the last twist forever; a
-restarted world_model_node takes over again."""
+"""world_model_node killed while the robot moves (real sim_robot + world_model_node over ROS). The quadruped's base
+must stop by itself (the sim's cmd_vel timeout, like diff_drive_controller's), not keep the last twist forever; the
+arm's position controllers hold the last commanded target (ros2_control's forward controller): it stops where it was,
+never drops to zeros or sags. A restarted world_model_node takes over again."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import numpy as np
 import pytest
 from geometry_msgs.msg import TwistStamped
 from nav_msgs.msg import Odometry
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
 from wm_vla_interfaces.msg import ActionCandidates, Observation
 
 from node_common.msgs import COMMAND_QOS, SENSOR_QOS, f32, from_ns
@@ -21,6 +24,7 @@ from wm_vla.robots import load_profile
 
 pytestmark = pytest.mark.ros
 QUAD = load_profile("quadruped")
+ARM = load_profile("arm")
 CMD_TIMEOUT = 0.5
 
 
@@ -74,6 +78,75 @@ def test_world_model_node_killed_the_base_stops_within_the_command_timeout(ros_d
             probe.wait(lambda: len(twists.since(t_back)) > 5 or "world_model_node" in stack.failed(), 60,
                        "cmd_vel from the restarted world_model_node")
             probe.wait(lambda: "velocity commands resumed" in stack.log("sim_robot"), 10, "the sim to take them")
+    finally:
+        feeder.stop()
+        probe.close()
+
+
+def test_world_model_node_killed_mid_chunk_the_arm_holds_its_last_target(ros_domain: int, tmp_path: Path) -> None:
+    plan = [NodeSpec("sim_robot", "sim_robot", "sim_node.node", {"world": "arm", "seed": 7, "image_size": 32,
+                                                                 "time_limit_s": 120.0}),
+            NodeSpec("world_model_node", "world_model_node", "world_model_node.node",
+                     {"robot": "arm", "rank": False}, lifecycle=True)]
+    probe = Probe()
+    n = probe.node
+    obs_pub = n.create_publisher(Observation, "/wm_vla/observation", SENSOR_QOS)
+    cand_pub = n.create_publisher(ActionCandidates, "/wm_vla/action_candidates", COMMAND_QOS)
+    joints = probe.record(JointState, ARM.topics.joint_states, SENSOR_QOS)
+    commands = probe.record(Float64MultiArray, ARM.controllers["forward"].topic, COMMAND_QOS)
+    names = list(ARM.action.names)
+
+    def feed() -> None:
+        obs = Observation()
+        obs.header.stamp = n.get_clock().now().to_msg()
+        obs_pub.publish(obs)
+
+    def q(m: JointState) -> np.ndarray:
+        by = dict(zip(m.name, m.position))
+        return np.array([by[j] for j in names])
+
+    feeder = Feeder(feed, 30.0)
+    try:
+        with Stack(plan, log_dir=tmp_path) as stack:
+            probe.wait(lambda: len(joints.items) > 5 or bool(stack.failed()), 90, "joint states from the sim")
+            probe.wait(lambda: "new task" in stack.log("world_model_node") or bool(stack.failed()), 60,
+                       "the sim's episode instruction to reach the world_model_node")
+            assert not stack.failed(), stack.log("sim_robot") + stack.log("world_model_node")
+            q0 = q(joints.items[-1][1])
+            chunk = np.tile(q0, (80, 1))    # 8 s: shoulder_pan swings 0.8 rad at a steady pace, the rest stays
+            chunk[:, 0] += np.linspace(0.0, 0.8, 80)
+            msg = ActionCandidates(k=1, h=80, a=len(names), action_names=names, actions=f32(chunk[None]))
+            msg.header.stamp = from_ns(n.get_clock().now().nanoseconds)
+            t_go = probe.now()
+            cand_pub.publish(msg)
+            probe.wait(lambda: any(q(m)[0] > q0[0] + 0.15 for _, m in joints.since(t_go)), 15.0, "the arm to swing")
+            t_kill = probe.now()
+            stack.kill("world_model_node")
+            time.sleep(1.0)                  # the last command settles
+            time.sleep(2.0)
+            after = np.array([q(m) for _, m in joints.since(t_kill + 1.0)])
+            assert len(after) >= 10, "the sim keeps publishing joint states"
+            drift = np.abs(after[:, :6] - after[0, :6]).max()
+            print(f"\n[fault] world_model_node killed mid-chunk: arm joints move at most {drift:.4f} rad over 2 s "
+                  f"after settling; shoulder_pan held at {after[-1, 0]:.3f} (start {q0[0]:.3f}, chunk end "
+                  f"{chunk[-1, 0]:.3f})")
+            assert drift < 0.01, "the arm holds its last target: no sag, no drift"
+            assert q0[0] + 0.1 < after[-1, 0] < chunk[-1, 0] - 0.05, "it stops where it was, not at the chunk's end"
+            assert np.abs(after[-1, 1:6] - q0[1:6]).max() < 0.05, "the other joints stay put (never zeros)"
+            t_back = probe.now()   # recovery: a restarted world_model_node holds, then executes a fresh chunk
+            stack.start("world_model_node")
+            probe.wait(lambda: len(commands.since(t_back)) > 5 or "world_model_node" in stack.failed(), 60,
+                       "position commands from the restarted world_model_node")
+            held = [np.array(m.data) for _, m in commands.since(t_back)]
+            assert np.abs(held[-1][:6] - after[-1, :6]).max() < 0.02, "the restarted node holds where the arm is"
+            back = np.tile(after[-1], (20, 1))
+            back[:, 0] = np.linspace(after[-1, 0], q0[0], 20)
+            msg = ActionCandidates(k=1, h=20, a=len(names), action_names=names, actions=f32(back[None]))
+            msg.header.stamp = from_ns(n.get_clock().now().nanoseconds)
+            t_again = probe.now()
+            cand_pub.publish(msg)
+            probe.wait(lambda: any(q(m)[0] < after[-1, 0] - 0.1 for _, m in joints.since(t_again)), 15.0,
+                       "the arm to move again under the restarted node")
     finally:
         feeder.stop()
         probe.close()
