@@ -6,6 +6,7 @@ never drops to zeros or sags. A restarted world_model_node takes over again."""
 from __future__ import annotations
 
 import time
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -28,27 +29,45 @@ ARM = load_profile("arm")
 CMD_TIMEOUT = 0.5
 
 
-def test_world_model_node_killed_the_base_stops_within_the_command_timeout(ros_domain: int, tmp_path: Path) -> None:
-    plan = [NodeSpec("sim_robot", "sim_robot", "sim_node.node", {"world": "quadruped", "seed": 7, "image_size": 32,
-                                                                 "time_limit_s": 120.0, "cmd_timeout_s": CMD_TIMEOUT}),
+def sim_and_world_model(world: str, **sim: object) -> list[NodeSpec]:
+    """The sim robot and an unranked world_model_node (the chunks come from the test)."""
+    return [NodeSpec("sim_robot", "sim_robot", "sim_node.node",
+                     {"world": world, "seed": 7, "image_size": 32, "time_limit_s": 120.0, **sim}),
             NodeSpec("world_model_node", "world_model_node", "world_model_node.node",
-                     {"robot": "quadruped", "rank": False}, lifecycle=True)]
+                     {"robot": world, "rank": False}, lifecycle=True)]
+
+
+def watchdog_feed(probe: Probe) -> Feeder:
+    """Perception's observation stream at 30 Hz (the world_model_node's stale-observation watchdog input)."""
+    pub = probe.node.create_publisher(Observation, "/wm_vla/observation", SENSOR_QOS)
+
+    def feed() -> None:
+        obs = Observation()
+        obs.header.stamp = probe.node.get_clock().now().to_msg()
+        pub.publish(obs)
+    return Feeder(feed, 30.0)
+
+
+def send_chunk(probe: Probe, pub: Any, names: list[str], chunk: np.ndarray) -> float:
+    """Publish one chunk (H, A) as a K=1 ActionCandidates stamped now; returns the probe time."""
+    msg = ActionCandidates(k=1, h=chunk.shape[0], a=chunk.shape[1], action_names=names, actions=f32(chunk[None]))
+    msg.header.stamp = from_ns(probe.node.get_clock().now().nanoseconds)
+    t = probe.now()
+    pub.publish(msg)
+    return t
+
+
+def test_world_model_node_killed_the_base_stops_within_the_command_timeout(ros_domain: int, tmp_path: Path) -> None:
+    plan = sim_and_world_model("quadruped", cmd_timeout_s=CMD_TIMEOUT)
     probe = Probe()
-    n = probe.node
-    obs_pub = n.create_publisher(Observation, "/wm_vla/observation", SENSOR_QOS)
-    cand_pub = n.create_publisher(ActionCandidates, "/wm_vla/action_candidates", COMMAND_QOS)
+    cand_pub = probe.node.create_publisher(ActionCandidates, "/wm_vla/action_candidates", COMMAND_QOS)
     odom = probe.record(Odometry, QUAD.topics.odometry, SENSOR_QOS)
     twists = probe.record(TwistStamped, QUAD.controllers["base"].topic, COMMAND_QOS)
-
-    def feed() -> None:  # perception's observation stream (the world_model_node's watchdog input)
-        obs = Observation()
-        obs.header.stamp = n.get_clock().now().to_msg()
-        obs_pub.publish(obs)
 
     def vx(t0: float) -> list[tuple[float, float]]:  # base speed in the plane, from the sim's odometry
         return [(t, float(np.hypot(m.twist.twist.linear.x, m.twist.twist.linear.y))) for t, m in odom.since(t0)]
 
-    feeder = Feeder(feed, 30.0)
+    feeder = watchdog_feed(probe)
     try:
         with Stack(plan, log_dir=tmp_path) as stack:
             probe.wait(lambda: len(twists.items) > 5 and len(odom.items) > 2 or bool(stack.failed()), 90,
@@ -56,11 +75,7 @@ def test_world_model_node_killed_the_base_stops_within_the_command_timeout(ros_d
             assert not stack.failed(), stack.log("sim_robot") + stack.log("world_model_node")
             probe.wait(lambda: "new task" in stack.log("world_model_node"), 30, "the sim's episode instruction to "
                        "reach the world_model_node (a new task clears chunks)")
-            chunk = np.tile([0.4, 0.0, 0.0], (80, 1))   # 8 s forward at 0.4 m/s
-            msg = ActionCandidates(k=1, h=80, a=3, action_names=list(QUAD.action.names), actions=f32(chunk[None]))
-            msg.header.stamp = from_ns(n.get_clock().now().nanoseconds)
-            t_go = probe.now()
-            cand_pub.publish(msg)
+            t_go = send_chunk(probe, cand_pub, list(QUAD.action.names), np.tile([0.4, 0.0, 0.0], (80, 1)))  # 8 s
             probe.wait(lambda: any(v > 0.2 for _, v in vx(t_go)), 15.0, "the base to drive")
             time.sleep(0.5)
             t_kill = probe.now()
@@ -84,28 +99,18 @@ def test_world_model_node_killed_the_base_stops_within_the_command_timeout(ros_d
 
 
 def test_world_model_node_killed_mid_chunk_the_arm_holds_its_last_target(ros_domain: int, tmp_path: Path) -> None:
-    plan = [NodeSpec("sim_robot", "sim_robot", "sim_node.node", {"world": "arm", "seed": 7, "image_size": 32,
-                                                                 "time_limit_s": 120.0}),
-            NodeSpec("world_model_node", "world_model_node", "world_model_node.node",
-                     {"robot": "arm", "rank": False}, lifecycle=True)]
+    plan = sim_and_world_model("arm")
     probe = Probe()
-    n = probe.node
-    obs_pub = n.create_publisher(Observation, "/wm_vla/observation", SENSOR_QOS)
-    cand_pub = n.create_publisher(ActionCandidates, "/wm_vla/action_candidates", COMMAND_QOS)
+    cand_pub = probe.node.create_publisher(ActionCandidates, "/wm_vla/action_candidates", COMMAND_QOS)
     joints = probe.record(JointState, ARM.topics.joint_states, SENSOR_QOS)
     commands = probe.record(Float64MultiArray, ARM.controllers["forward"].topic, COMMAND_QOS)
     names = list(ARM.action.names)
-
-    def feed() -> None:
-        obs = Observation()
-        obs.header.stamp = n.get_clock().now().to_msg()
-        obs_pub.publish(obs)
 
     def q(m: JointState) -> np.ndarray:
         by = dict(zip(m.name, m.position))
         return np.array([by[j] for j in names])
 
-    feeder = Feeder(feed, 30.0)
+    feeder = watchdog_feed(probe)
     try:
         with Stack(plan, log_dir=tmp_path) as stack:
             probe.wait(lambda: len(joints.items) > 5 or bool(stack.failed()), 90, "joint states from the sim")
@@ -115,10 +120,7 @@ def test_world_model_node_killed_mid_chunk_the_arm_holds_its_last_target(ros_dom
             q0 = q(joints.items[-1][1])
             chunk = np.tile(q0, (80, 1))    # 8 s: shoulder_pan swings 0.8 rad at a steady pace, the rest stays
             chunk[:, 0] += np.linspace(0.0, 0.8, 80)
-            msg = ActionCandidates(k=1, h=80, a=len(names), action_names=names, actions=f32(chunk[None]))
-            msg.header.stamp = from_ns(n.get_clock().now().nanoseconds)
-            t_go = probe.now()
-            cand_pub.publish(msg)
+            t_go = send_chunk(probe, cand_pub, names, chunk)
             probe.wait(lambda: any(q(m)[0] > q0[0] + 0.15 for _, m in joints.since(t_go)), 15.0, "the arm to swing")
             t_kill = probe.now()
             stack.kill("world_model_node")
@@ -141,10 +143,7 @@ def test_world_model_node_killed_mid_chunk_the_arm_holds_its_last_target(ros_dom
             assert np.abs(held[-1][:6] - after[-1, :6]).max() < 0.02, "the restarted node holds where the arm is"
             back = np.tile(after[-1], (20, 1))
             back[:, 0] = np.linspace(after[-1, 0], q0[0], 20)
-            msg = ActionCandidates(k=1, h=20, a=len(names), action_names=names, actions=f32(back[None]))
-            msg.header.stamp = from_ns(n.get_clock().now().nanoseconds)
-            t_again = probe.now()
-            cand_pub.publish(msg)
+            t_again = send_chunk(probe, cand_pub, names, back)
             probe.wait(lambda: any(q(m)[0] < after[-1, 0] - 0.1 for _, m in joints.since(t_again)), 15.0,
                        "the arm to move again under the restarted node")
     finally:
