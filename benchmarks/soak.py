@@ -47,7 +47,7 @@ def main() -> int:
 
     from sim_node.episodes import EpisodeClient, spin_in_thread
     from wm_vla.bringup import BringupArgs, build_plan
-    from wm_vla.eval.soak import SoakSample, plot_soak, summarize_soak
+    from wm_vla.eval.soak import SoakSample, machine_counters, machine_info, plot_soak, summarize_soak
     from wm_vla.launcher import Stack
     from wm_vla.robots import load_profile
 
@@ -87,6 +87,7 @@ def main() -> int:
                         continue
                 with lock:
                     counters = {k: dict(v) for k, v in latest.items()}
+                counters["machine"] = machine_counters()
                 samples.append(SoakSample(time.monotonic() - t_start, rss, counters))
 
         rclpy.init()
@@ -115,16 +116,21 @@ def main() -> int:
             client.destroy_node()
             rclpy.try_shutdown()
     config = {"minutes": args.minutes, "k": args.k, "ros_domain_id": int(os.environ["ROS_DOMAIN_ID"]), "camera_hz": args.camera_hz, "control_rate_hz": control_hz,
-              "ranking": True, "backend": "torch", "rt_priority": args.rt_priority, "cpus": os.cpu_count(),
+              "ranking": True, "backend": "torch", "rt_priority": args.rt_priority, **machine_info(),
               "sample_s": args.sample_s}
     report = summarize_soak(samples, episodes, args.warmup_s, control_hz, crashed, config)
     json_path, png_path = plot_soak(report, out)
+    machine = report["machine"]
     rss = ", ".join(f"{n} {r['after_warmup_mb']:.0f}->{r['end_mb']:.0f} MB ({r['growth_pct']:+.1f}%)"
                     for n, r in report["rss"].items())
     print(f"[soak] {report['duration_s'] / 60:.1f} min, window after warm-up {report['window_s']:.0f} s\n"
           f"[soak] RSS: {rss}\n"
           f"[soak] deadline misses {report['deadline_misses']:.0f} / {report['control_ticks']:.0f} ticks = "
           f"{100 * report['deadline_miss_ratio']:.3f}% (max {100 * report['criteria']['deadline_miss_ratio_max']:.1f}%)"
+          f"\n[soak] control rate achieved {report['control_rate_achieved_hz']:.1f} Hz of {control_hz:.0f}; longest tick "
+          f"interval {report['control_gap_ms_max']:.0f} ms\n[soak] machine: {config['cpus_usable']} of "
+          f"{config['cpus']} CPUs usable, cgroup CPU quota {config['cgroup_cpu_quota']}, load {machine['load1_mean']:.1f}, "
+          f"CPU steal {machine['steal_pct']:.1f}%, cgroup throttled {machine['throttled_s']:.1f} s"
           f"\n[soak] observations dropped {report['observations_dropped']:.0f} of "
           f"{report['observations_published'] + report['observations_dropped']:.0f}; vla newest-only skips "
           f"{report['vla_skipped_busy']:.0f}\n[soak] success {report['successes']}/{report['episodes']}; crashed: "

@@ -25,8 +25,11 @@ def plan_for(values: dict[str, str]) -> list[NodeSpec]:
 def node_action(spec: NodeSpec) -> Any:
     from launch_ros.actions import Node
 
+    from wm_vla.cpus import node_environment
+
     return Node(package=spec.package, executable=spec.executable, name=spec.name, output="screen",
-                parameters=[dict(spec.parameters)], remappings=list(spec.remappings))
+                parameters=[dict(spec.parameters)], remappings=list(spec.remappings),
+                additional_env=node_environment())  # as `wm-vla up`: one BLAS/OpenMP thread per node
 
 
 def generate_launch_description() -> Any:

@@ -13,6 +13,7 @@ from pathlib import Path
 from types import TracebackType
 
 from wm_vla.bringup import NodeSpec, params_yaml, ros_args
+from wm_vla.cpus import node_environment
 
 
 class Stack:
@@ -21,7 +22,8 @@ class Stack:
     def __init__(self, plan: list[NodeSpec], log_dir: Path | None = None, env: dict[str, str] | None = None,
                  quiet: bool = True) -> None:
         self.skipped = [n.name for n in plan if n.external]  # other packages' nodes need ros2 launch
-        self.plan, self.env = [n for n in plan if not n.external], {**os.environ, **(env or {})}
+        # one BLAS/OpenMP thread per node unless the caller set it (wm_vla.cpus): no oversubscribed thread pools
+        self.plan, self.env = [n for n in plan if not n.external], {**os.environ, **node_environment(), **(env or {})}
         root = str(Path(__file__).resolve().parents[1])  # the checkout holding the node packages
         path = self.env.get("PYTHONPATH", "")
         if root not in path.split(os.pathsep):

@@ -83,6 +83,8 @@ class WorldModelNode(ModelNode):
         self.chunk_stamp_ns = 0
         self.reported_ns = 0
         self.deadline_misses = 0
+        self.control_ticks = 0        # cumulative: the achieved rate over any window is its difference / time
+        self.control_gap_max = 0.0    # longest interval between ticks (s) since the last /diagnostics message
         self.last_candidates: float | None = None  # monotonic s of the task's latest candidates (None: none yet)
         self.command_state: tuple[str, tuple[str, ...]] = ("", ())
         # wall time: the ranking thread leaves its chosen chunk here and wakes the control thread, which submits it
@@ -360,9 +362,13 @@ class WorldModelNode(ModelNode):
         if not self.active:
             return
         now = self.get_clock().now().nanoseconds * 1e-9
-        if self.tick_times and now - self.tick_times[-1] > 1.5 * self.control_dt:
-            self.deadline_misses += 1
+        if self.tick_times:
+            gap = now - self.tick_times[-1]
+            self.control_gap_max = max(self.control_gap_max, gap)
+            if gap > 1.5 * self.control_dt:
+                self.deadline_misses += 1
         self.tick_times.append(now)
+        self.control_ticks += 1
         self._step(now)
 
     def _step(self, now: float) -> None:
@@ -387,6 +393,8 @@ class WorldModelNode(ModelNode):
 
     def _diagnostics(self) -> None:
         values: dict[str, object] = {**self.counts, "deadline_misses": self.deadline_misses,
+                                     "control_ticks": self.control_ticks,
+                                     "control_gap_ms_max": 1e3 * self.control_gap_max,
                                      "e_stop": int(self.safety.e_stop),
                                      **{f"safety_{k}": v for k, v in self.safety.counts.items()}}
         for name, ms in self.stage_ms.items():
@@ -402,6 +410,7 @@ class WorldModelNode(ModelNode):
         silent = time.monotonic() - self.last_candidates if self.last_candidates is not None else 0.0
         if silent > self.p("candidate_timeout_s"):  # candidates flowed in this task, then stopped: vla_node down?
             self.diag.warn(f"no candidates for {silent:.1f} s (is vla_node running?): holding once the chunk ends")
+        self.control_gap_max = 0.0
         self.diag.publish(values, "streaming" if self.active else "inactive")
 
 

@@ -7,12 +7,15 @@ them into the report (growth measured after the warm-up, counters as differences
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 
+from wm_vla.cpus import cgroup_cpu_quota, cgroup_dir, usable_cpus
 from wm_vla.eval.plots import write_json
 from wm_vla.eval.stats import wilson
 
@@ -25,6 +28,30 @@ class SoakSample:
     t: float                                    # s since the stack started
     rss_mb: dict[str, float]                    # node -> resident set size
     counters: dict[str, dict[str, float]] = field(default_factory=dict)  # node -> its latest /diagnostics values
+
+
+def machine_info() -> dict[str, Any]:
+    """What the soak ran on: CPUs visible and usable, the cgroup's CPU quota (`cpu.max`), the kernel."""
+    import platform
+
+    quota = cgroup_cpu_quota()
+    return {"cpus": os.cpu_count(), "cpus_usable": usable_cpus(), "cgroup_cpu_quota": quota if quota else "none",
+            "kernel": platform.release()}
+
+
+def machine_counters() -> dict[str, float]:
+    """Cumulative machine-wide time other tenants or the cgroup quota took from us: CPU steal (hypervisor) and
+    cgroup throttling, plus the 1-minute load average. Differences over the soak window explain deadline misses."""
+    times = psutil.cpu_times()
+    values = {"steal_s": float(getattr(times, "steal", 0.0)), "iowait_s": float(getattr(times, "iowait", 0.0)),
+              "load1": os.getloadavg()[0]}
+    cg = cgroup_dir()
+    if cg is not None:
+        for line in (cg / "cpu.stat").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key in ("nr_throttled", "throttled_usec"):
+                values[key] = float(value)
+    return values
 
 
 def _counter(s: SoakSample, node: str, key: str) -> float:
@@ -54,6 +81,14 @@ def summarize_soak(samples: list[SoakSample], episodes: list[dict[str, Any]], wa
     misses = _counter(last, "world_model_node", "deadline_misses") - _counter(first, "world_model_node",
                                                                               "deadline_misses")
     ticks = control_rate_hz * window
+    counted = _counter(last, "world_model_node", "control_ticks") - _counter(first, "world_model_node", "control_ticks")
+    gaps = [_counter(s, "world_model_node", "control_gap_ms_max") for s in after]
+    cpus = float(os.cpu_count() or 1)
+    machine = {"steal_pct": 100 * (_counter(last, "machine", "steal_s") - _counter(first, "machine", "steal_s"))
+               / (window * cpus),
+               "throttled_s": (_counter(last, "machine", "throttled_usec") - _counter(first, "machine",
+                                                                                    "throttled_usec")) / 1e6,
+               "load1_mean": float(np.mean([_counter(s, "machine", "load1") for s in after]))}
     published = _counter(last, "perception_node", "published") - _counter(first, "perception_node", "published")
     dropped = _drops(last) - _drops(first)
     rate = wilson(sum(bool(e["success"]) for e in episodes), len(episodes))
@@ -64,6 +99,8 @@ def summarize_soak(samples: list[SoakSample], episodes: list[dict[str, Any]], wa
         "window_s": window, "rss": rss, "rss_growth_max_pct": growth,
         "deadline_misses": misses, "control_ticks": ticks, "deadline_miss_ratio": miss_ratio,
         "control_rate_hz_last": _counter(last, "world_model_node", "control_rate_hz"),
+        "control_ticks_counted": counted, "control_rate_achieved_hz": counted / window,
+        "control_gap_ms_max": max(gaps, default=0.0), "machine": machine,
         "observations_published": published, "observations_dropped": dropped,
         "drop_ratio": dropped / (published + dropped) if published + dropped else 0.0,
         "vla_skipped_busy": _counter(last, "vla_node", "skipped_busy") - _counter(first, "vla_node", "skipped_busy"),

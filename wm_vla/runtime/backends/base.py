@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from wm_vla.cpus import usable_cpus
 from wm_vla.runtime.errors import BackendUnavailableError, InputShapeError
 from wm_vla.runtime.spec import ModelSpec
 
@@ -47,14 +48,12 @@ class Rollout:
 
 
 def default_threads() -> int:
-    """Intra-op threads: OMP_NUM_THREADS when set (torch honours it too), else the cores this process may use."""
+    """Intra-op threads: OMP_NUM_THREADS when set (torch honours it too), else the cores this process may use
+    (affinity mask and cgroup CPU quota: a `--cpus=2` container on a big host gets 2)."""
     env = os.environ.get("OMP_NUM_THREADS", "")
     if env.isdigit() and int(env) > 0:
         return int(env)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    return usable_cpus()
 
 
 class Backend(ABC):
