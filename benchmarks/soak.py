@@ -43,7 +43,6 @@ def main() -> int:
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 
     import rclpy
-    from diagnostic_msgs.msg import DiagnosticArray
 
     from sim_node.episodes import EpisodeClient, spin_in_thread
     from wm_vla.bringup import BringupArgs, build_plan
@@ -56,20 +55,6 @@ def main() -> int:
             for n in build_plan(BringupArgs(robot="sim", k=args.k, rank=True))]
     control_hz = load_profile("arm").control_rate_hz
     out = Path(args.out)
-    latest: dict[str, dict[str, float]] = {}
-    lock = threading.Lock()
-
-    def on_diag(msg: DiagnosticArray) -> None:
-        with lock:
-            for st in msg.status:
-                values = {}
-                for kv in st.values:
-                    try:
-                        values[kv.key] = float(kv.value)
-                    except ValueError:
-                        continue
-                latest[st.name.lstrip("/")] = values
-
     samples: list[SoakSample] = []
     episodes: list[dict[str, Any]] = []
     stop = threading.Event()
@@ -85,14 +70,13 @@ def main() -> int:
                         rss[name] = proc.memory_info().rss / 2**20
                     except psutil.Error:
                         continue
-                with lock:
-                    counters = {k: dict(v) for k, v in latest.items()}
+                with client.cond:  # the episode client keeps every node's latest /diagnostics values
+                    counters = {k: dict(v) for k, v in client.node_values.items()}
                 counters["machine"] = machine_counters()
                 samples.append(SoakSample(time.monotonic() - t_start, rss, counters))
 
         rclpy.init()
         client = EpisodeClient("arm")
-        client.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 50)
         ex, thread = spin_in_thread(client)
         sampling = threading.Thread(target=sampler, daemon=True)
         sampling.start()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import TwistStamped
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -52,7 +53,10 @@ class EpisodeClient(Node):
         self.commands = 0
         self.create_subscription(String, "/sim/status", self._on_status, LATCHED_QOS)
         self.decision_ms: list[float] = []
+        self.rank_ms: list[float] = []  # world_model_node's own ranking time per decision (RankingResult "total")
+        self.node_values: dict[str, dict[str, float]] = {}  # node -> its latest numeric /diagnostics values
         self.create_subscription(RankingResult, RANKING_TOPIC, self._on_ranking, COMMAND_QOS)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
         for spec in self.profile.controllers.values():
             if spec.interface == "twist":
                 self.create_subscription(TwistStamped, spec.topic, self._on_command, COMMAND_QOS)
@@ -71,6 +75,19 @@ class EpisodeClient(Node):
         """Camera stamp -> RankingResult receipt: the whole decision through the ROS stack."""
         with self.cond:
             self.decision_ms.append((self.get_clock().now().nanoseconds - to_ns(msg.header.stamp)) / 1e6)
+            if "total" in msg.stage_names:
+                self.rank_ms.append(float(msg.stage_ms[list(msg.stage_names).index("total")]))
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            values = {}
+            for kv in status.values:
+                try:
+                    values[kv.key] = float(kv.value)
+                except ValueError:
+                    continue
+            with self.cond:
+                self.node_values[status.name.lstrip("/")] = values
 
     def _on_command(self, msg: Float64MultiArray | TwistStamped | JointTrajectory) -> None:
         now = self.get_clock().now().nanoseconds
@@ -102,15 +119,16 @@ class EpisodeClient(Node):
             time.sleep(settle_s)
         start = self.reset() if reset else dict(self.status)
         episode = start["episode"]
-        n_lat, n_dec = len(self.latency_ms), len(self.decision_ms)
+        n_lat, n_dec, n_rank = len(self.latency_ms), len(self.decision_ms), len(self.rank_ms)
         ok = self.wait_for(lambda s: s.get("episode") == episode and s.get("done"), timeout)
         with self.cond:
             s = dict(self.status)
-            lat, dec = self.latency_ms[n_lat:], self.decision_ms[n_dec:]
+            lat, dec, rank = self.latency_ms[n_lat:], self.decision_ms[n_dec:], self.rank_ms[n_rank:]
+            vla = {k: v for k, v in self.node_values.get("vla_node", {}).items() if k.endswith("_ms_p50")}
         return {"episode": episode, "seed": s.get("seed"), "instruction": s.get("instruction"),
                 "success": bool(ok and s.get("success")), "event": s.get("event") if ok else "client_timeout",
                 "steps": s.get("step"), "progress": s.get("progress"), "start_progress": start.get("progress"),
-                "latency_ms": lat, "decision_ms": dec}
+                "latency_ms": lat, "decision_ms": dec, "rank_ms": rank, "vla_stage_ms_p50": vla}
 
 
 def spin_in_thread(node: Node) -> tuple[SingleThreadedExecutor, threading.Thread]:

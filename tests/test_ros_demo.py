@@ -22,4 +22,7 @@ def test_demo_writes_the_report(ros_domain: int, tmp_path: Path, capsys: pytest.
     # on the sim clock the latency is in whole sim steps (0 = within the step the frame was taken)
     assert math.isfinite(report["latency_ms_p50"]) and report["latency_ms_p99"] >= report["latency_ms_p50"] >= 0
     assert (tmp_path / "report.png").stat().st_size > 5_000
+    parts = report["decision_breakdown_ms_p50"]  # each node's own stage times, collected over ROS
+    assert parts["ros"]["vla_inference"] > 0 and parts["ros"]["ranking"] > 0 and parts["ros"]["decision"] >= 0  # sim steps
+    assert parts["inprocess"]["inference"] > 0 and parts["inprocess"]["ranking"] > 0
     assert "camera stamp -> command" in capsys.readouterr().out

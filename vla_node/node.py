@@ -56,7 +56,9 @@ class VlaNode(ModelNode):
         self.budget: NodeBudget | None = None
         self.instruction: str | None = None
         self.counts: Counter[str] = Counter()
-        self.stage_ms: dict[str, deque[float]] = {s: deque(maxlen=200) for s in ("encode", "sample", "total")}
+        # obs_age: camera stamp -> inference start (perception, transport, waiting for the worker)
+        self.stage_ms: dict[str, deque[float]] = {s: deque(maxlen=200)
+                                                  for s in ("obs_age", "encode", "sample", "total")}
         self.last_decided = -np.inf
         self.decisions = 0
 
@@ -139,7 +141,8 @@ class VlaNode(ModelNode):
         if not self.active:
             return
         stamp = to_s(msg.header.stamp)
-        if self.get_clock().now().nanoseconds * 1e-9 - stamp > self.max_age:
+        age = self.get_clock().now().nanoseconds * 1e-9 - stamp  # camera stamp -> inference start
+        if age > self.max_age:
             self._drop("stale_observation", f"observation {stamp:.3f} s is older than {self.max_age * 1e3:.0f} ms")
             return
         if self.instruction is None:
@@ -163,7 +166,7 @@ class VlaNode(ModelNode):
             return
         self.decisions += 1
         self.last_decided = stamp
-        for name, ms in (("encode", t1 - t0), ("sample", t2 - t1), ("total", t2 - t0)):
+        for name, ms in (("obs_age", age), ("encode", t1 - t0), ("sample", t2 - t1), ("total", t2 - t0)):
             self.stage_ms[name].append(1e3 * ms)
         if self.budget is not None:
             self.budget.record({"encode": 1e3 * (t1 - t0), "sample": 1e3 * (t2 - t1)})

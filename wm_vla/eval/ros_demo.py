@@ -69,8 +69,9 @@ def run_config(cfg: DemoConfig, rank: bool, log_dir: Path) -> list[dict[str, Any
         return json.loads(out.read_text())
 
 
-def inprocess_decision_ms(cfg: DemoConfig, n: int = 30) -> list[float]:
-    """The same decision (encode, K samples, world model, GPC-RANK) in one process on sim observations."""
+def inprocess_decision_ms(cfg: DemoConfig, n: int = 30) -> list[dict[str, float]]:
+    """The same decision (encode, K samples, world model, GPC-RANK) in one process on sim observations: per decision,
+    its stage times (ms: encode, sample, wm_rollout, score, total)."""
     import torch
 
     from wm_vla.eval.closed_loop import obs_batch
@@ -87,15 +88,14 @@ def inprocess_decision_ms(cfg: DemoConfig, n: int = 30) -> list[float]:
     world = make_world("arm")
     pipe = DecisionPipeline(backend, KinematicPenalty(world.profile))
     spec = backend.spec
-    times = []
+    times: list[dict[str, float]] = []
     for i in range(n + 3):
         obs = world.reset(cfg.seed + i % max(1, cfg.episodes))
         batch = obs_batch(obs, spec.cameras, spec.image_size)
         noise = candidate_noise(spec.horizon, spec.action_dim, cfg.k, i)
-        t0 = time.perf_counter()
-        pipe.decide(batch.images.numpy(), batch.state.numpy(), obs.instruction, noise)
+        decision = pipe.decide(batch.images.numpy(), batch.state.numpy(), obs.instruction, noise)
         if i >= 3:  # warm-up
-            times.append(1e3 * (time.perf_counter() - t0))
+            times.append(decision.stage_ms)
     world.close()
     backend.close()
     return times
@@ -113,7 +113,22 @@ def summarize(name: str, episodes: list[dict[str, Any]]) -> dict[str, Any]:
             "latency_ms_p50": float(np.percentile(lat, 50)) if lat else float("nan"),
             "latency_ms_p99": float(np.percentile(lat, 99)) if lat else float("nan"), "chunks": len(lat),
             "decision_ms_p50": _p(dec, 50), "decision_ms_p99": _p(dec, 99),
-            "per_episode": episodes}
+            "decision_breakdown_ms_p50": decision_breakdown(episodes), "per_episode": episodes}
+
+
+def decision_breakdown(episodes: list[dict[str, Any]]) -> dict[str, float]:
+    """Where a decision's time goes over ROS (p50s, ms): camera stamp -> vla_node inference start, the vla_node's
+    inference, world_model_node's ranking, and the rest: DDS hand-offs and queueing (p50s of separate
+    distributions do not add exactly: a rest near 0, even below, means no measurable transport cost)."""
+    dec = [x for e in episodes for x in e.get("decision_ms", [])]
+    rank = [x for e in episodes for x in e.get("rank_ms", [])]
+    vla = [e["vla_stage_ms_p50"] for e in episodes if e.get("vla_stage_ms_p50")]
+    if not (dec and rank and vla):
+        return {}
+    parts = {"camera_to_inference_start": float(np.median([v.get("obs_age_ms_p50", np.nan) for v in vla])),
+             "vla_inference": float(np.median([v.get("total_ms_p50", np.nan) for v in vla])),
+             "ranking": _p(rank, 50)}
+    return {**parts, "rest": _p(dec, 50) - sum(parts.values()), "decision": _p(dec, 50)}
 
 
 def _p(values: list[float], q: float) -> float:
@@ -134,18 +149,28 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         print(f"[demo] {name}: {r['successes']}/{r['episodes']} successes, camera->command p50 "
               f"{r['latency_ms_p50']:.1f} ms p99 {r['latency_ms_p99']:.1f} ms", flush=True)
     ranked, single = rows["ranked"], rows["single"]
-    inproc = inprocess_decision_ms(cfg)
+    stages = inprocess_decision_ms(cfg)
+    inproc = [s["total"] for s in stages]
+    inproc_parts = {"inference": _p([s["encode"] + s["sample"] for s in stages], 50),
+                    "ranking": _p([s.get("wm_rollout", 0.0) + s.get("score", 0.0) for s in stages], 50)}
     # on the sim clock the ROS decision time is in sim time: no ratio to a wall-clock in-process time
     ratio = ranked["decision_ms_p50"] / _p(inproc, 50) if cfg.rate_scale == 1.0 else float("nan")
     print(f"[demo] decision camera->RankingResult over ROS p50 {ranked['decision_ms_p50']:.1f} ms vs in-process "
           f"{_p(inproc, 50):.1f} ms: ratio {ratio:.2f}", flush=True)
+    parts = ranked["decision_breakdown_ms_p50"]
+    if parts and cfg.rate_scale == 1.0:
+        print(f"[demo] over ROS (p50 ms): camera->inference start {parts['camera_to_inference_start']:.1f}, "
+              f"vla inference {parts['vla_inference']:.1f}, ranking {parts['ranking']:.1f}, rest (DDS, queueing) "
+              f"{parts['rest']:.1f}; in-process: inference {inproc_parts['inference']:.1f}, ranking "
+              f"{inproc_parts['ranking']:.1f}", flush=True)
     report = {"episodes": cfg.episodes, "success_rate_ranked": ranked["success_rate"],
               "success_rate_single": single["success_rate"], "latency_ms_p50": ranked["latency_ms_p50"],
               "latency_ms_p99": ranked["latency_ms_p99"], "k": cfg.k, "seeds": [cfg.seed, cfg.seed + cfg.episodes - 1],
               "backend": cfg.backend, "clock": "wall" if cfg.rate_scale == 1.0 else f"sim x{cfg.rate_scale}",
               "latency": "camera stamp -> command receipt, first command of each chunk, ranked stack",
               "decision_ms_ros_p50": ranked["decision_ms_p50"], "decision_ms_inprocess_p50": _p(inproc, 50),
-              "decision_ratio_ros_over_inprocess": ratio, "cpu_threads": os.cpu_count(), "wall_s": round(time.perf_counter() - t0, 1), "configs": [ranked, single]}
+              "decision_ratio_ros_over_inprocess": ratio,
+              "decision_breakdown_ms_p50": {"ros": parts, "inprocess": {**inproc_parts, "decision": _p(inproc, 50)}}, "cpu_threads": os.cpu_count(), "wall_s": round(time.perf_counter() - t0, 1), "configs": [ranked, single]}
     bars = [Bar(f"{r['name']}\nK={cfg.k if r['name'] == 'ranked' else 1}", r["successes"], r["episodes"],
                 r["ci95"][0], r["ci95"][1], f"p50 {r['latency_ms_p50']:.0f} ms",
                 "#4c78a8" if r["name"] == "ranked" else "#9d9d9d") for r in (ranked, single)]
