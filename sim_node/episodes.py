@@ -53,7 +53,9 @@ class EpisodeClient(Node):
         self.commands = 0
         self.create_subscription(String, "/sim/status", self._on_status, LATCHED_QOS)
         self.decision_ms: list[float] = []
-        self.rank_ms: list[float] = []  # world_model_node's own ranking time per decision (RankingResult "total")
+        # per decision: world_model_node's stage times (RankingResult: candidates_age, queue, total = ranking, ...)
+        # and `decision`, camera stamp -> RankingResult receipt here
+        self.rank_stages: list[dict[str, float]] = []
         self.node_values: dict[str, dict[str, float]] = {}  # node -> its latest numeric /diagnostics values
         self.create_subscription(RankingResult, RANKING_TOPIC, self._on_ranking, COMMAND_QOS)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
@@ -73,10 +75,10 @@ class EpisodeClient(Node):
 
     def _on_ranking(self, msg: RankingResult) -> None:
         """Camera stamp -> RankingResult receipt: the whole decision through the ROS stack."""
+        decision = (self.get_clock().now().nanoseconds - to_ns(msg.header.stamp)) / 1e6
         with self.cond:
-            self.decision_ms.append((self.get_clock().now().nanoseconds - to_ns(msg.header.stamp)) / 1e6)
-            if "total" in msg.stage_names:
-                self.rank_ms.append(float(msg.stage_ms[list(msg.stage_names).index("total")]))
+            self.decision_ms.append(decision)
+            self.rank_stages.append({**dict(zip(msg.stage_names, map(float, msg.stage_ms))), "decision": decision})
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
@@ -119,16 +121,16 @@ class EpisodeClient(Node):
             time.sleep(settle_s)
         start = self.reset() if reset else dict(self.status)
         episode = start["episode"]
-        n_lat, n_dec, n_rank = len(self.latency_ms), len(self.decision_ms), len(self.rank_ms)
+        n_lat, n_dec, n_rank = len(self.latency_ms), len(self.decision_ms), len(self.rank_stages)
         ok = self.wait_for(lambda s: s.get("episode") == episode and s.get("done"), timeout)
         with self.cond:
             s = dict(self.status)
-            lat, dec, rank = self.latency_ms[n_lat:], self.decision_ms[n_dec:], self.rank_ms[n_rank:]
+            lat, dec, rank = self.latency_ms[n_lat:], self.decision_ms[n_dec:], self.rank_stages[n_rank:]
             vla = {k: v for k, v in self.node_values.get("vla_node", {}).items() if k.endswith("_ms_p50")}
         return {"episode": episode, "seed": s.get("seed"), "instruction": s.get("instruction"),
                 "success": bool(ok and s.get("success")), "event": s.get("event") if ok else "client_timeout",
                 "steps": s.get("step"), "progress": s.get("progress"), "start_progress": start.get("progress"),
-                "latency_ms": lat, "decision_ms": dec, "rank_ms": rank, "vla_stage_ms_p50": vla}
+                "latency_ms": lat, "decision_ms": dec, "rank_stages": rank, "vla_stage_ms": vla}
 
 
 def spin_in_thread(node: Node) -> tuple[SingleThreadedExecutor, threading.Thread]:

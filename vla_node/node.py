@@ -58,7 +58,7 @@ class VlaNode(ModelNode):
         self.counts: Counter[str] = Counter()
         # obs_age: camera stamp -> inference start (perception, transport, waiting for the worker)
         self.stage_ms: dict[str, deque[float]] = {s: deque(maxlen=200)
-                                                  for s in ("obs_age", "encode", "sample", "total")}
+                                                  for s in ("obs_age", "inputs", "encode", "sample", "total", "publish")}
         self.last_decided = -np.inf
         self.decisions = 0
 
@@ -149,6 +149,7 @@ class VlaNode(ModelNode):
             self._drop("no_instruction", f"no instruction yet on {self.profile.topics.instruction}")
             return
         try:
+            t_in = time.perf_counter()
             images, state = self._inputs(msg)
             t0 = time.perf_counter()
             enc = self.backend.encode(images, state, self.instruction)
@@ -166,11 +167,13 @@ class VlaNode(ModelNode):
             return
         self.decisions += 1
         self.last_decided = stamp
-        for name, ms in (("obs_age", age), ("encode", t1 - t0), ("sample", t2 - t1), ("total", t2 - t0)):
+        for name, ms in (("obs_age", age), ("inputs", t0 - t_in), ("encode", t1 - t0), ("sample", t2 - t1),
+                         ("total", t2 - t0)):
             self.stage_ms[name].append(1e3 * ms)
         if self.budget is not None:
             self.budget.record({"encode": 1e3 * (t1 - t0), "sample": 1e3 * (t2 - t1)})
         self.pub.publish(self._message(msg, enc.obs_latent, cand.actions, cand.future_latents, seed))
+        self.stage_ms["publish"].append(1e3 * (time.perf_counter() - t2))  # build + serialize + hand to DDS
 
     def _inputs(self, msg: Observation) -> tuple[np.ndarray, np.ndarray]:
         by_name = dict(zip(msg.camera_names, msg.images))

@@ -274,17 +274,19 @@ class WorldModelNode(ModelNode):
         if not self.active or self.worker is None:
             return
         self.last_candidates = time.monotonic()
-        if self.worker.submit(msg):
+        if self.worker.submit((msg, self.get_clock().now().nanoseconds, time.perf_counter())):
             self.counts["skipped_candidates"] += 1  # a newer set arrived before ranking this one started
 
     def _worker_failed(self, exc: BaseException) -> None:
         self.counts["ranking_errors"] += 1
         self.diag.warn(f"ranking failed, nothing new executed: {type(exc).__name__}: {exc}", ERROR)
 
-    def _rank(self, msg: ActionCandidates) -> None:
-        """Rank (worker thread), hand the chosen chunk to the executor, publish the RankingResult."""
+    def _rank(self, item: tuple[ActionCandidates, int, float]) -> None:
+        """Rank (worker thread), hand the chosen chunk to the executor, publish the RankingResult. `item`: the
+        candidates, their arrival (node clock ns) and arrival (perf_counter s), for the published stage times."""
         if not self.active:
             return
+        msg, arrived_ns, arrived = item
         t0 = time.perf_counter()
         try:
             actions, z = self._decode(msg)
@@ -330,6 +332,10 @@ class WorldModelNode(ModelNode):
             self.pending = (executed, to_ns(msg.header.stamp))
             self.wake.set()
         stages["total"] = 1e3 * (time.perf_counter() - t0)
+        # where the decision's time went before ranking (not part of `total`, nor of the latency budget):
+        # camera stamp -> candidates arrival (perception, vla_node, one DDS hop), then waiting for this worker
+        stages["candidates_age"] = (arrived_ns - to_ns(msg.header.stamp)) / 1e6
+        stages["queue"] = 1e3 * (t0 - arrived)
         for name, ms in stages.items():
             self.stage_ms.setdefault(name, deque(maxlen=200)).append(ms)
         k = scores.size or actions.shape[0]
