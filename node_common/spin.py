@@ -31,11 +31,18 @@ def exit_with_parent(sig: signal.Signals = signal.SIGTERM) -> None:
         os.kill(os.getpid(), sig)
 
 
-def report_failure(node: Node, message: str, repeats: int = 5, period_s: float = 0.1, discovery_s: float = 3.0
-                   ) -> None:
-    """Publish an ERROR status on /diagnostics a few times before the node exits (after waiting up to
-    `discovery_s` for a subscriber to be matched): a node that never comes up still tells the operator why."""
+def report_failure(node: Node, message: str, repeats: int = 5, period_s: float = 0.1, discovery_s: float = 5.0,
+                   ack_s: float = 5.0) -> None:
+    """Publish an ERROR status on /diagnostics a few times before the node exits: a node that never comes up
+    still tells the operator why.
+
+    Waits up to `discovery_s` for a subscriber to be matched, then up to `ack_s` for every matched subscriber
+    to acknowledge (readers acknowledge on the writer's heartbeat, ~3 s with Fast DDS's defaults). Discovery
+    is asymmetric: our writer can match a reader before that reader has matched our writer, and the reader
+    drops samples from writers it does not know yet; the reliable writer resends them from its history once
+    the reader catches up, but only while this process is still alive."""
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+    from rclpy.duration import Duration
 
     pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
     status = DiagnosticStatus(level=DiagnosticStatus.ERROR, name=node.get_fully_qualified_name(), message=message)
@@ -47,6 +54,7 @@ def report_failure(node: Node, message: str, repeats: int = 5, period_s: float =
         msg.header.stamp = node.get_clock().now().to_msg()
         pub.publish(msg)
         time.sleep(period_s)
+    pub.wait_for_all_acked(Duration(seconds=ack_s))
 
 
 def run(factory: Callable[[], Node], args: Sequence[str] | None = None, autostart: bool = True, threads: int = 1) -> None:
