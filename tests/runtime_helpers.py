@@ -27,6 +27,8 @@ def tiny_models(seed: int = 0, **overrides: object) -> tuple[FlarePolicy, Latent
         for blk in policy.blocks:  # adaLN-Zero starts at zero: give it weights, or the DiT blocks are identities
             blk.ada[1].weight.normal_(0, 0.05, generator=g)
             blk.ada[1].bias.normal_(0, 0.05, generator=g)
+        for head in policy.encoder.image.film or ():  # FiLM heads start at zero too
+            head.weight.normal_(0, 0.1, generator=g)
     policy.set_normalization(torch.randn(7, generator=g), torch.rand(7, generator=g) + 0.5,
                              torch.randn(7, generator=g), torch.rand(7, generator=g) + 0.5)
     cfg = policy.cfg

@@ -11,6 +11,7 @@ import torch
 
 from wm_vla.models.checkpoint import load_checkpoint, save_checkpoint
 from wm_vla.models.config import PolicyConfig, from_dict, policy_preset, world_model_preset
+from wm_vla.models.encoders import instruction_vector
 from wm_vla.models.errors import CheckpointError, ModelConfigError, ObservationError
 from wm_vla.models.flare_policy import FlarePolicy, ObsBatch
 from wm_vla.models.world_model import LatentWorldModel
@@ -118,8 +119,32 @@ def test_unknown_instruction_words_still_sample() -> None:
     assert torch.isfinite(out.actions).all()
 
 
-def test_checkpoint_round_trip_is_bit_exact(tmp_path: Path) -> None:
-    policy = small_policy().eval()
+def test_film_conditions_the_image_features_on_the_instruction() -> None:
+    plain, film = small_policy().eval(), small_policy(film=True).eval()
+    missing, unexpected = plain.load_state_dict(film.state_dict(), strict=False)
+    assert not missing and unexpected and all(".film." in k for k in unexpected)
+    images = obs().images[:, 0]
+
+    def image_tokens(instruction: str) -> torch.Tensor:
+        text, mask = film.encoder.text([instruction], images.device)
+        return film.encoder.image(images, instruction_vector(text, mask))
+
+    with torch.no_grad():
+        # zero-initialised FiLM heads: exactly the unconditioned CNN, so training starts from the plain policy
+        assert torch.equal(image_tokens("touch the red cube"), plain.encoder.image(images))
+        torch.testing.assert_close(film.encode(obs())[0], plain.encode(obs())[0], rtol=0, atol=0)
+        for head in film.encoder.image.film:
+            torch.nn.init.normal_(head.weight, std=0.5)
+        assert not torch.allclose(image_tokens("touch the red cube"), image_tokens("touch the blue cube"), atol=1e-3)
+        with pytest.raises(ObservationError, match="needs the instruction"):
+            film.encoder.image(images)
+    with pytest.raises(ModelConfigError, match="film conditions the built-in CNN"):
+        from_dict(PolicyConfig, {**SMALL, "film": True, "vision_tower": "/models/siglip"}).validate()
+
+
+@pytest.mark.parametrize("film", [False, True])
+def test_checkpoint_round_trip_is_bit_exact(tmp_path: Path, film: bool) -> None:
+    policy = small_policy(film=film).eval()
     policy.set_normalization(torch.arange(7.0), torch.ones(7) * 2, torch.arange(7.0) / 3, torch.ones(7) * 0.5)
     save_checkpoint(policy, tmp_path / "p", extra={"step": 3})
     loaded, extra, _ = load_checkpoint(tmp_path / "p", expect="policy")

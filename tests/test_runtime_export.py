@@ -23,7 +23,8 @@ from wm_vla.runtime.trt_ops import check_model, require_supported, support_list
 from wm_vla.runtime.verify import compare_backends
 
 # flare_layer 1 of 2: the last DiT block runs on action rows only; flare_layer 2: it must keep the future tokens
-VARIANTS = {"flare_mid": {}, "flare_last": {"flare_layer": 2}}
+# film: the instruction conditions the CNN, so the encoder graph's image path depends on the token ids too
+VARIANTS = {"flare_mid": {}, "flare_last": {"flare_layer": 2}, "film": {"film": True}}
 
 
 @pytest.fixture(scope="module", params=sorted(VARIANTS))

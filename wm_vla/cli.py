@@ -145,7 +145,7 @@ def _train_policy(args: argparse.Namespace) -> int:
 
     result = train_policy(PolicyTrainConfig(dataset=args.dataset, out=args.out, preset=args.preset, steps=args.steps,
                                             batch_size=args.batch_size, lr=args.lr, flare_weight=args.flare_weight,
-                                            horizon=args.horizon, exec_horizon=args.exec_horizon, seed=args.seed,
+                                            film=args.film, horizon=args.horizon, exec_horizon=args.exec_horizon, seed=args.seed,
                                             save_every=args.save_every, resume=args.resume, progress=not args.no_progress))
     print(f"policy checkpoint {result['out']} after {result['steps']} steps in {result['train_seconds']} s: {result['final']}")
     return 0
@@ -672,6 +672,8 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--batch-size", type=int, default=32)
     tp.add_argument("--lr", type=float, default=3e-4)
     tp.add_argument("--flare-weight", type=float, default=0.2, help="lambda of the FLARE alignment loss (0 = off)")
+    tp.add_argument("--film", action="store_true",
+                    help="condition the CNN on the instruction (FiLM) so it can find the object the instruction names")
     tp.add_argument("--horizon", type=int, default=16)
     tp.add_argument("--exec-horizon", type=int, default=8)
     tp.add_argument("--seed", type=int, default=0)

@@ -34,6 +34,7 @@ class PolicyConfig:
     vision_tower: str = ""       # local HF vision model directory (replaces the CNN); "" = train the CNN
     text_tower: str = ""         # local HF text encoder + tokenizer directory; "" = learned word embeddings
     max_words: int = 10
+    film: bool = False           # FiLM: the instruction scales and shifts every CNN stage (built-in CNN only)
     latent_dim: int = 128        # observation latent z and FLARE future latents
     future_tokens: int = 4       # M
     flare_layer: int = 2         # DiT layer whose future-token states feed the FLARE head
@@ -59,6 +60,8 @@ class PolicyConfig:
             raise ModelConfigError(f"flare_layer must be in 1..dit_layers ({self.dit_layers}), got {self.flare_layer}")
         if self.flare_weight < 0 or not 0 < self.ema_decay < 1:
             raise ModelConfigError("flare_weight must be >= 0 and ema_decay in (0, 1)")
+        if self.film and self.vision_tower:
+            raise ModelConfigError("film conditions the built-in CNN; it cannot be combined with a vision_tower")
         if int(round(self.image_tokens ** 0.5)) ** 2 != self.image_tokens:
             raise ModelConfigError(f"image_tokens must be a square number, got {self.image_tokens}")
         return self

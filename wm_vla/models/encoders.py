@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from wm_vla.models.config import PolicyConfig
+from wm_vla.models.errors import ObservationError
 
 UNK = "<unk>"
 
@@ -25,7 +26,8 @@ class ImageEncoder(nn.Module):
     """Strided CNN -> a square grid of tokens per camera, plus one token of spatial-softmax keypoints.
 
     The keypoints (expected x, y of learned feature maps at the second-to-last resolution) keep the precise
-    object positions that pooling throws away.
+    object positions that pooling throws away. With `film`, an instruction vector scales and shifts every stage's
+    normalised features (FiLM, as in RT-1), so the keypoints can follow the object the instruction names.
     """
 
     def __init__(self, cfg: PolicyConfig) -> None:
@@ -36,6 +38,12 @@ class ImageEncoder(nn.Module):
             self.stages.append(nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1),
                                              nn.GroupNorm(min(8, c_out // 2), c_out), nn.SiLU()))
             c_in = c_out
+        # FiLM heads start at zero: an untrained head leaves the CNN unconditioned
+        self.film = nn.ModuleList(nn.Linear(cfg.dim, 2 * c, bias=True) for c in cfg.cnn_channels) if cfg.film else None
+        if self.film is not None:
+            for head in self.film:
+                nn.init.zeros_(head.weight)
+                nn.init.zeros_(head.bias)
         side = int(round(cfg.image_tokens ** 0.5))
         self.pool = nn.AdaptiveAvgPool2d(side)
         self.proj = nn.Linear(c_in, cfg.dim)
@@ -48,12 +56,12 @@ class ImageEncoder(nn.Module):
     def tokens_per_image(self) -> int:
         return int(self.pool.output_size ** 2) + (1 if self.keypoints else 0)  # type: ignore[operator]
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """images: (B, 3, H, W) float in [0, 1] -> (B, tokens, dim)."""
+    def forward(self, images: torch.Tensor, instruction: torch.Tensor | None = None) -> torch.Tensor:
+        """images: (B, 3, H, W) float in [0, 1], instruction: (B, dim) with `film` -> (B, tokens, dim)."""
         x = images * 2.0 - 1.0
         feats = []
-        for stage in self.stages:
-            x = stage(x)
+        for i, stage in enumerate(self.stages):
+            x = film_stage(stage, x, self.film[i] if self.film is not None else None, instruction)
             feats.append(x)
         tokens = self.proj(self.pool(x).flatten(2).transpose(1, 2))
         if not self.keypoints:
@@ -65,6 +73,24 @@ class ImageEncoder(nn.Module):
                                 indexing="ij")
         coords = heat @ torch.stack([xs.flatten(), ys.flatten()], dim=-1)  # (B, K, 2)
         return torch.cat([tokens, self.kp_proj(coords.flatten(1))[:, None]], dim=1)
+
+
+def film_stage(stage: nn.Module, x: torch.Tensor, head: nn.Module | None, instruction: torch.Tensor | None
+               ) -> torch.Tensor:
+    """conv -> GroupNorm -> (FiLM: x * (1 + gamma) + beta) -> SiLU."""
+    if head is None:
+        return stage(x)
+    if instruction is None:
+        raise ObservationError("a FiLM image encoder needs the instruction vector")
+    conv, norm, act = stage
+    gamma, beta = head(instruction)[:, :, None, None].chunk(2, dim=1)
+    return act(norm(conv(x)) * (1.0 + gamma) + beta)
+
+
+def instruction_vector(text: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Masked mean of the instruction tokens (B, W, dim) -> (B, dim): the FiLM conditioning."""
+    m = mask.to(text.dtype)[..., None]
+    return (text * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
 class InstructionEncoder(nn.Module):
@@ -125,8 +151,12 @@ class ObservationEncoder(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """images (B, cams, 3, H, W) in [0,1], normalised state (B, S) -> (context, context mask, z)."""
         b, n_cam = images.shape[:2]
-        img = self.image(images.flatten(0, 1)).unflatten(0, (b, n_cam)) + self.camera_embed
         text, text_mask = self.text(instructions, images.device)
+        if self.cfg.film:
+            cond = instruction_vector(text, text_mask).repeat_interleave(n_cam, 0)
+            img = self.image(images.flatten(0, 1), cond).unflatten(0, (b, n_cam)) + self.camera_embed
+        else:
+            img = self.image(images.flatten(0, 1)).unflatten(0, (b, n_cam)) + self.camera_embed
         tokens = torch.cat([img.flatten(1, 2), text, self.state(state)[:, None]], dim=1)
         mask = torch.cat([torch.ones(b, img.shape[1] * img.shape[2], dtype=torch.bool, device=images.device), text_mask,
                           torch.ones(b, 1, dtype=torch.bool, device=images.device)], dim=1)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wm_vla.models.dit import DiTBlock, timestep_embedding
-from wm_vla.models.encoders import ImageEncoder, InstructionEncoder, ObservationEncoder
+from wm_vla.models.encoders import ImageEncoder, InstructionEncoder, ObservationEncoder, film_stage, instruction_vector
 from wm_vla.models.flare_policy import FlarePolicy
 from wm_vla.models.world_model import LatentWorldModel
 from wm_vla.runtime.errors import ExportError
@@ -92,12 +92,12 @@ class ImageGraph(nn.Module):
             ys, xs = torch.meshgrid(lin, lin, indexing="ij")
             self.register_buffer("coords", torch.stack([xs.flatten(), ys.flatten()], dim=-1))
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, instruction: torch.Tensor | None = None) -> torch.Tensor:
         e = self.enc
         x = images * 2.0 - 1.0
         feats = []
-        for stage in e.stages:
-            x = stage(x)
+        for i, stage in enumerate(e.stages):
+            x = film_stage(stage, x, e.film[i] if e.film is not None else None, instruction)
             feats.append(x)
         tokens = e.proj(self.pool(x))
         if not e.keypoints:
@@ -128,9 +128,10 @@ class EncoderGraph(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         e = self.enc
         b, n_cam = images.shape[0], images.shape[1]
-        img = self.image(images.flatten(0, 1))
-        img = img.reshape(b, n_cam, img.shape[1], img.shape[2]) + e.camera_embed
         text = e.text.embed(token_ids) + e.text.pos
+        cond = instruction_vector(text, token_mask).repeat_interleave(n_cam, 0) if e.cfg.film else None
+        img = self.image(images.flatten(0, 1), cond)
+        img = img.reshape(b, n_cam, img.shape[1], img.shape[2]) + e.camera_embed
         state_n = (state - self.state_mean) / self.state_std
         tokens = torch.cat([img.flatten(1, 2), text, e.state(state_n)[:, None]], dim=1)
         n_img = img.shape[1] * img.shape[2]

@@ -38,6 +38,7 @@ class PolicyTrainConfig:
     lr: float = 3e-4
     weight_decay: float = 1e-4
     flare_weight: float = 0.2
+    film: bool = False
     horizon: int = 16
     exec_horizon: int = 8
     seed: int = 0
@@ -73,7 +74,8 @@ def train_policy(cfg: PolicyTrainConfig) -> dict[str, Any]:
     if pcfg is None:
         pcfg = policy_preset(cfg.preset, cameras=store.cameras, state_dim=store.state.shape[1],
                              action_dim=store.action.shape[1], horizon=cfg.horizon, exec_horizon=cfg.exec_horizon,
-                             vocab=build_vocab(store.tasks), flare_weight=cfg.flare_weight, fps=store.fps)
+                             vocab=build_vocab(store.tasks), flare_weight=cfg.flare_weight, film=cfg.film,
+                             fps=store.fps)
         model = FlarePolicy(pcfg)
         model.set_normalization(store.state.mean(0), store.state.std(0), store.action.mean(0), store.action.std(0))
         model.target_encoder.load_state_dict(model.encoder.state_dict())
