@@ -33,14 +33,15 @@ def exit_with_parent(sig: signal.Signals = signal.SIGTERM) -> None:
 
 def report_failure(node: Node, message: str, repeats: int = 5, period_s: float = 0.1, discovery_s: float = 5.0,
                    ack_s: float = 5.0) -> None:
-    """Publish an ERROR status on /diagnostics a few times before the node exits: a node that never comes up
-    still tells the operator why.
+    """Publish an ERROR status on /diagnostics before the node exits: a node that never comes up still tells the
+    operator why.
 
-    Waits up to `discovery_s` for a subscriber to be matched, then up to `ack_s` for every matched subscriber
-    to acknowledge (readers acknowledge on the writer's heartbeat, ~3 s with Fast DDS's defaults). Discovery
-    is asymmetric: our writer can match a reader before that reader has matched our writer, and the reader
-    drops samples from writers it does not know yet; the reliable writer resends them from its history once
-    the reader catches up, but only while this process is still alive."""
+    Discovery is asymmetric: our writer can match a subscriber before that subscriber has matched our writer, and
+    until it has, it drops our samples (and a volatile subscriber need not ask for them again later). A
+    subscriber acknowledges only once it knows our writer, on the writer's heartbeat (~3 s with Fast DDS's
+    defaults). So: wait up to `discovery_s` for a match, publish once, wait up to `ack_s` for every match to
+    acknowledge, then publish `repeats` times, which now reach every subscriber that acknowledged, and wait for
+    those acknowledgements before returning. With nobody listening this returns after `discovery_s`."""
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
     from rclpy.duration import Duration
 
@@ -49,11 +50,17 @@ def report_failure(node: Node, message: str, repeats: int = 5, period_s: float =
     deadline = time.monotonic() + discovery_s
     while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
-    for _ in range(repeats):
-        msg = DiagnosticArray(status=[status])
-        msg.header.stamp = node.get_clock().now().to_msg()
-        pub.publish(msg)
-        time.sleep(period_s)
+
+    def publish(times: int) -> None:
+        for _ in range(times):
+            msg = DiagnosticArray(status=[status])
+            msg.header.stamp = node.get_clock().now().to_msg()
+            pub.publish(msg)
+            time.sleep(period_s)
+
+    publish(1)
+    pub.wait_for_all_acked(Duration(seconds=ack_s))
+    publish(repeats)
     pub.wait_for_all_acked(Duration(seconds=ack_s))
 
 
