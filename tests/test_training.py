@@ -213,21 +213,26 @@ def test_gym_observations_without_lerobot_keys_are_rejected() -> None:
     assert batch.images.shape == (1, 1, 3, 64, 64)
 
 
-def test_tiny_pipeline_runs_every_stage_once_and_times_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(("task", "film", "verbs"), [(None, False, {"touch"}), ("all", True, {"touch", "push"})])
+def test_tiny_pipeline_runs_every_stage_once_and_times_it(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          task: str | None, film: bool, verbs: set[str]) -> None:
     from wm_vla.training.pipeline import PipelineConfig, default_checkpoints, run_pipeline
 
-    cfg = PipelineConfig(out=tmp_path / "tiny", demos=2, perturbed=2, policy_steps=2, wm_steps=3, distill_steps=3,
-                         distill_states=4, label_episodes=1, label_k=2, jobs=1, image_size=64, ablation=True,
-                         progress=False)
+    cfg = PipelineConfig(out=tmp_path / "tiny", task=task, film=film, demos=4, perturbed=2, policy_steps=2, wm_steps=3,
+                         distill_steps=3, distill_states=4, label_episodes=1, label_k=2, jobs=1, image_size=64,
+                         ablation=True, progress=False)
     log = run_pipeline(cfg)
     assert set(log["stages"]) == {"collect_demos", "collect_perturbed", "train_policy", "label_candidates",
                                   "train_world_model", "distill", "train_policy_flare0"}
-    assert log["task"] == "touch"
+    assert log["task"] == (task or "touch")
     assert log["training_seconds"] <= log["total_seconds"]
     policy, student = default_checkpoints(tmp_path / "tiny")
-    assert load_checkpoint(policy, expect="policy")[0].cfg.flare_weight == 0.2
+    cfg_main = load_checkpoint(policy, expect="policy")[0].cfg
+    assert cfg_main.flare_weight == 0.2 and cfg_main.film == film
+    assert {w for w in cfg_main.vocab if w in ("touch", "push", "put")} == verbs  # "all": the 4 demos mix families
     assert load_checkpoint(student, expect="world_model")[0].cfg.role == "student"
-    assert load_checkpoint(tmp_path / "tiny" / "policy_flare0", expect="policy")[0].cfg.flare_weight == 0.0
+    ablation = load_checkpoint(tmp_path / "tiny" / "policy_flare0", expect="policy")[0].cfg
+    assert ablation.flare_weight == 0.0 and ablation.film == film
     capsys.readouterr()
     again = run_pipeline(cfg)  # everything done: nothing is redone
     assert again["stages"] == log["stages"] and capsys.readouterr().out.count("already done") == 7

@@ -183,7 +183,8 @@ def _train_tiny(args: argparse.Namespace) -> int:
                                       demos=args.demos, perturbed=args.perturbed, label_episodes=args.label_episodes,
                                       label_follow=args.label_follow, seed=args.seed, wm_steps=args.wm_steps,
                                       distill_steps=args.distill_steps,
-                                      ablation=args.ablation, jobs=args.jobs, progress=not args.no_progress))
+                                      ablation=args.ablation, film=args.film, jobs=args.jobs,
+                                      progress=not args.no_progress))
     print(f"stages (s): {log['stages']}")
     print(f"training (policy + world model + distill): {log['training_seconds']} s; everything: {log['total_seconds']} s")
     return 0
@@ -711,7 +712,8 @@ def build_parser() -> argparse.ArgumentParser:
     tt = train_cmds.add_parser("tiny", help="whole CPU pipeline: collect, policy, world model, distil (timed)")
     tt.add_argument("--out", default="outputs/tiny")
     tt.add_argument("--world", default="arm")
-    tt.add_argument("--task", default=None, help="task family; default: the world's benchmark task (arm: touch)")
+    tt.add_argument("--task", default=None,
+                    help="task family, or all; default: the world's benchmark task (arm: touch)")
     tt.add_argument("--jobs", type=int, default=2, help="parallel processes for candidate labelling")
     tt.add_argument("--policy-steps", type=int, default=3000)
     tt.add_argument("--wm-steps", type=int, default=3000, help="teacher world model steps")
@@ -723,6 +725,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="judge each candidate after N more single-sample policy decisions (0: right after it)")
     tt.add_argument("--seed", type=int, default=0, help="training seed (policy, teacher, student)")
     tt.add_argument("--ablation", action="store_true", help="also train the FLARE lambda=0 policy")
+    tt.add_argument("--film", action="store_true", help="condition the policies' CNN on the instruction (FiLM)")
     tt.add_argument("--no-progress", action="store_true")
     tt.set_defaults(func=_train_tiny)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from wm_vla.sim.collect import CollectConfig, collect
+from wm_vla.sim.tasks import check_families
 from wm_vla.training.candidate_labels import CandidateLabelConfig, label_candidates
 from wm_vla.training.train_policy import PolicyTrainConfig, train_policy
 from wm_vla.training.train_world_model import DistillConfig, WorldModelTrainConfig, distill, train_world_model
@@ -27,13 +28,14 @@ from wm_vla.training.train_world_model import DistillConfig, WorldModelTrainConf
 DEFAULT_DIR = Path("outputs/tiny")
 POLICY, TEACHER, STUDENT, ABLATION = "policy", "wm_teacher", "wm_student", "policy_flare0"
 BENCHMARK_TASKS = {"arm": "touch", "quadruped": "goto"}
+ALL_TASKS = "all"  # `task` value: every family of the world
 
 
 @dataclass
 class PipelineConfig:
     out: Path = DEFAULT_DIR
     world: str = "arm"
-    task: str | None = None   # task family; None: the world's benchmark task (BENCHMARK_TASKS)
+    task: str | None = None   # task family, or "all"; None: the world's benchmark task (BENCHMARK_TASKS)
     demos: int = 400
     perturbed: int = 200
     noise: float = 0.5
@@ -48,6 +50,7 @@ class PipelineConfig:
     image_size: int = 96
     seed: int = 0           # training seed of the policy, teacher and student (the data's seeds are fixed)
     ablation: bool = False
+    film: bool = False      # the policies' CNN is conditioned on the instruction (FiLM)
     progress: bool = True
 
 
@@ -63,15 +66,17 @@ def default_checkpoints(root: Path | None = None, world: str = "arm") -> tuple[P
 
 
 def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
+    task = cfg.task or BENCHMARK_TASKS[cfg.world]
+    family = None if task == ALL_TASKS else task  # collect draws from every family with None
+    tasks = check_families(cfg.world, family)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "pipeline.json"
     log: dict[str, Any] = json.loads(log_path.read_text()) if log_path.is_file() else {"stages": {}}
+    log["task"] = task
     demos, perturbed = out / "data" / f"{cfg.world}_expert", out / "data" / f"{cfg.world}_perturbed"
     labels = out / "data" / f"{cfg.world}_candidates"
     data = [str(demos), str(perturbed)]
-    task = cfg.task or BENCHMARK_TASKS[cfg.world]
-    log["task"] = task
 
     def stage(name: str, done: Path, fn: Callable[[], Any]) -> None:
         if done.exists():
@@ -84,16 +89,17 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         log_path.write_text(json.dumps(log, indent=2))
 
     stage("collect_demos", demos / "collect_stats.json", lambda: collect(CollectConfig(
-        world=cfg.world, episodes=cfg.demos, out=demos, family=task, image_size=cfg.image_size, progress=cfg.progress,
+        world=cfg.world, episodes=cfg.demos, out=demos, family=family, image_size=cfg.image_size, progress=cfg.progress,
         overwrite=True)))
     stage("collect_perturbed", perturbed / "collect_stats.json", lambda: collect(CollectConfig(
-        world=cfg.world, episodes=cfg.perturbed, out=perturbed, seed=5000, noise=cfg.noise, family=task,
+        world=cfg.world, episodes=cfg.perturbed, out=perturbed, seed=5000, noise=cfg.noise, family=family,
         image_size=cfg.image_size, progress=cfg.progress, overwrite=True)))
     stage("train_policy", out / POLICY / "train_log.json", lambda: train_policy(PolicyTrainConfig(
-        dataset=str(demos), out=str(out / POLICY), steps=cfg.policy_steps, seed=cfg.seed, progress=cfg.progress)))
+        dataset=str(demos), out=str(out / POLICY), steps=cfg.policy_steps, seed=cfg.seed, film=cfg.film,
+        progress=cfg.progress)))
     stage("label_candidates", labels / "meta.json", lambda: label_candidates(CandidateLabelConfig(
         policy=str(out / POLICY), out=str(labels), world=cfg.world, episodes=cfg.label_episodes, k=cfg.label_k,
-        tasks=(task,), jobs=cfg.jobs, follow=cfg.label_follow, progress=cfg.progress)))
+        tasks=tasks, jobs=cfg.jobs, follow=cfg.label_follow, progress=cfg.progress)))
     stage("train_world_model", out / TEACHER / "train_log.json", lambda: train_world_model(WorldModelTrainConfig(
         datasets=data, candidates=[str(labels)], policy=str(out / POLICY), out=str(out / TEACHER), steps=cfg.wm_steps,
         seed=cfg.seed, progress=cfg.progress)))
@@ -104,7 +110,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     if cfg.ablation:
         stage("train_policy_flare0", out / ABLATION / "train_log.json", lambda: train_policy(PolicyTrainConfig(
             dataset=str(demos), out=str(out / ABLATION), steps=cfg.policy_steps, flare_weight=0.0, seed=cfg.seed,
-            progress=cfg.progress)))
+            film=cfg.film, progress=cfg.progress)))
     main = ("train_policy", "train_world_model", "distill")
     log["training_seconds"] = round(sum(log["stages"].get(s, 0.0) for s in main), 1)
     log["total_seconds"] = round(sum(log["stages"].values()), 1)
