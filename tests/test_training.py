@@ -238,6 +238,15 @@ def test_tiny_pipeline_runs_every_stage_once_and_times_it(tmp_path: Path, capsys
     assert again["stages"] == log["stages"] and capsys.readouterr().out.count("already done") == 7
 
 
+def test_tiny_pipeline_refuses_an_unknown_task_before_writing_anything(tmp_path: Path) -> None:
+    from wm_vla.sim.errors import UnknownTaskError
+    from wm_vla.training.pipeline import PipelineConfig, run_pipeline
+
+    with pytest.raises(UnknownTaskError, match="unknown task family stack for world 'arm'; families: touch, push"):
+        run_pipeline(PipelineConfig(out=tmp_path / "tiny", task="stack", progress=False))
+    assert not (tmp_path / "tiny").exists()
+
+
 def test_policy_rollouts_are_recorded_as_a_labelled_lerobot_dataset(policy_ckpt: Path, tmp_path: Path) -> None:
     from wm_vla.data.lerobot_io import load_dataset
     from wm_vla.eval.rollouts import RolloutConfig, record_policy_rollouts
