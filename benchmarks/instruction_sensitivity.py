@@ -19,9 +19,8 @@ import torch
 
 from wm_vla.models.checkpoint import load_checkpoint
 from wm_vla.models.flare_policy import FlarePolicy, ObsBatch
+from wm_vla.sim.tasks import ARM_COLOURS as COLOURS
 from wm_vla.training.datasets import Windows, load_frames
-
-COLOURS = ("red", "green", "blue")
 
 
 def with_colour(instruction: str, colour: str) -> str:

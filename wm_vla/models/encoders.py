@@ -152,11 +152,8 @@ class ObservationEncoder(nn.Module):
         """images (B, cams, 3, H, W) in [0,1], normalised state (B, S) -> (context, context mask, z)."""
         b, n_cam = images.shape[:2]
         text, text_mask = self.text(instructions, images.device)
-        if self.cfg.film:
-            cond = instruction_vector(text, text_mask).repeat_interleave(n_cam, 0)
-            img = self.image(images.flatten(0, 1), cond).unflatten(0, (b, n_cam)) + self.camera_embed
-        else:
-            img = self.image(images.flatten(0, 1)).unflatten(0, (b, n_cam)) + self.camera_embed
+        film = (instruction_vector(text, text_mask).repeat_interleave(n_cam, 0),) if self.cfg.film else ()
+        img = self.image(images.flatten(0, 1), *film).unflatten(0, (b, n_cam)) + self.camera_embed
         tokens = torch.cat([img.flatten(1, 2), text, self.state(state)[:, None]], dim=1)
         mask = torch.cat([torch.ones(b, img.shape[1] * img.shape[2], dtype=torch.bool, device=images.device), text_mask,
                           torch.ones(b, 1, dtype=torch.bool, device=images.device)], dim=1)
