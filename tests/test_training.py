@@ -21,7 +21,13 @@ from wm_vla.sim.collect import CollectConfig, collect
 from wm_vla.training.datasets import load_frames
 from wm_vla.training.errors import DatasetFeatureError
 from wm_vla.training.train_policy import PolicyTrainConfig, train_policy
-from wm_vla.training.train_world_model import DistillConfig, WorldModelTrainConfig, distill, train_world_model
+from wm_vla.training.train_world_model import (
+    DistillConfig,
+    WorldModelTrainConfig,
+    distill,
+    ranking_outlook,
+    train_world_model,
+)
 
 SMALL_STEPS = 4
 
@@ -291,6 +297,8 @@ def test_candidate_labels_train_and_distil_the_world_model(policy_ckpt: Path, da
     teacher = train_world_model(WorldModelTrainConfig(datasets=data, candidates=[str(labels)], policy=str(policy_ckpt),
                                                       out=str(tmp_path / "teacher"), steps=5, batch_size=32, progress=False))
     assert teacher["transitions"] == len(load_frames(datasets["demos"], pc.image_size, pc.cameras, progress=False)) + 3 * len(cands)
+    outlook = ranking_outlook(teacher["validation"])  # labelled groups -> the pick-vs-first-sample line
+    assert outlook is not None and outlook.startswith("held-out decisions: the world model's pick")
     student = distill(DistillConfig(datasets=data, candidates=[str(labels)], policy=str(policy_ckpt),
                                     teacher=str(tmp_path / "teacher"), out=str(tmp_path / "student"), steps=5,
                                     batch_size=32, progress=False))
@@ -337,3 +345,13 @@ def test_eval_draws_only_the_requested_task_families(policy_ckpt: Path, datasets
     assert followed["oracle_follow"] == 1 and [r["name"] for r in followed["configs"]] == ["single", "oracle"]
     with pytest.raises(UnknownTaskError, match="juggle"):
         evaluate(EvalConfig(policy=str(policy_ckpt), episodes=1, ks=(), oracle_k=0, tasks=("juggle",), progress=False))
+
+
+def test_ranking_outlook_warns_when_the_world_model_does_not_beat_the_first_sample() -> None:
+    """Figures of two real teachers: the shipped arm one (+13 points, ranking helped in closed loop) and the FiLM
+    50-demo one (below the first sample, ranking did not help)."""
+    helped = ranking_outlook({"top1_true_outcome_heldout": 0.551, "top1_true_outcome_first_candidate": 0.423})
+    assert helped is not None and helped.endswith("(+13%)") and "unlikely" not in helped
+    flat = ranking_outlook({"top1_true_outcome_heldout": 0.649, "top1_true_outcome_first_candidate": 0.719})
+    assert flat is not None and "unlikely to beat the single sample" in flat and "65%" in flat and "72%" in flat
+    assert ranking_outlook({"loss": 0.3}) is None  # no labelled candidate groups: nothing to say

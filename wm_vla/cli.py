@@ -152,13 +152,16 @@ def _train_policy(args: argparse.Namespace) -> int:
 
 
 def _train_world_model(args: argparse.Namespace) -> int:
-    from wm_vla.training.train_world_model import WorldModelTrainConfig, train_world_model
+    from wm_vla.training.train_world_model import WorldModelTrainConfig, ranking_outlook, train_world_model
 
     result = train_world_model(WorldModelTrainConfig(datasets=args.dataset, policy=args.policy, out=args.out,
                                                      candidates=args.candidates,
                                                      steps=args.steps, seed=args.seed, progress=not args.no_progress))
     print(f"world model (teacher) {result['out']}: {result['transitions']} transitions, {result['train_seconds']} s, "
           f"validation {json.dumps(result['validation'])}")
+    outlook = ranking_outlook(result["validation"])
+    if outlook:
+        print(outlook)
     return 0
 
 
@@ -187,6 +190,8 @@ def _train_tiny(args: argparse.Namespace) -> int:
                                       progress=not args.no_progress))
     print(f"stages (s): {log['stages']}")
     print(f"training (policy + world model + distill): {log['training_seconds']} s; everything: {log['total_seconds']} s")
+    if log.get("ranking_outlook"):
+        print(f"teacher: {log['ranking_outlook']}")
     return 0
 
 

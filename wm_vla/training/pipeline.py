@@ -23,7 +23,13 @@ from wm_vla.sim.collect import CollectConfig, collect
 from wm_vla.sim.tasks import check_families
 from wm_vla.training.candidate_labels import CandidateLabelConfig, label_candidates
 from wm_vla.training.train_policy import PolicyTrainConfig, train_policy
-from wm_vla.training.train_world_model import DistillConfig, WorldModelTrainConfig, distill, train_world_model
+from wm_vla.training.train_world_model import (
+    DistillConfig,
+    WorldModelTrainConfig,
+    distill,
+    ranking_outlook,
+    train_world_model,
+)
 
 DEFAULT_DIR = Path("outputs/tiny")
 POLICY, TEACHER, STUDENT, ABLATION = "policy", "wm_teacher", "wm_student", "policy_flare0"
@@ -107,6 +113,9 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         datasets=data, candidates=[str(labels)], policy=str(out / POLICY), teacher=str(out / TEACHER),
         out=str(out / STUDENT), steps=cfg.distill_steps, states=cfg.distill_states, seed=cfg.seed,
         progress=cfg.progress)))
+    teacher_log = out / TEACHER / "train_log.json"
+    if teacher_log.is_file():
+        log["ranking_outlook"] = ranking_outlook(json.loads(teacher_log.read_text()).get("validation", {}))
     if cfg.ablation:
         stage("train_policy_flare0", out / ABLATION / "train_log.json", lambda: train_policy(PolicyTrainConfig(
             dataset=str(demos), out=str(out / ABLATION), steps=cfg.policy_steps, flare_weight=0.0, seed=cfg.seed,

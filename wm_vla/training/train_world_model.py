@@ -132,6 +132,20 @@ def true_outcome_top1(model: LatentWorldModel, data: Transitions, rows: torch.Te
     return float((truth.gather(1, picks[:, None])[:, 0] >= truth.max(1).values - 1e-6).float().mean())
 
 
+def ranking_outlook(validation: dict[str, float]) -> str | None:
+    """One line on whether ranking with this world model can be expected to help, from its held-out candidate
+    groups: how often its pick has the best true outcome vs how often the policy's first sample has. None without
+    labelled candidate groups. A model that does not beat the first sample there did not beat it in closed loop."""
+    model, first = validation.get("top1_true_outcome_heldout"), validation.get("top1_true_outcome_first_candidate")
+    if model is None or first is None:
+        return None
+    line = (f"held-out decisions: the world model's pick has the best true outcome in {model:.0%}, "
+            f"the policy's first sample in {first:.0%}")
+    if model <= first:
+        return line + " -> ranking with it is unlikely to beat the single sample (more or better labels needed)"
+    return line + f" (+{model - first:.0%})"
+
+
 @dataclass
 class WorldModelTrainConfig:
     datasets: list[str]
