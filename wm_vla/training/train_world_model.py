@@ -135,8 +135,8 @@ def true_outcome_top1(model: LatentWorldModel, data: Transitions, rows: torch.Te
 def ranking_outlook(validation: dict[str, float]) -> str | None:
     """One line on whether ranking with this world model can be expected to help, from its held-out candidate
     groups: how often its pick has the best true outcome vs how often the policy's first sample has. None without
-    labelled candidate groups. Beating the first sample here is necessary for a closed-loop gain, not sufficient
-    (the labels' horizon may be too short to see a later failure)."""
+    labelled candidate groups. In our runs a closed-loop gain came only with a lead here, and a lead alone was not
+    enough (the labels' horizon may end before a later failure)."""
     model, first = validation.get("top1_true_outcome_heldout"), validation.get("top1_true_outcome_first_candidate")
     if model is None or first is None:
         return None
