@@ -70,8 +70,8 @@ def test_world_model_node_killed_the_base_stops_within_the_command_timeout(ros_d
     feeder = watchdog_feed(probe)
     try:
         with Stack(plan, log_dir=tmp_path) as stack:
-            probe.wait(lambda: len(twists.items) > 5 and len(odom.items) > 2 or bool(stack.failed()), 90,
-                       "cmd_vel from world_model_node and odometry from the sim")
+            probe.wait(lambda: len(twists.items) > 5 and len(odom.items) > 2 and cand_pub.get_subscription_count() > 0
+                       or bool(stack.failed()), 90, "cmd_vel from world_model_node and odometry from the sim")
             assert not stack.failed(), stack.log("sim_robot") + stack.log("world_model_node")
             probe.wait(lambda: "new task" in stack.log("world_model_node"), 30, "the sim's episode instruction to "
                        "reach the world_model_node (a new task clears chunks)")
@@ -117,6 +117,11 @@ def test_world_model_node_killed_mid_chunk_the_arm_holds_its_last_target(ros_dom
             probe.wait(lambda: "new task" in stack.log("world_model_node") or bool(stack.failed()), 60,
                        "the sim's episode instruction to reach the world_model_node")
             assert not stack.failed(), stack.log("sim_robot") + stack.log("world_model_node")
+            # the node subscribes on configure but drops candidates until it is active (the instruction can arrive
+            # before): its hold commands say it is active, a matched subscription that discovery is done
+            probe.wait(lambda: len(commands.items) > 5 and cand_pub.get_subscription_count() > 0
+                       or bool(stack.failed()), 60, "hold commands from the active world_model_node")
+            assert not stack.failed(), stack.log("world_model_node")
             q0 = q(joints.items[-1][1])
             chunk = np.tile(q0, (80, 1))    # 8 s: shoulder_pan swings 0.8 rad at a steady pace, the rest stays
             chunk[:, 0] += np.linspace(0.0, 0.8, 80)

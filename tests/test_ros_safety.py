@@ -244,7 +244,8 @@ def test_quadruped_twist_is_limited_carries_lineage_and_zeroes_on_stop(ros_domai
 
         feeder = Feeder(feed, 50.0)
         try:
-            probe.wait(lambda: len(twists.items) > 5 or bool(stack.failed()), 60, "cmd_vel from world_model_node")
+            probe.wait(lambda: len(twists.items) > 5 and cand_pub.get_subscription_count() > 0
+                       or bool(stack.failed()), 60, "cmd_vel from world_model_node")
             assert not stack.failed(), stack.log("world_model_node")
             assert all(m.twist.linear.x == 0 and m.twist.angular.z == 0 for _, m in twists.items)  # no chunk: zero
             chunk = np.tile([2.0, 0.0, -3.0], (16, 1))  # beyond the 0.6 m/s and 1 rad/s limits
