@@ -15,6 +15,7 @@ from wm_vla.bringup import NodeSpec, bringup_args, build_plan
 
 # launch argument -> default (strings, as launch passes them); names are BringupArgs fields
 ARGUMENTS = {"robot": "sim", "teleop": "joy", "record": "", "intervene": "false", "record_fps": "0",
+             "teleop_max_linear": "0.15",
              "params_file": "", "use_sim_time": "false", "seed": "1000000", "backend": "torch", "k": "16",
              "policy": "", "world_model": ""}
 

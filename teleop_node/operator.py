@@ -26,9 +26,12 @@ from wm_vla.teleop.scripted import ExpertJoystick
 
 class ScriptedOperator(Node):
     def __init__(self, robot: str = "arm", family: tuple[str, ...] | None = None, context: Any = None,
-                 joy_rate_hz: float = 20.0) -> None:
+                 joy_rate_hz: float = 20.0, max_linear: float = 0.15) -> None:
+        """`max_linear`: the teleop_node's gripper speed at full deflection, so that the deflections it sends ask
+        for the expert's speeds (capped there)."""
         super().__init__("wm_vla_scripted_operator", context=context)
         self.profile, self.family, self.period = load_profile(robot), family, 1.0 / joy_rate_hz
+        self.max_linear = max_linear
         self.lock = threading.Lock()
         self.q: np.ndarray | None = None
         self.status: dict[str, Any] = {}
@@ -84,7 +87,7 @@ class ScriptedOperator(Node):
         """Reset the sim, start recording, drive it with the expert joystick until the sim reports done."""
         self.wait(lambda: self.q is not None and self.joy.get_subscription_count() > 0, 60, "joint states and teleop")
         status = json.loads(self.call("/sim/reset").message)
-        op = ExpertJoystick(self.profile, status["seed"], self.family)
+        op = ExpertJoystick(self.profile, status["seed"], self.family, max_linear=self.max_linear)
         res = self.start_recording(recorder)
         if not res.success:
             raise RuntimeError(f"recorder did not start: {res.message}")
@@ -102,20 +105,22 @@ class ScriptedOperator(Node):
 
 
 def collect(root: Path, episodes: int, seed: int = 0, family: tuple[str, ...] | None = None,
-            log_dir: Path | None = None, timeout_s: float = 60.0, fps: int = 0) -> dict[str, Any]:
+            log_dir: Path | None = None, timeout_s: float = 60.0, fps: int = 0, max_linear: float = 0.15
+            ) -> dict[str, Any]:
     """sim_robot + teleop_node (joy) + recorder_node from the bringup plan; the scripted operator teleoperates
-    `episodes` episodes, each saved when the sim reports it done."""
+    `episodes` episodes, each saved when the sim reports it done. `max_linear`: the teleop gripper speed (m/s) at
+    full deflection."""
     from wm_vla.bringup import BringupArgs, build_plan
     from wm_vla.launcher import Stack
 
     root = Path(root).expanduser().resolve()
     plan = build_plan(BringupArgs(robot="sim", seed=seed, tasks=family, teleop="joy", record=str(root),
-                                  record_fps=fps))
+                                  record_fps=fps, teleop_max_linear=max_linear))
     t0, results = time.monotonic(), []
     start = committed_episodes(root)
     with Stack(plan, log_dir=log_dir) as stack:
         rclpy.init()
-        node = ScriptedOperator("arm", family)
+        node = ScriptedOperator("arm", family, max_linear=max_linear)
         ex, thread = spin_in_thread(node)
         try:
             for i in range(episodes):

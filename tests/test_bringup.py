@@ -125,3 +125,10 @@ def test_teleop_record_launch_and_wm_vla_up_build_the_same_plan(tmp_path: Path,
         mux["world_model_node"].remappings  # the policy's commands reach the robot only through the mux
     with pytest.raises(ProfileError, match="teleop input"):
         build_plan(BringupArgs(robot="sim", teleop="mouse"))
+    fast_launch = teleop_launch_module().plan_for({"teleop": "joy", "record": rec, "teleop_max_linear": "0.25"})
+    assert [n.to_dict() for n in fast_launch] == cli_plan(["--teleop", "joy", "--record", rec,
+                                                           "--teleop-max-linear", "0.25"], capsys)
+    assert {n.name: n for n in fast_launch}["teleop_node"].parameters["max_linear"] == 0.25
+    for bad in (0.0, -0.1, float("nan"), 5.0):
+        with pytest.raises(ProfileError, match="teleop_max_linear"):
+            build_plan(BringupArgs(robot="sim", teleop="joy", teleop_max_linear=bad))

@@ -125,3 +125,17 @@ def test_mux_takes_over_and_hands_back() -> None:
     assert mux.update(False, 1.6) == "policy" and mux.handbacks == 1
     solo = CommandMux(policy=False)
     assert solo.update(False, 0.0) == "teleop" and not solo.intervening
+
+
+@pytest.mark.parametrize("max_linear", [0.15, 0.25])
+def test_scripted_joystick_asks_for_the_expert_speed_up_to_the_teleop_cap(max_linear: float) -> None:
+    """The scripted operator (`wm-vla teleop collect --max-linear`) deflects the stick so that the teleop mapping
+    moves the gripper at the expert's waypoint speed, capped at the teleop's full-deflection speed."""
+    from wm_vla.teleop.scripted import ExpertJoystick
+
+    op = ExpertJoystick(ARM, seed=3, family="touch", max_linear=max_linear)
+    wp = op.waypoints[op.index]
+    twist, _ = op.twist(HOME)
+    speed = np.abs(twist[:3]) * max_linear          # m/s per axis that ArmTeleop will command
+    assert np.all(np.abs(twist) <= 1.0)
+    assert speed.max() == pytest.approx(min(wp.speed, max_linear), rel=1e-6)  # the first waypoint is far away

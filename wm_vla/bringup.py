@@ -68,6 +68,7 @@ class BringupArgs:
     record: str = ""                # recorder_node dataset directory ("": no recorder)
     intervene: bool = False         # with teleop: keep the policy running; teleop takes over and hands back
     record_fps: int = 0             # dataset fps (0: the profile's policy rate)
+    teleop_max_linear: float = 0.15  # arm teleop: gripper speed (m/s) at full deflection (teleop_node max_linear)
     command_interface: str = ""     # arm: position_commands | joint_trajectory (world_model_node; "": its default)
 
 
@@ -133,8 +134,11 @@ def teleop_record_nodes(args: BringupArgs, common: dict[str, Any], perception: d
     if args.teleop:
         if args.teleop not in INPUTS:
             raise ProfileError(f"unknown teleop input {args.teleop!r}; choose from {', '.join(INPUTS)}")
+        if not 0.0 < args.teleop_max_linear <= 1.0:
+            raise ProfileError(f"teleop_max_linear must be in (0, 1] m/s, got {args.teleop_max_linear}")
         nodes.append(NodeSpec("teleop_node", "teleop_node", "teleop_node.node", {
-            **common, "input": args.teleop, "policy_prefix": POLICY_PREFIX if args.intervene else ""}))
+            **common, "input": args.teleop, "policy_prefix": POLICY_PREFIX if args.intervene else "",
+            "max_linear": float(args.teleop_max_linear)}))
     if args.record:
         rec = {**common, "root": str(Path(args.record).expanduser().resolve()),
                "camera_names": perception["camera_names"], "camera_topics": perception["camera_topics"],

@@ -91,6 +91,7 @@ def _up(args: argparse.Namespace) -> int:
                                   policy=args.policy, world_model=args.wm, rate_scale=args.rate_scale,
                                   record_bag=args.record_bag or "", teleop=args.teleop or "",
                                   record=args.record or "", intervene=args.intervene, record_fps=args.record_fps,
+                                  teleop_max_linear=args.teleop_max_linear,
                                   command_interface=args.command_interface or ""))
     if args.dry_run:
         print(json.dumps([n.to_dict() for n in plan], indent=1))
@@ -454,7 +455,8 @@ def _teleop_collect(args: argparse.Namespace) -> int:
 
     summary = collect(Path(args.out), args.episodes, seed=args.seed,
                       family=tuple(f for f in (args.family or "").split(",") if f) or None,
-                      log_dir=Path(args.log_dir) if args.log_dir else None, timeout_s=args.timeout, fps=args.fps)
+                      log_dir=Path(args.log_dir) if args.log_dir else None, timeout_s=args.timeout, fps=args.fps,
+                      max_linear=args.max_linear)
     Path(args.out, "collect_summary.json").write_text(json.dumps(summary, indent=1))
     print(f"{summary['episodes']} teleoperated episodes ({summary['successes']} successes) -> {args.out} "
           f"({summary['dataset_episodes']} episodes there) in {summary['wall_s']} s")
@@ -474,6 +476,9 @@ def _add_teleop_commands(groups: argparse._SubParsersAction) -> None:
     c.add_argument("--family", default=None, help="task families, comma-separated (default: the policy's)")
     c.add_argument("--fps", type=int, default=0, help="dataset fps (default: the profile's policy rate)")
     c.add_argument("--timeout", type=float, default=60.0, help="seconds per episode")
+    c.add_argument("--max-linear", type=float, default=0.15,
+                   help="teleop gripper speed at full deflection, m/s (teleop_node max_linear; the scripted expert "
+                        "moves at up to 0.25)")
     c.add_argument("--log-dir", default=None, help="node logs (default: a temporary directory)")
     c.set_defaults(func=_teleop_collect)
 
@@ -901,6 +906,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "services /recorder_node/start|stop|discard|rerecord; a finished sim episode is saved)")
     up.add_argument("--intervene", action="store_true", help="with --teleop: the policy drives, teleop takes over")
     up.add_argument("--record-fps", type=int, default=0, help="dataset fps (default: the profile's policy rate)")
+    up.add_argument("--teleop-max-linear", type=float, default=0.15,
+                    help="with --teleop on the arm: gripper speed at full deflection, m/s")
     up.add_argument("--command-interface", default=None, choices=("position_commands", "joint_trajectory"),
                     help="arm output: forward position controllers (default) or JointTrajectory to the JTC")
     up.add_argument("--dry-run", action="store_true", help="print the plan as JSON and exit")
