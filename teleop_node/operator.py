@@ -105,7 +105,7 @@ class ScriptedOperator(Node):
 
 
 def collect(root: Path, episodes: int, seed: int = 0, family: tuple[str, ...] | None = None,
-            log_dir: Path | None = None, timeout_s: float = 60.0, fps: int = 0, max_linear: float = 0.15
+            log_dir: Path | None = None, timeout_s: float = 60.0, fps: int = 0, max_linear: float = 0.25
             ) -> dict[str, Any]:
     """sim_robot + teleop_node (joy) + recorder_node from the bringup plan; the scripted operator teleoperates
     `episodes` episodes, each saved when the sim reports it done. `max_linear`: the teleop gripper speed (m/s) at

@@ -57,3 +57,12 @@ def test_train_and_eval_report_bad_paths_in_one_line(args: list[str], message: s
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and err.startswith("wm-vla: error:")
+
+
+@pytest.mark.parametrize("speed", ["0", "-0.2", "3"])
+def test_teleop_collect_rejects_a_bad_speed_cap_before_starting_anything(
+        speed: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demos"
+    assert main(["teleop", "collect", "--episodes", "1", "--out", str(out), "--max-linear", speed]) == 2
+    assert "teleop_max_linear must be in (0, 1] m/s" in capsys.readouterr().err
+    assert not out.exists()

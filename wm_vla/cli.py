@@ -476,9 +476,9 @@ def _add_teleop_commands(groups: argparse._SubParsersAction) -> None:
     c.add_argument("--family", default=None, help="task families, comma-separated (default: the policy's)")
     c.add_argument("--fps", type=int, default=0, help="dataset fps (default: the profile's policy rate)")
     c.add_argument("--timeout", type=float, default=60.0, help="seconds per episode")
-    c.add_argument("--max-linear", type=float, default=0.15,
-                   help="teleop gripper speed at full deflection, m/s (teleop_node max_linear; the scripted expert "
-                        "moves at up to 0.25)")
+    c.add_argument("--max-linear", type=float, default=0.25,
+                   help="teleop gripper speed at full deflection, m/s (teleop_node max_linear, whose own default is "
+                        "a cautious 0.15); 0.25 lets the scripted operator move at the expert's top speed")
     c.add_argument("--log-dir", default=None, help="node logs (default: a temporary directory)")
     c.set_defaults(func=_teleop_collect)
 
