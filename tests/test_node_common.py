@@ -11,6 +11,9 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
+from node_common.spacing import DecisionSpacing
 from node_common.worker import NewestWorker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,3 +92,29 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"    # a zombie (reaped by init soon) has exited
     except FileNotFoundError:
         return False
+
+
+def test_decision_spacing_refuses_a_frame_that_waited_behind_the_last_decision() -> None:
+    """vla_node's sequence when inference outlasts the camera period: frame 0.0 is decided; 0.1 arrives during that
+    inference (due: nothing decided yet) and waits; when its inference would start, 0.0 has been decided and 0.1 is
+    no longer due. The next due frame is one period after 0.0, less the slack for stamp jitter."""
+    spacing = DecisionSpacing(0.8)
+    assert spacing.due(0.0)
+    assert spacing.due(0.1)            # arrival check while 0.0 is still being decided
+    spacing.decided(0.0)
+    assert not spacing.due(0.1)        # start check: refused
+    assert not spacing.due(0.7)
+    assert spacing.due(0.79)           # 20 ms of stamp jitter allowed
+    spacing.decided(0.79)
+    spacing.reset()                    # a new task: decide on the next frame
+    assert spacing.due(0.8)
+
+
+def test_decision_spacing_zero_period_decides_every_frame_and_bad_periods_are_refused() -> None:
+    spacing = DecisionSpacing(0.0)
+    for t in (0.0, 0.01, 0.02):
+        assert spacing.due(t)
+        spacing.decided(t)
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="decision period"):
+            DecisionSpacing(bad)

@@ -3,7 +3,9 @@
 configure loads the policy through the runtime backend; activate starts publishing. Observations arrive on the
 node's executor and only the newest waits (older ones that arrive while the model is busy are skipped and
 counted); inference runs on its own worker thread (node_common.worker). `decision_period_s` (default: the policy's execution
-horizon) spaces decisions by observation stamp, so a chunk is executed for that long before the next one.
+horizon) spaces decisions by observation stamp, so a chunk is executed for that long before the next one; the
+spacing is checked again when inference starts, so a frame that waited behind a decision is not decided within that
+decision's period (counted as `throttled_after_wait`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from node_common.budget import BUDGET_PARAMETERS, NodeBudget
 from node_common.diagnostics import ERROR, Diagnostics
 from node_common.lifecycle import ModelNode, default_checkpoint
 from node_common.msgs import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, f32, to_s
+from node_common.spacing import DecisionSpacing
 from node_common.spin import run
 from node_common.worker import WORKER_PARAMETERS, NewestWorker
 from perception_node.node import OBSERVATION_TOPIC
@@ -59,7 +62,7 @@ class VlaNode(ModelNode):
         # obs_age: camera stamp -> inference start (perception, transport, waiting for the worker)
         self.stage_ms: dict[str, deque[float]] = {s: deque(maxlen=200)
                                                   for s in ("obs_age", "inputs", "encode", "sample", "total", "publish")}
-        self.last_decided = -np.inf
+        self.spacing = DecisionSpacing(0.0)
         self.decisions = 0
 
     # ----- lifecycle -----
@@ -81,6 +84,7 @@ class VlaNode(ModelNode):
         self.policy_id = f"{self.p('policy') or default_policy()} ({self.backend.describe()})"
         period = float(self.p("decision_period_s"))
         self.period = period if period >= 0 else self._exec_horizon() / self.profile.policy_rate_hz
+        self.spacing = DecisionSpacing(self.period)
         self.max_age = (self.p("max_obs_age_ms") or self.profile.max_obs_age_ms) / 1e3
         self.diag = Diagnostics(self, "vla")
         try:
@@ -120,14 +124,13 @@ class VlaNode(ModelNode):
             self.diag.warn(f"instruction {msg.data!r}: words {unknown} are not in the policy's vocabulary (ignored)")
         with self.lock:
             self.instruction = msg.data
-            self.last_decided = -np.inf  # a new task: decide on the next observation
+            self.spacing.reset()  # a new task: decide on the next observation
         self.get_logger().info(f"new task {msg.data!r}")
 
     def _on_obs(self, msg: Observation) -> None:
         if not self.active:
             return
-        stamp = to_s(msg.header.stamp)
-        if stamp < self.last_decided + self.period - 0.02:
+        if not self.spacing.due(to_s(msg.header.stamp)):
             self.counts["throttled"] += 1
             return
         if self.worker is not None and self.worker.submit(msg):
@@ -141,6 +144,9 @@ class VlaNode(ModelNode):
         if not self.active:
             return
         stamp = to_s(msg.header.stamp)
+        if not self.spacing.due(stamp):  # it waited behind the decision that just ended, within that one's period
+            self.counts["throttled_after_wait"] += 1
+            return
         age = self.get_clock().now().nanoseconds * 1e-9 - stamp  # camera stamp -> inference start
         if age > self.max_age:
             self._drop("stale_observation", f"observation {stamp:.3f} s is older than {self.max_age * 1e3:.0f} ms")
@@ -166,7 +172,7 @@ class VlaNode(ModelNode):
             self._drop("bad_observation", str(exc))
             return
         self.decisions += 1
-        self.last_decided = stamp
+        self.spacing.decided(stamp)
         for name, ms in (("obs_age", age), ("inputs", t0 - t_in), ("encode", t1 - t0), ("sample", t2 - t1),
                          ("total", t2 - t0)):
             self.stage_ms[name].append(1e3 * ms)
