@@ -20,7 +20,7 @@ from wm_vla.runtime.backends import BackendConfig, select_backend
 from wm_vla.runtime.backends.ort_backend import OrtBackend
 from wm_vla.runtime.backends.torch_backend import TorchBackend
 from wm_vla.runtime.calibration import calibration_feeds
-from wm_vla.runtime.decision import DecisionPipeline
+from wm_vla.runtime.decision import DecisionPipeline, warm_up
 from wm_vla.runtime.engine_cache import EngineCache, EngineKey
 from wm_vla.runtime.errors import (BackendConfigError, BackendUnavailableError, EngineManifestError, InputShapeError,
                                    OnnxModelError)
@@ -304,3 +304,26 @@ def test_latency_bench_writes_interleaved_rows_json_and_png(setup, tmp_path: Pat
 def test_latency_bench_rejects_unknown_backends(capsys) -> None:
     assert main(["latency", "bench", "--backends", "tflite", "--policy", "x"]) == 2
     assert "unknown backend" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["torch", "onnxruntime"])
+def test_warm_up_runs_every_model_once_and_leaves_decisions_unchanged(setup, name: str) -> None:
+    """The nodes warm their backend up at configure; a warmed-up backend decides exactly like a fresh one."""
+    fresh = {"torch": lambda: TorchBackend(setup["policy"], setup["wm"]),
+             "onnxruntime": lambda: OrtBackend(setup["onnx"], threads=1)}[name]
+    spec = fresh().spec
+    images, state = observation(spec, 3)
+    noise = candidate_noise(spec.horizon, spec.action_dim, 4, 11)
+    reference = DecisionPipeline(fresh()).decide(images, state, "touch the red cube", noise)
+    warmed = fresh()
+    assert warm_up(warmed, 4) > 0
+    assert warm_up(warmed, 64, sample=False) > 0      # K above the sampled one, rollout only
+    again = DecisionPipeline(warmed).decide(images, state, "touch the red cube", noise)
+    np.testing.assert_array_equal(again.actions, reference.actions)
+    assert again.chosen == reference.chosen
+
+
+def test_warm_up_of_a_policy_without_world_model_skips_the_rollout(setup) -> None:
+    policy_only = TorchBackend(setup["policy"], None)
+    assert not policy_only.spec.has_world_model
+    assert warm_up(policy_only, 2, rollout=True) > 0   # no BackendUnavailableError: the rollout is skipped

@@ -28,6 +28,7 @@ from node_common.spin import run
 from node_common.worker import WORKER_PARAMETERS, NewestWorker
 from perception_node.node import OBSERVATION_TOPIC
 from wm_vla.robots import load_profile
+from wm_vla.runtime.decision import warm_up
 from wm_vla.runtime.errors import InstructionError, LatencyConfigError, RuntimeErrorBase
 from wm_vla.runtime.spec import candidate_noise
 
@@ -91,13 +92,18 @@ class VlaNode(ModelNode):
             self.budget = NodeBudget.from_node(self, self.diag, k=self.k)
         except LatencyConfigError as exc:
             return self.refuse(f"bad latency budget settings: {exc}")
+        try:  # the first decision would otherwise pay for lazy initialisation (~0.6 s on the tiny torch policy)
+            warm_s = warm_up(self.backend, self.k, rollout=False)
+        except (RuntimeErrorBase, ValueError) as exc:
+            return self.refuse(f"the policy does not run on a blank observation: {exc}")
         self.pub = self.create_lifecycle_publisher(ActionCandidates, self.p("output"), COMMAND_QOS)
         self.create_subscription(Observation, self.p("observation"), self._on_obs, SENSOR_QOS)
         self.create_subscription(String, self.profile.topics.instruction, self._on_instruction, LATCHED_QOS)
         self.worker = NewestWorker(self._infer, "vla_inference", self._worker_failed, int(self.p("worker_nice")))
         self.create_timer(1.0, self._diagnostics)
         self.get_logger().info(f"policy loaded on {self.backend.describe()} (fallbacks: "
-                               f"{[f.candidate for f in sel.fallbacks]}); K={self.k}, decision period {self.period} s")
+                               f"{[f.candidate for f in sel.fallbacks]}); K={self.k}, decision period {self.period} s, warmed up in "
+                               f"{warm_s:.2f} s")
         return TransitionCallbackReturn.SUCCESS
 
     def _exec_horizon(self) -> int:

@@ -39,6 +39,7 @@ from node_common.worker import WM_WORKER_PARAMETERS, NewestWorker
 from perception_node.node import OBSERVATION_TOPIC
 from vla_node.node import CANDIDATES_TOPIC
 from wm_vla.robots import load_profile
+from wm_vla.runtime.decision import warm_up
 from wm_vla.runtime.errors import ChunkError, LatencyConfigError, RankerError, RuntimeErrorBase
 from wm_vla.runtime.executor import ChunkExecutor, ExecutorConfig
 from wm_vla.runtime.ranker import (GRADIENT_BACKENDS, ChunkRefiner, KinematicPenalty, RankerConfig,
@@ -46,6 +47,7 @@ from wm_vla.runtime.ranker import (GRADIENT_BACKENDS, ChunkRefiner, KinematicPen
 from wm_vla.runtime.safety import SafeCommand, SafetyFilter
 
 RANKING_TOPIC = "/wm_vla/ranking_result"
+WARM_UP_K = 16  # candidates in the configure-time warm-up rollout (the shipped stack's K)
 
 
 # (name, default): the node's ROS parameters (params files, `wm-vla latency tune` output)
@@ -113,6 +115,10 @@ class WorldModelNode(ModelNode):
             if self.backend.spec.action_dim != len(prof.action.names):
                 return self.refuse(f"the models (action {self.backend.spec.action_dim}) do not fit robot {prof.name} "
                                    f"(action {len(prof.action.names)})")
+            try:  # the first ranking would otherwise pay for lazy initialisation
+                warm_up(self.backend, WARM_UP_K, sample=False)
+            except (RuntimeErrorBase, ValueError) as exc:
+                return self.refuse(f"the world model does not run on blank candidates: {exc}")
         self.ranker_cfg = RankerConfig(switch_margin=float(self.p("switch_margin")))
         if self.p("gpc_opt"):
             try:
