@@ -71,3 +71,14 @@ def test_frames_that_waited_behind_a_slow_decision_are_not_decided_within_its_pe
             assert t1 - t0 < 30
         finally:
             probe.close()
+
+
+def test_an_infinite_decision_period_refuses_to_configure(ros_domain: int, tmp_path: Path) -> None:
+    """A period of .inf (a typo'd params file) would never decide after the first frame: refused, with the reason."""
+    spec = NodeSpec("vla_node", "vla_node", "vla_node.node", {"robot": "arm", "k": 1, "decision_period_s": float("inf")},
+                    lifecycle=True)
+    with Stack([spec], log_dir=tmp_path) as stack:
+        proc = stack.procs["vla_node"]
+        proc.wait(90)
+        assert proc.returncode != 0
+        assert "bad decision_period_s: decision period must be finite and >= 0 s (got inf)" in stack.log("vla_node")

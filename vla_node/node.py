@@ -85,7 +85,10 @@ class VlaNode(ModelNode):
         self.policy_id = f"{self.p('policy') or default_policy()} ({self.backend.describe()})"
         period = float(self.p("decision_period_s"))
         self.period = period if period >= 0 else self._exec_horizon() / self.profile.policy_rate_hz
-        self.spacing = DecisionSpacing(self.period)
+        try:
+            self.spacing = DecisionSpacing(self.period)
+        except ValueError as exc:
+            return self.refuse(f"bad decision_period_s: {exc}")
         self.max_age = (self.p("max_obs_age_ms") or self.profile.max_obs_age_ms) / 1e3
         self.diag = Diagnostics(self, "vla")
         try:
