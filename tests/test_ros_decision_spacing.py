@@ -58,7 +58,7 @@ def test_frames_that_waited_behind_a_slow_decision_are_not_decided_within_its_pe
                 t1 = probe.now()
             finally:
                 camera.stop()
-            stamps = [to_s(m.header.stamp) for _, m in cands.since(t0)]  # after the first (lazy-init) decision
+            stamps = [to_s(m.header.stamp) for _, m in cands.since(t0)]  # after the first decision
             gaps = np.diff(stamps)
             print(f"\n[spacing] {len(stamps)} decisions, observation-stamp gaps (s): {np.round(gaps, 3).tolist()}")
             assert len(stamps) >= 5
