@@ -33,6 +33,7 @@ def cli_plan(argv: list[str], capsys: pytest.CaptureFixture[str]) -> list[dict[s
     ({}, []),
     ({"robot": "arm", "backend": "onnxruntime", "k": "8"}, ["--robot", "arm", "--backend", "onnxruntime", "--k", "8"]),
     ({"robot": "sim", "command_interface": "joint_trajectory"}, ["--command-interface", "joint_trajectory"]),
+    ({"robot": "sim", "denoise_steps": "5"}, ["--denoise-steps", "5"]),
     ({"robot": "quadruped", "use_sim_time": "true", "rank": "false"},
      ["--robot", "quadruped", "--use-sim-time", "--no-rank"]),
 ])

@@ -61,6 +61,7 @@ BAD = {  # node name -> (module, parameters, expected reason in the log and the 
     "vla_corrupt": ("vla_node", {"policy": "{corrupt}"}, "not a readable safetensors file"),
     "vla_dims": ("vla_node", {"policy": "{quad_policy}"}, "does not fit robot arm"),
     "vla_onnx": ("vla_node", {"backend": "onnxruntime", "onnx_dir": "{export}"}, "does not match the checkpoint"),
+    "vla_steps": ("vla_node", {"denoise_steps": -1}, "steps must be a positive integer"),
     "wm_corrupt": ("world_model_node", {"world_model": "{corrupt_wm}"}, "not a readable safetensors file"),
     "wm_mismatch": ("world_model_node", {"world_model": "{quad_student}"}, "does not fit the policy"),
     # configurations the node cannot honour: refused before any model is loaded

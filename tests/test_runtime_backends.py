@@ -93,6 +93,42 @@ def test_no_backend_at_all_lists_every_reason(tmp_path: Path) -> None:
         select_backend(BackendConfig(device="cpu", onnx_dir=str(tmp_path / "none")))
 
 
+def test_steps_override_the_policy_config_and_each_gets_its_own_export(setup, tmp_path: Path) -> None:
+    from wm_vla.runtime.loading import checkpoint_key, open_backend
+
+    policy, wm = str(setup["policy_dir"]), str(setup["wm_dir"])
+    default_steps = setup["spec"].steps
+    torch_sel = open_backend("torch", policy, wm, steps=3)
+    ort_sel = open_backend("onnxruntime", policy, wm, threads=1, cache=tmp_path, steps=3)
+    assert ort_sel.chosen == "onnxruntime-cpu" and torch_sel.backend.spec.steps == ort_sel.backend.spec.steps == 3
+    assert [p.name for p in tmp_path.iterdir()] == [checkpoint_key(policy, wm) + "-steps3"]
+    images, state = observation(setup["spec"])
+    noise = candidate_noise(setup["spec"].horizon, setup["spec"].action_dim, 4, 0)
+    chunks = [DecisionPipeline(s.backend).decide(images, state, INSTRUCTION, noise).actions for s in (torch_sel, ort_sel)]
+    np.testing.assert_allclose(chunks[0], chunks[1], atol=1e-4)  # the 3-step export samples like torch at 3 steps
+    default = open_backend("torch", policy, wm).backend
+    assert default.spec.steps == default_steps != 3
+    assert np.abs(DecisionPipeline(default).decide(images, state, INSTRUCTION, noise).actions - chunks[0]).max() > 1e-3
+    for s in (torch_sel, ort_sel):
+        s.backend.close()
+
+
+@pytest.mark.parametrize("steps", [0, -2, 2.5, True])
+def test_bad_steps_are_a_typed_error(steps: object) -> None:
+    with pytest.raises(BackendConfigError, match="steps must be a positive integer"):
+        select_backend(BackendConfig(backend="torch", steps=steps))  # type: ignore[arg-type]
+
+
+def test_an_export_made_for_other_steps_is_refused_not_run(setup) -> None:
+    with pytest.raises(BackendUnavailableError, match=f"samples with {setup['spec'].steps} Euler steps, 3 were asked"):
+        select_backend(BackendConfig(backend="onnxruntime", device="cpu", onnx_dir=str(setup["onnx"]), steps=3,
+                                     fallback=False))
+    from wm_vla.runtime.loading import open_backend
+
+    with pytest.raises(OnnxModelError, match=f"steps: export {setup['spec'].steps} != asked 3"):  # not a torch fallback
+        open_backend("onnxruntime", str(setup["policy_dir"]), str(setup["wm_dir"]), str(setup["onnx"]), steps=3)
+
+
 @pytest.mark.parametrize("field, value", [("backend", "tflite"), ("device", "tpu"), ("precision", "fp8")])
 def test_bad_backend_config_is_a_typed_error(field: str, value: str) -> None:
     with pytest.raises(BackendConfigError, match=field):

@@ -43,6 +43,8 @@ def default_policy() -> str:
 PARAMETERS: list[tuple[str, object]] = [
     ("robot", "arm"), ("backend", "torch"), ("device", "cpu"), ("policy", ""), ("onnx_dir", ""),
     ("threads", 1), ("k", 16), ("seed", 0), ("decision_period_s", -1.0), ("max_obs_age_ms", 0.0),
+    # Euler steps per sample: 0 = the policy config's (or the onnx_dir export's); else an export of its own
+    ("denoise_steps", 0),
     ("observation", OBSERVATION_TOPIC), ("output", CANDIDATES_TOPIC),
     # live latency budget on encode + sample (node_common.budget): fewer candidates (K levels, then 1) when over it
     *BUDGET_PARAMETERS,
@@ -73,7 +75,8 @@ class VlaNode(ModelNode):
         self.profile = load_profile(self.p("robot"))
         try:
             sel = open_backend(self.p("backend"), self.p("policy") or default_policy(), None,
-                               self.p("onnx_dir") or None, self.p("device"), self.p("threads") or None)
+                               self.p("onnx_dir") or None, self.p("device"), self.p("threads") or None,
+                               steps=int(self.p("denoise_steps")) or None)
         except (RuntimeErrorBase, OSError, ValueError) as exc:
             return self.refuse(f"cannot load the policy: {exc}")
         self.backend, spec = sel.backend, sel.backend.spec
@@ -105,7 +108,7 @@ class VlaNode(ModelNode):
         self.worker = NewestWorker(self._infer, "vla_inference", self._worker_failed, int(self.p("worker_nice")))
         self.create_timer(1.0, self._diagnostics)
         self.get_logger().info(f"policy loaded on {self.backend.describe()} (fallbacks: "
-                               f"{[f.candidate for f in sel.fallbacks]}); K={self.k}, decision period {self.period} s, warmed up in "
+                               f"{[f.candidate for f in sel.fallbacks]}); K={self.k}, {spec.steps} Euler steps, decision period {self.period} s, warmed up in "
                                f"{warm_s:.2f} s")
         return TransitionCallbackReturn.SUCCESS
 

@@ -55,6 +55,7 @@ class BringupArgs:
     robot: str = "sim"
     backend: str = "torch"
     k: int = 16
+    denoise_steps: int = 0          # vla_node: Euler steps per sample (0: the policy config's)
     params_file: str | None = None  # YAML {node_name: {ros__parameters: {...}}} merged over the defaults
     use_sim_time: bool = False
     rank: bool = True
@@ -95,6 +96,9 @@ def build_plan(args: BringupArgs) -> list[NodeSpec]:
     profile = load_profile(profile_name)
     common: dict[str, Any] = {"robot": profile_name, "use_sim_time": args.use_sim_time}
     models = {"backend": args.backend, **({"policy": args.policy} if args.policy else {})}
+    if args.denoise_steps < 0:
+        raise ProfileError(f"denoise_steps must be >= 1 (or 0: the policy's own), got {args.denoise_steps}")
+    steps = {"denoise_steps": args.denoise_steps} if args.denoise_steps else {}
     nodes = []
     perception: dict[str, Any] = {**common, "source": "topic"}
     if sim:
@@ -108,7 +112,8 @@ def build_plan(args: BringupArgs) -> list[NodeSpec]:
         perception.update(camera_names=[c.name for c in profile.cameras], camera_topics=[c.topic for c in profile.cameras])
     if not args.teleop or args.intervene:
         nodes.append(NodeSpec("perception_node", "perception_node", "perception_node.node", perception))
-        nodes.append(NodeSpec("vla_node", "vla_node", "vla_node.node", {**common, **models, "k": args.k},
+        nodes.append(NodeSpec("vla_node", "vla_node", "vla_node.node", {**common, **models, "k": args.k,
+                                                                            **steps},
                               lifecycle=True))
         wm = {**common, **models, "rank": args.rank, **({"world_model": args.world_model} if args.world_model else {}),
               **({"command_interface": args.command_interface} if args.command_interface else {})}

@@ -86,7 +86,8 @@ def _up(args: argparse.Namespace) -> int:
     from wm_vla.bringup import BringupArgs, build_plan
     from wm_vla.launcher import Stack
 
-    plan = build_plan(BringupArgs(robot=args.robot, backend=args.backend, k=args.k, params_file=args.params_file,
+    plan = build_plan(BringupArgs(robot=args.robot, backend=args.backend, k=args.k, denoise_steps=args.denoise_steps,
+                                  params_file=args.params_file,
                                   use_sim_time=args.use_sim_time, rank=not args.no_rank, seed=args.seed,
                                   policy=args.policy, world_model=args.wm, rate_scale=args.rate_scale,
                                   record_bag=args.record_bag or "", teleop=args.teleop or "",
@@ -112,6 +113,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     _default_checkpoints(args)
     report = run_demo(DemoConfig(episodes=args.episodes, k=args.k, seed=args.seed, backend=args.backend,
+                                 denoise_steps=args.denoise_steps,
                                  policy=args.policy, world_model=args.wm, out=args.out, rate_scale=args.rate_scale))
     print(f"success ranked (K={report['k']}): {100 * report['success_rate_ranked']:.0f}%  single: "
           f"{100 * report['success_rate_single']:.0f}%  over {report['episodes']} episodes each")
@@ -890,6 +892,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--robot", default="sim", help="arm | quadruped | sim | sim_quadruped")
     up.add_argument("--backend", default="torch", help="torch | onnxruntime | tensorrt | auto")
     up.add_argument("--k", type=int, default=16, help="candidate chunks per decision")
+    up.add_argument("--denoise-steps", type=int, default=0, help="Euler steps per sample (0: the policy's own)")
     up.add_argument("--params-file", default=None, help="YAML {node: {ros__parameters: {...}}} overrides")
     up.add_argument("--use-sim-time", action="store_true", help="sim publishes /clock; nodes use it")
     up.add_argument("--rate-scale", type=float, default=1.0, help="sim speed vs real time (with --use-sim-time)")
@@ -920,6 +923,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--k", type=int, default=16)
     d.add_argument("--seed", type=int, default=1_000_000, help="first episode seed (held-out range)")
     d.add_argument("--backend", default="torch")
+    d.add_argument("--denoise-steps", type=int, default=0, help="Euler steps per sample (0: the policy's own)")
     d.add_argument("--policy", default=None, help="default: the default checkpoints")
     d.add_argument("--wm", default=None)
     d.add_argument("--rate-scale", type=float, default=1.0, help="< 1: sim on its own /clock, slower than real time")

@@ -33,6 +33,7 @@ class DemoConfig:
     k: int = 16
     seed: int = HELDOUT_SEED
     backend: str = "torch"
+    denoise_steps: int = 0      # Euler steps per sample (0: the policy config's)
     policy: str | None = None
     world_model: str | None = None
     out: str = "outputs/demo"
@@ -51,6 +52,7 @@ def run_config(cfg: DemoConfig, rank: bool, log_dir: Path) -> list[dict[str, Any
     """One stack start, N episodes (the autostarted one first), one stop."""
     sim_time = cfg.rate_scale != 1.0
     plan = build_plan(BringupArgs(robot="sim", backend=cfg.backend, k=cfg.k if rank else 1, rank=rank, seed=cfg.seed,
+                                  denoise_steps=cfg.denoise_steps,
                                   policy=cfg.policy, world_model=cfg.world_model, use_sim_time=sim_time,
                                   rate_scale=cfg.rate_scale))
     env = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
@@ -84,7 +86,8 @@ def inprocess_decision_ms(cfg: DemoConfig, n: int = 30) -> list[dict[str, float]
 
     torch.set_num_threads(1)  # like the nodes (threads: 1)
     policy, wm = default_checkpoints()
-    backend = open_backend(cfg.backend, cfg.policy or str(policy), cfg.world_model or str(wm), threads=1).backend
+    backend = open_backend(cfg.backend, cfg.policy or str(policy), cfg.world_model or str(wm), threads=1,
+                           steps=cfg.denoise_steps or None).backend
     world = make_world("arm")
     pipe = DecisionPipeline(backend, KinematicPenalty(world.profile))
     spec = backend.spec
@@ -179,7 +182,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     report = {"episodes": cfg.episodes, "success_rate_ranked": ranked["success_rate"],
               "success_rate_single": single["success_rate"], "latency_ms_p50": ranked["latency_ms_p50"],
               "latency_ms_p99": ranked["latency_ms_p99"], "k": cfg.k, "seeds": [cfg.seed, cfg.seed + cfg.episodes - 1],
-              "backend": cfg.backend, "clock": "wall" if cfg.rate_scale == 1.0 else f"sim x{cfg.rate_scale}",
+              "backend": cfg.backend, "denoise_steps": cfg.denoise_steps or None, "clock": "wall" if cfg.rate_scale == 1.0 else f"sim x{cfg.rate_scale}",
               "latency": "camera stamp -> command receipt, first command of each chunk, ranked stack",
               "decision_ms_ros_p50": ranked["decision_ms_p50"], "decision_ms_inprocess_p50": _p(inproc, 50),
               "decision_ratio_ros_over_inprocess": ratio,

@@ -26,26 +26,30 @@ def checkpoint_key(*dirs: str | None) -> str:
 
 
 def open_backend(backend: str, policy: str, world_model: str | None = None, onnx_dir: str | None = None,
-                 device: str = "cpu", threads: int | None = None, cache: Path = EXPORT_CACHE) -> Selection:
-    """The configured backend (fallback chain on); exports the checkpoints to ONNX first when it needs one."""
+                 device: str = "cpu", threads: int | None = None, cache: Path = EXPORT_CACHE,
+                 steps: int | None = None) -> Selection:
+    """The configured backend (fallback chain on); exports the checkpoints to ONNX first when it needs one.
+    `steps`: Euler steps per sample (None: the policy config's); each value has its own cached export."""
+    cfg = BackendConfig(backend=backend, device=device, onnx_dir=onnx_dir, policy=policy, world_model=world_model,
+                        threads=threads, steps=steps).validate()
     if backend in ("onnxruntime", "tensorrt", "auto") and not onnx_dir:
         from wm_vla.runtime.export import export_checkpoints, load_export
 
-        out = cache / checkpoint_key(policy, world_model)
+        out = cache / (checkpoint_key(policy, world_model) + (f"-steps{steps}" if steps else ""))
         try:
             load_export(out, verify_hashes=False)
         except Exception:  # noqa: BLE001 - missing or partial: (re)export
-            export_checkpoints(Path(policy), out, Path(world_model) if world_model else None)
-        onnx_dir = str(out)
+            export_checkpoints(Path(policy), out, Path(world_model) if world_model else None, steps)
+        cfg.onnx_dir = str(out)
     elif onnx_dir:
-        check_export_matches(Path(onnx_dir), Path(policy))
-    return select_backend(BackendConfig(backend=backend, device=device, onnx_dir=onnx_dir, policy=policy,
-                                        world_model=world_model, threads=threads))
+        check_export_matches(Path(onnx_dir), Path(policy), steps)
+    return select_backend(cfg)
 
 
-def check_export_matches(onnx_dir: Path, policy: Path) -> None:
-    """OnnxModelError when the export in `onnx_dir` was not made from a policy of `policy`'s shapes and vocabulary
-    (an engine/ONNX of another checkpoint must not silently run in its place)."""
+def check_export_matches(onnx_dir: Path, policy: Path, steps: int | None = None) -> None:
+    """OnnxModelError when the export in `onnx_dir` was not made from a policy of `policy`'s shapes and vocabulary,
+    or (given `steps`) for another number of Euler steps: an engine/ONNX of another checkpoint or sampler must not
+    silently run in its place, nor be swapped for the torch fallback."""
     from wm_vla.models.checkpoint import read_meta
     from wm_vla.models.config import PolicyConfig, from_dict
     from wm_vla.runtime.export import load_export
@@ -56,6 +60,8 @@ def check_export_matches(onnx_dir: Path, policy: Path) -> None:
                                         info.spec.has_world_model)
     diffs = [f"{k}: export {v!r} != checkpoint {getattr(want, k)!r}" for k, v in info.spec.__dict__.items()
              if k != "vocab" and v != getattr(want, k)]
+    if steps is not None and info.spec.steps != steps:
+        diffs.append(f"steps: export {info.spec.steps} != asked {steps}")
     if info.spec.vocab != want.vocab:
         diffs.append(f"vocab: export {len(info.spec.vocab)} words != checkpoint {len(want.vocab)} words")
     if diffs:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from wm_vla.models.errors import ModelError
 from wm_vla.runtime.backends.base import Backend, Candidates, Encoded, Rollout, default_threads
-from wm_vla.runtime.errors import BackendConfigError, BackendUnavailableError, RuntimeErrorBase
+from wm_vla.runtime.errors import BackendConfigError, BackendUnavailableError, OnnxModelError, RuntimeErrorBase
 
 log = logging.getLogger(__name__)
 CHAIN = ("tensorrt", "onnxruntime-gpu", "onnxruntime-cpu", "torch")
@@ -37,6 +37,7 @@ class BackendConfig:
     threads: int | None = None         # intra-op threads (default: OMP_NUM_THREADS or the usable cores)
     fallback: bool = True
     build_engines: bool = True         # tensorrt: build missing/stale engines (False: refuse them)
+    steps: int | None = None           # Euler steps per sample (None: the export's, else the policy config's)
 
     def validate(self) -> BackendConfig:
         if self.backend not in START:
@@ -45,6 +46,9 @@ class BackendConfig:
             raise BackendConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.precision not in ("fp32", "fp16", "int8"):
             raise BackendConfigError(f"precision must be fp32, fp16 or int8, got {self.precision!r}")
+        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int)
+                                       or self.steps < 1):
+            raise BackendConfigError(f"steps must be a positive integer (or None), got {self.steps!r}")
         return self
 
 
@@ -72,16 +76,25 @@ def create_backend(candidate: str, cfg: BackendConfig) -> Backend:
     if candidate == "tensorrt":
         from wm_vla.runtime.backends.trt_backend import TrtBackend
 
-        return TrtBackend(cfg.onnx_dir, cfg.engine_dir, cfg.precision, _gpu_device(cfg),  # type: ignore[arg-type]
-                          cfg.k_profile, build=cfg.build_engines)
+        return _check_steps(TrtBackend(cfg.onnx_dir, cfg.engine_dir, cfg.precision,  # type: ignore[arg-type]
+                                       _gpu_device(cfg), cfg.k_profile, build=cfg.build_engines), cfg)
     if candidate.startswith("onnxruntime"):
         from wm_vla.runtime.backends.ort_backend import OrtBackend
 
         device = _gpu_device(cfg) if candidate == "onnxruntime-gpu" else "cpu"
-        return OrtBackend(cfg.onnx_dir, device, cfg.threads)  # type: ignore[arg-type]
+        return _check_steps(OrtBackend(cfg.onnx_dir, device, cfg.threads), cfg)  # type: ignore[arg-type]
     if candidate == "torch":
         return _torch_backend(cfg)
     raise BackendConfigError(f"unknown backend {candidate!r}")
+
+
+def _check_steps(backend: Backend, cfg: BackendConfig) -> Backend:
+    """An exported sampler is unrolled over a fixed number of steps: refuse one made for other steps."""
+    if cfg.steps is not None and backend.spec.steps != cfg.steps:
+        backend.close()
+        raise OnnxModelError(f"the export in {cfg.onnx_dir} samples with {backend.spec.steps} Euler steps, "
+                             f"{cfg.steps} were asked for (re-export with `wm-vla export --steps {cfg.steps}`)")
+    return backend
 
 
 def _torch_backend(cfg: BackendConfig) -> Backend:
@@ -108,7 +121,7 @@ def _torch_backend(cfg: BackendConfig) -> Backend:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if cfg.threads and device == "cpu":
         torch.set_num_threads(cfg.threads)
-    return TorchBackend.from_checkpoints(policy, wm, device, steps)
+    return TorchBackend.from_checkpoints(policy, wm, device, cfg.steps or steps)
 
 
 def select_backend(cfg: BackendConfig) -> Selection:
