@@ -181,6 +181,7 @@ def test_tune_picks_a_fitting_config_writes_params_and_explains_rejections(ckpts
     params = yaml.safe_load(out.with_suffix(".yaml").read_text())
     vla, wm = params["vla_node"]["ros__parameters"], params["world_model_node"]["ros__parameters"]
     assert (vla["k"], vla["backend"]) == (3, c["backend"]) and wm["budget_ms"] == tuned["budget_ms"]
+    assert vla["denoise_steps"] == 4  # the tuned steps reach the torch backend too, not only through an export
     assert wm["budget_k_levels"][0] == 3 and wm["rank"] is True
     from vla_node.node import PARAMETERS as VLA_PARAMETERS
     from world_model_node.node import PARAMETERS as WM_PARAMETERS

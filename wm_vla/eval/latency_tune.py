@@ -175,9 +175,9 @@ def params_yaml(report: dict[str, Any], threads: int) -> str:
     c = report["chosen"]
     onnx = c["onnx_dir"] if c["backend"] != "torch" else ""
     # names are the nodes' declared parameters (vla_node.node.PARAMETERS, world_model_node.node.PARAMETERS);
-    # precision and denoising steps are those of the export in onnx_dir
+    # precision is that of the export in onnx_dir; denoise_steps also reaches torch (vla_node checks an export's)
     vla = {"backend": c["backend"], "onnx_dir": onnx, "policy": report["policy"], "threads": threads, "k": c["k"],
-           "decision_period_s": round(c["exec_horizon"] / report["policy_rate_hz"], 6)}
+           "denoise_steps": int(c["steps"]), "decision_period_s": round(c["exec_horizon"] / report["policy_rate_hz"], 6)}
     wm = {"backend": c["backend"], "onnx_dir": onnx, "policy": report["policy"], "world_model": report["wm"] or "",
           "threads": threads, "rank": c["k"] > 1, "budget_ms": float(report["budget_ms"]),
           "budget_k_levels": [c["k"], *(k for k in (64, 16, 8, 4) if k < c["k"])] if c["k"] > 1 else [1]}
