@@ -12,8 +12,8 @@ from typing import Any
 from wm_vla.bringup import NodeSpec, bringup_args, build_plan
 
 # launch argument -> default (strings, as launch passes them); names are BringupArgs fields
-ARGUMENTS = {"robot": "sim", "backend": "torch", "k": "16", "denoise_steps": "0", "params_file": "", "use_sim_time": "false",
-             "rank": "true", "seed": "1000000", "policy": "", "world_model": "", "record_bag": "",
+ARGUMENTS = {"robot": "sim", "backend": "torch", "k": "16", "denoise_steps": "0", "params_file": "",
+             "use_sim_time": "false", "rank": "true", "seed": "1000000", "policy": "", "world_model": "", "record_bag": "",
              "command_interface": ""}
 
 

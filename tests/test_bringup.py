@@ -81,6 +81,9 @@ def test_bad_params_file_is_a_clear_error(tmp_path: Path, text: str, message: st
     ({"robot": "humanoid"}, "unknown robot"),
     ({"use_sim_time": "maybe"}, "true or false"),
     ({"colour": "red"}, "unknown bringup argument"),
+    ({"denoise_steps": "-2"}, "denoise_steps must be >= 1"),
+    ({"k": "many"}, "k must be an integer, got 'many'"),
+    ({"rate_scale": "fast"}, "rate_scale must be a number"),
 ])
 def test_bad_bringup_arguments_are_clear_errors(values: dict[str, str], message: str) -> None:
     with pytest.raises(ProfileError, match=message):

@@ -108,8 +108,8 @@ class VlaNode(ModelNode):
         self.worker = NewestWorker(self._infer, "vla_inference", self._worker_failed, int(self.p("worker_nice")))
         self.create_timer(1.0, self._diagnostics)
         self.get_logger().info(f"policy loaded on {self.backend.describe()} (fallbacks: "
-                               f"{[f.candidate for f in sel.fallbacks]}); K={self.k}, {spec.steps} Euler steps, decision period {self.period} s, warmed up in "
-                               f"{warm_s:.2f} s")
+                               f"{[f.candidate for f in sel.fallbacks]}); K={self.k}, {spec.steps} Euler steps, "
+                               f"decision period {self.period} s, warmed up in {warm_s:.2f} s")
         return TransitionCallbackReturn.SUCCESS
 
     def _exec_horizon(self) -> int:

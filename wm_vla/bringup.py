@@ -112,9 +112,8 @@ def build_plan(args: BringupArgs) -> list[NodeSpec]:
         perception.update(camera_names=[c.name for c in profile.cameras], camera_topics=[c.topic for c in profile.cameras])
     if not args.teleop or args.intervene:
         nodes.append(NodeSpec("perception_node", "perception_node", "perception_node.node", perception))
-        nodes.append(NodeSpec("vla_node", "vla_node", "vla_node.node", {**common, **models, "k": args.k,
-                                                                            **steps},
-                              lifecycle=True))
+        vla = {**common, **models, "k": args.k, **steps}
+        nodes.append(NodeSpec("vla_node", "vla_node", "vla_node.node", vla, lifecycle=True))
         wm = {**common, **models, "rank": args.rank, **({"world_model": args.world_model} if args.world_model else {}),
               **({"command_interface": args.command_interface} if args.command_interface else {})}
         remap = tuple((c.topic, POLICY_PREFIX + c.topic) for c in profile.controllers.values()) if args.teleop else ()
@@ -169,10 +168,12 @@ def bringup_args(values: Mapping[str, str]) -> BringupArgs:
             if text.lower() not in ("true", "false", "1", "0"):
                 raise ProfileError(f"{name} must be true or false, got {text!r}")
             out[name] = text.lower() in ("true", "1")
-        elif isinstance(default, int):
-            out[name] = int(text)
-        elif isinstance(default, float):
-            out[name] = float(text)
+        elif isinstance(default, (int, float)):
+            try:
+                out[name] = type(default)(text)
+            except ValueError:
+                raise ProfileError(f"{name} must be {'an integer' if isinstance(default, int) else 'a number'}, "
+                                   f"got {text!r}") from None
         elif name == "tasks":
             out[name] = tuple(t for t in text.split(",") if t)
         else:

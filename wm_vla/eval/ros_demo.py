@@ -182,7 +182,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     report = {"episodes": cfg.episodes, "success_rate_ranked": ranked["success_rate"],
               "success_rate_single": single["success_rate"], "latency_ms_p50": ranked["latency_ms_p50"],
               "latency_ms_p99": ranked["latency_ms_p99"], "k": cfg.k, "seeds": [cfg.seed, cfg.seed + cfg.episodes - 1],
-              "backend": cfg.backend, "denoise_steps": cfg.denoise_steps or None, "clock": "wall" if cfg.rate_scale == 1.0 else f"sim x{cfg.rate_scale}",
+              "backend": cfg.backend, "denoise_steps": cfg.denoise_steps or None,  # None: the policy's own
+              "clock": "wall" if cfg.rate_scale == 1.0 else f"sim x{cfg.rate_scale}",
               "latency": "camera stamp -> command receipt, first command of each chunk, ranked stack",
               "decision_ms_ros_p50": ranked["decision_ms_p50"], "decision_ms_inprocess_p50": _p(inproc, 50),
               "decision_ratio_ros_over_inprocess": ratio,
