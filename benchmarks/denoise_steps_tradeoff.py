@@ -58,12 +58,13 @@ def plot(rows: list[dict[str, Any]], budget_ms: float, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, colour, label in (("rank", "#4c78a8", "GPC-RANK K=16"), ("single", "#9d9d9d", "single sample")):
+    for name, colour, label, fmt in (("rank", "#4c78a8", "GPC-RANK K=16", "o-"),
+                                     ("single", "#9d9d9d", "single sample", "o")):  # single: p99 not monotone
         xs = [r[name]["ros_latency_ms_p99"] for r in rows]
         ys = [100 * r[name]["success_rate"] for r in rows]
         err = [[100 * (r[name]["success_rate"] - r[name]["ci95"][0]) for r in rows],
                [100 * (r[name]["ci95"][1] - r[name]["success_rate"]) for r in rows]]
-        ax.errorbar(xs, ys, yerr=err, fmt="o-", color=colour, label=label, capsize=3)
+        ax.errorbar(xs, ys, yerr=err, fmt=fmt, color=colour, label=label, capsize=3)
         for r, x, y in zip(rows, xs, ys):
             ax.annotate(f"{r['steps']} steps", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.axvline(budget_ms, color="#d62728", linestyle="--", linewidth=1, label=f"{budget_ms:g} ms p99 target")
