@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wm_vla.eval.stats import wilson
+from wm_vla.eval.stats import paired, wilson
 
 
 @pytest.mark.parametrize(("k", "n", "low", "high"), [
@@ -15,6 +15,18 @@ def test_wilson_interval(k: int, n: int, low: float, high: float) -> None:
     assert rate.low == pytest.approx(low, abs=1e-4)
     assert rate.high == pytest.approx(high, abs=1e-4)
     assert rate.value == k / n
+
+
+def test_paired_counts_discordant_episodes_and_gives_the_exact_mcnemar_p() -> None:
+    a = [True] * 10 + [False] * 2 + [True] * 5
+    b = [True] * 10 + [True] * 2 + [False] * 5
+    result = paired(a, b)
+    assert (result.both, result.only_a, result.only_b, result.neither) == (10, 5, 2, 0)
+    assert result.p_value == pytest.approx(2 * (1 + 7 + 21) / 2**7)  # two-sided binomial(7, 1/2) tail at 2
+    assert paired([True, False], [True, False]).p_value == 1.0  # no discordant pairs: no evidence either way
+    assert paired([True] * 12, [False] * 12).p_value == pytest.approx(2 / 2**12)
+    with pytest.raises(ValueError, match="same episodes"):
+        paired([True], [True, False])
 
 
 def test_wilson_rejects_impossible_counts() -> None:

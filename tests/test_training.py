@@ -146,6 +146,10 @@ def test_eval_writes_the_documented_json(policy_ckpt: Path, world_models: tuple[
     for row in saved["configs"]:
         assert {"name", "k", "episodes", "successes", "success_rate", "ci95", "decision_ms_p50"} <= set(row)
         assert row["episodes"] == 2 and len(row["ci95"]) == 2
+        assert sum(row["per_episode_success"]) == row["successes"] and len(row["per_episode_success"]) == 2
+    assert [(p["config"], p["k"]) for p in saved["paired_vs_single"]] == [("rank", 2), ("oracle", 2)]
+    for p, row in zip(saved["paired_vs_single"], saved["configs"][1:]):
+        assert p["both"] + p["only_a"] == row["successes"] and p["both"] + p["only_b"] == saved["configs"][0]["successes"]
     assert (tmp_path / "eval.png").stat().st_size > 5_000
 
 

@@ -252,6 +252,9 @@ def _eval_sim(args: argparse.Namespace) -> int:
         rate = f"{r['successes']}/{r['episodes']} = {100 * r['success_rate']:.1f}% [{100 * r['ci95'][0]:.0f}-{100 * r['ci95'][1]:.0f}]"
         agree = f"   teacher agreement {r['teacher_agreement']:.3f}" if "teacher_agreement" in r else ""
         print(f"{label:22s} {rate:>24s} {r['decision_ms_p50']:10.1f} ms{agree}")
+    for p in report["paired_vs_single"]:
+        print(f"{p['config']} K={p['k']} vs single, same seeds: {p['only_a']} episodes won only by {p['config']}, "
+              f"{p['only_b']} only by single (exact McNemar p = {p['mcnemar_p']:.3g})")
     if args.out:
         print(f"wrote {Path(args.out).with_suffix('.json')} and {Path(args.out).with_suffix('.png')}")
     return 0

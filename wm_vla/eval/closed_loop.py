@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from wm_vla.eval.plots import Bar, write_json_and_bars
-from wm_vla.eval.stats import wilson
+from wm_vla.eval.stats import paired, wilson
 from wm_vla.models.checkpoint import load_checkpoint
 from wm_vla.models.flare_policy import FlarePolicy, ObsBatch
 from wm_vla.models.preprocess import resize_uint8
@@ -192,6 +192,7 @@ def _row(name: str, k: int, policy_label: str, outcomes: list[EpisodeOutcome]) -
             "decision_ms_p50": float(np.median(ms)) if ms else float("nan"),
             "decision_ms_p99": float(np.percentile(ms, 99)) if ms else float("nan"),
             "switched_decisions": int(sum(o.chosen_nonzero for o in outcomes)), "events": events,
+            "per_episode_success": [bool(o.success) for o in outcomes],  # in seed order: paired comparisons
             **({"teacher_agreement": sum(o.shadow_agree for o in outcomes) / max(1, sum(o.shadow_total for o in outcomes)),
                 "teacher_agreement_decisions": sum(o.shadow_total for o in outcomes)}
                if any(o.shadow_total for o in outcomes) else {})}
@@ -279,13 +280,23 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
               "seeds": [cfg.seed, cfg.seed + cfg.episodes - 1], "policy_flare_weight": policy_cfg.flare_weight,
               "exec_horizon": cfg.exec_horizon or policy_cfg.exec_horizon,
               "denoise_steps": cfg.denoise_steps or policy_cfg.denoise_steps, "switch_margin": cfg.switch_margin,
-              "oracle_follow": cfg.oracle_follow, "teacher": cfg.teacher, "configs": rows}
+              "oracle_follow": cfg.oracle_follow, "teacher": cfg.teacher, "configs": rows,
+              "paired_vs_single": paired_vs_single(rows)}
     if cfg.out:
         write_eval_report(report, Path(cfg.out))
     return report
 
 
 COLORS = {"single": "#9d9d9d", "rank": "#4c78a8", "oracle": "#54a24b"}
+
+
+def paired_vs_single(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each rank/oracle configuration against the main single sample on the same seeds (exact McNemar)."""
+    single = next((r for r in rows if r["name"] == "single" and r["policy"] == "main"), None)
+    if single is None:
+        return []
+    return [{"config": r["name"], "k": r["k"], **paired(r["per_episode_success"], single["per_episode_success"]).to_dict()}
+            for r in rows if r["name"] in ("rank", "oracle")]
 
 
 def write_eval_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:

@@ -38,3 +38,30 @@ def wilson(successes: int, trials: int, z: float = 1.959964) -> Rate:
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
     low, high = max(0.0, centre - half), min(1.0, centre + half)
     return Rate(successes, trials, 0.0 if successes == 0 else low, 1.0 if successes == trials else high)
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Two configurations run on the same episodes (seeds): discordant pairs and the exact McNemar test."""
+
+    both: int
+    only_a: int
+    only_b: int
+    neither: int
+    p_value: float  # two-sided exact McNemar (binomial on the discordant pairs); 1.0 when there are none
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {"both": self.both, "only_a": self.only_a, "only_b": self.only_b, "neither": self.neither,
+                "mcnemar_p": self.p_value}
+
+
+def paired(a: list[bool], b: list[bool]) -> Paired:
+    """Compare per-episode successes of two configurations on the same seeds, in the same order."""
+    if len(a) != len(b):
+        raise ValueError(f"paired outcomes need the same episodes, got {len(a)} and {len(b)}")
+    only_a = sum(1 for x, y in zip(a, b) if x and not y)
+    only_b = sum(1 for x, y in zip(a, b) if y and not x)
+    both = sum(1 for x, y in zip(a, b) if x and y)
+    n = only_a + only_b
+    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2**n if n else 0.5
+    return Paired(both, only_a, only_b, len(a) - both - only_a - only_b, min(1.0, 2 * tail))
