@@ -1,0 +1,50 @@
+"""Pool `wm-vla eval sim` reports (e.g. one per training seed) into one ranked-vs-single comparison.
+
+Each report's rank/oracle configurations were run on the same seeds as its single sample, so every episode is a
+pair; pooling adds the pairs of all reports and applies the exact McNemar test to the discordant ones:
+
+    python benchmarks/pool_paired.py outputs/seeds_paired/seed0.json outputs/seeds_paired/seed1.json ... --k 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from wm_vla.eval.stats import paired, wilson
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("reports", nargs="+", help="eval JSON files written by `wm-vla eval sim --out`")
+    ap.add_argument("--config", default="rank", choices=("rank", "oracle"))
+    ap.add_argument("--k", type=int, default=16)
+    args = ap.parse_args(argv)
+    pooled_a: list[bool] = []
+    pooled_b: list[bool] = []
+    for path in args.reports:
+        try:
+            rows = json.loads(Path(path).read_text())["configs"]
+            single = next(r for r in rows if r["name"] == "single" and r["policy"] == "main")
+            other = next(r for r in rows if r["name"] == args.config and r["k"] == args.k)
+            a, b = other["per_episode_success"], single["per_episode_success"]
+        except (OSError, json.JSONDecodeError, KeyError, StopIteration) as exc:
+            print(f"{path}: not an eval report with per-episode outcomes for single and {args.config} K={args.k} "
+                  f"({type(exc).__name__}: {exc})", file=sys.stderr)
+            return 2
+        p = paired(a, b)
+        print(f"{path}: {args.config} K={args.k} {wilson(sum(a), len(a))}; single {wilson(sum(b), len(b))}; "
+              f"only {args.config} {p.only_a}, only single {p.only_b}, McNemar p = {p.p_value:.3g}")
+        pooled_a += a
+        pooled_b += b
+    p = paired(pooled_a, pooled_b)
+    print(f"pooled over {len(args.reports)} reports: {args.config} K={args.k} {wilson(sum(pooled_a), len(pooled_a))}; "
+          f"single {wilson(sum(pooled_b), len(pooled_b))}; episodes won only by {args.config}: {p.only_a}, only by "
+          f"single: {p.only_b}; exact McNemar p = {p.p_value:.3g}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
