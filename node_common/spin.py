@@ -31,7 +31,7 @@ def exit_with_parent(sig: signal.Signals = signal.SIGTERM) -> None:
         os.kill(os.getpid(), sig)
 
 
-def report_failure(node: Node, message: str, repeats: int = 5, period_s: float = 0.1, discovery_s: float = 5.0,
+def report_failure(node: Node, message: str, repeats: int = 5, period_s: float = 0.1, discovery_s: float = 10.0,
                    ack_s: float = 5.0) -> None:
     """Publish an ERROR status on /diagnostics before the node exits: a node that never comes up still tells the
     operator why.

@@ -92,7 +92,9 @@ def refusals(ros_domain: int, tmp_path_factory: pytest.TempPathFactory) -> Itera
     plan.append(NodeSpec("world_model_node", "world_model_node", "world_model_node.node",
                          {"robot": "arm", "rank": False}, lifecycle=True))
     probe = Probe()
-    diag = probe.record(DiagnosticArray, "/diagnostics", 50)
+    # every refusing node publishes 6 ERROR arrays, almost at once: a depth below their sum lets a CPU-starved probe
+    # lose the first refusals (unkeyed topic: one KEEP_LAST history shared by all writers)
+    diag = probe.record(DiagnosticArray, "/diagnostics", 500)
     forward = probe.record(Float64MultiArray, FORWARD, COMMAND_QOS)
     js_pub = probe.node.create_publisher(JointState, ARM.topics.joint_states, SENSOR_QOS)
 
