@@ -32,3 +32,25 @@ def test_paired_counts_discordant_episodes_and_gives_the_exact_mcnemar_p() -> No
 def test_wilson_rejects_impossible_counts() -> None:
     with pytest.raises(ValueError):
         wilson(11, 10)
+
+
+def test_pool_paired_pools_reports_and_refuses_ones_without_per_episode_outcomes(tmp_path, capsys) -> None:
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "pool_paired", Path(__file__).resolve().parents[1] / "benchmarks" / "pool_paired.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    report = {"configs": [{"name": "single", "policy": "main", "k": 1, "per_episode_success": [True, False, False]},
+                          {"name": "rank", "policy": "main", "k": 16, "per_episode_success": [True, True, False]}]}
+    good = tmp_path / "seed0.json"
+    good.write_text(json.dumps(report))
+    assert module.main([str(good), str(good), "--k", "16"]) == 0
+    assert "episodes won only by rank: 2, only by single: 0; exact McNemar p = 0.5" in capsys.readouterr().out
+    old = tmp_path / "old.json"  # written before eval stored per-episode outcomes
+    old.write_text(json.dumps({"configs": [{"name": "single", "policy": "main", "k": 1, "successes": 1}]}))
+    assert module.main([str(good), str(old)]) == 2
+    assert "not an eval report with per-episode outcomes" in capsys.readouterr().err
