@@ -16,6 +16,7 @@ import torch
 from wm_vla.data.lerobot_io import LeRobotWriter, frame_features
 from wm_vla.eval.closed_loop import EvalConfig, candidate_outcomes, evaluate, oracle_choice
 from wm_vla.models.checkpoint import load_checkpoint
+from wm_vla.models.errors import ModelConfigError
 from wm_vla.sim import make_expert, make_world
 from wm_vla.sim.collect import CollectConfig, collect
 from wm_vla.training.datasets import load_frames
@@ -297,6 +298,13 @@ def test_candidate_labels_train_and_distil_the_world_model(policy_ckpt: Path, da
     followed = label_candidates(CandidateLabelConfig(policy=str(policy_ckpt), out=str(tmp_path / "followed"), episodes=1,
                                                      k=2, follow=2, tasks=("touch",), progress=False))
     assert followed["follow_decisions"] == 2 and followed["decisions"] > 0
+    # the candidates the deployed stack ranks at fewer Euler steps: same seed and noise, other chunks
+    few = label_candidates(CandidateLabelConfig(policy=str(policy_ckpt), out=str(tmp_path / "few"), episodes=1, k=3,
+                                                denoise_steps=2, tasks=("touch",), progress=False))
+    few_set = load_candidate_set(tmp_path / "few", pc.cameras, pc.image_size, pc.horizon, pc.action_dim, pc.state_dim)
+    assert few["denoise_steps"] == 2 and meta["denoise_steps"] == pc.denoise_steps
+    assert torch.equal(few_set.state[0], twin.state[0])  # seed 30000's first decision in both (one shard, seed order)
+    assert not torch.allclose(few_set.chunks[0], twin.chunks[0], atol=1e-3)
     data = [str(datasets["demos"])]
     teacher = train_world_model(WorldModelTrainConfig(datasets=data, candidates=[str(labels)], policy=str(policy_ckpt),
                                                       out=str(tmp_path / "teacher"), steps=5, batch_size=32, progress=False))
@@ -333,6 +341,9 @@ def test_bad_candidate_label_folders_fail_with_typed_errors(policy_ckpt: Path, t
         load_candidate_set(labels, *args)
     with pytest.raises(ValueError, match="--k"):
         label_candidates(CandidateLabelConfig(policy=str(policy_ckpt), out=str(tmp_path / "x"), k=1))
+    with pytest.raises(ModelConfigError, match="denoise_steps"):
+        label_candidates(CandidateLabelConfig(policy=str(policy_ckpt), out=str(tmp_path / "y"), denoise_steps=0))
+    assert not (tmp_path / "y").exists()  # refused before anything is written
 
 
 def test_eval_draws_only_the_requested_task_families(policy_ckpt: Path, datasets: dict[str, Path]) -> None:

@@ -65,7 +65,7 @@ def _sim_label_candidates(args: argparse.Namespace) -> int:
 
     meta = label_candidates(CandidateLabelConfig(policy=args.policy, out=args.out, world=args.world,
                                                  episodes=args.episodes, seed=args.seed, k=args.k, jobs=args.jobs,
-                                                 follow=args.follow,
+                                                 follow=args.follow, denoise_steps=args.denoise_steps,
                                                  tasks=tuple(args.task.split(",")) if args.task else None,
                                                  progress=not args.no_progress))
     s = meta["episode_success"]
@@ -667,6 +667,9 @@ def build_parser() -> argparse.ArgumentParser:
     lc.add_argument("--k", type=int, default=8, help="candidates sampled and labelled per decision")
     lc.add_argument("--follow", type=int, default=0, help="continue each candidate with the single-sample policy "
                     "for N more decisions before judging it (longer-horizon outcomes)")
+    lc.add_argument("--denoise-steps", type=int, default=None,
+                    help="Euler steps per sample (default: the policy's own); label the candidates the deployed stack "
+                    "will rank")
     lc.add_argument("--task", default=None, help="task families, comma-separated; default: the policy's")
     lc.add_argument("--jobs", type=int, default=1, help="parallel processes (disjoint seeds)")
     lc.add_argument("--no-progress", action="store_true")

@@ -50,6 +50,7 @@ class CandidateLabelConfig:
     seed: int = 30_000
     k: int = 8
     follow: int = 0          # continue each candidate with the single-sample policy for N more decisions
+    denoise_steps: int | None = None  # Euler steps per sample (None: the policy's own), as the deployed stack runs
     tasks: tuple[str, ...] | None = None
     jobs: int = 1
     progress: bool = True
@@ -83,7 +84,7 @@ class CandidateSet:
 def _label_shard(cfg: CandidateLabelConfig, seeds: list[int], shard: int, threads: int | None) -> dict[str, Any]:
     if threads:
         torch.set_num_threads(threads)
-    policy = load_policy(cfg.policy)
+    policy = load_policy(cfg.policy, denoise_steps=cfg.denoise_steps)
     world = make_world(cfg.world)
     tasks = eval_tasks_for(cfg.world, cfg.tasks, policy)
     pc = policy.cfg
@@ -118,6 +119,7 @@ def label_candidates(cfg: CandidateLabelConfig) -> dict[str, Any]:
     """Run the labeller (optionally in `jobs` processes over disjoint seeds); returns and writes `meta.json`."""
     if cfg.episodes <= 0 or cfg.k < 2:
         raise ValueError("--episodes must be positive and --k at least 2")
+    policy = load_policy(cfg.policy, denoise_steps=cfg.denoise_steps)  # fails early on a bad checkpoint or steps
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("shard-*"):
@@ -135,12 +137,12 @@ def label_candidates(cfg: CandidateLabelConfig) -> dict[str, Any]:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
             futures = [pool.submit(_label_shard, quiet, part, i, 1) for i, part in enumerate(parts)]
             results = [f.result() for f in tqdm(futures, desc="label candidates", unit="shard", disable=not cfg.progress)]
-    policy = load_policy(cfg.policy)
     episodes = [e for r in results for e in r["episodes"]]
     meta = {"format": "wm_vla.candidate_labels/1", "policy": cfg.policy, "world": cfg.world, "k": cfg.k,
             "cameras": list(policy.cfg.cameras), "image_size": policy.cfg.image_size,
             "horizon": policy.cfg.horizon, "action_dim": policy.cfg.action_dim, "state_dim": policy.cfg.state_dim,
-            "exec_horizon": policy.cfg.exec_horizon, "follow_decisions": cfg.follow, "seeds": [seeds[0], seeds[-1]], "shards": jobs,
+            "exec_horizon": policy.cfg.exec_horizon, "denoise_steps": policy.cfg.denoise_steps,
+            "follow_decisions": cfg.follow, "seeds": [seeds[0], seeds[-1]], "shards": jobs,
             "decisions": sum(r["decisions"] for r in results),
             "episode_success": wilson(sum(e["success"] for e in episodes), len(episodes)).to_dict()}
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
