@@ -65,6 +65,19 @@ class Stack:
         """Nodes that have exited, with their return codes."""
         return {name: p.returncode for name, p in self.procs.items() if p.poll() is not None}
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system, s) each running node process has used so far."""
+        import psutil
+
+        used = {}
+        for name, p in self.procs.items():
+            try:
+                t = psutil.Process(p.pid).cpu_times()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            used[name] = t.user + t.system
+        return used
+
     def log(self, name: str) -> str:
         path = self.log_dir / f"{name}.log"
         return path.read_text(errors="replace") if path.is_file() else ""

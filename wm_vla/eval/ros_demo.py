@@ -22,6 +22,7 @@ import numpy as np
 
 from wm_vla.bringup import BringupArgs, build_plan
 from wm_vla.eval.closed_loop import HELDOUT_SEED
+from wm_vla.eval.node_cpu import TOTAL, NodeCpuSampler
 from wm_vla.eval.plots import Bar, write_json_and_bars
 from wm_vla.eval.stats import wilson
 from wm_vla.launcher import Stack
@@ -48,8 +49,9 @@ def demo_domain() -> int:
     return int(os.environ["ROS_DOMAIN_ID"]) if os.environ.get("ROS_DOMAIN_ID") else 101 + os.getpid() % 100
 
 
-def run_config(cfg: DemoConfig, rank: bool, log_dir: Path) -> list[dict[str, Any]]:
-    """One stack start, N episodes (the autostarted one first), one stop."""
+def run_config(cfg: DemoConfig, rank: bool, log_dir: Path) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """One stack start, N episodes (the autostarted one first), one stop. Returns the episodes and the cores each node
+    kept busy while they ran (median over 1 s intervals, `wm_vla.eval.node_cpu`)."""
     sim_time = cfg.rate_scale != 1.0
     plan = build_plan(BringupArgs(robot="sim", backend=cfg.backend, k=cfg.k if rank else 1, rank=rank, seed=cfg.seed,
                                   denoise_steps=cfg.denoise_steps,
@@ -62,13 +64,14 @@ def run_config(cfg: DemoConfig, rank: bool, log_dir: Path) -> list[dict[str, Any
         cmd = [sys.executable, "-m", "sim_node.episodes", "--episodes", str(cfg.episodes), "--timeout",
                str(cfg.episode_timeout_s), "--out", str(out), "--first-autostarted",
                *(["--use-sim-time"] if sim_time else [])]
-        proc = subprocess.run(cmd, env=stack.env, check=False)
+        with NodeCpuSampler(stack.cpu_seconds) as cpu:
+            proc = subprocess.run(cmd, env=stack.env, check=False)
         if proc.returncode != 0 or not out.is_file():
             logs = "\n".join(f"--- {n}: {stack.log(n)[-1500:]}" for n in stack.procs)
             raise RuntimeError(f"episode client failed (exit {proc.returncode}); node logs:\n{logs}")
         if stack.failed():
             raise RuntimeError(f"nodes exited during the demo: {stack.failed()}")
-        return json.loads(out.read_text())
+        return json.loads(out.read_text()), cpu.cores_busy()
 
 
 def inprocess_decision_ms(cfg: DemoConfig, n: int = 30) -> list[dict[str, float]]:
@@ -154,10 +157,15 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         domain = cfg.domain_id if cfg.domain_id is not None else demo_domain()
         print(f"[demo] {name}: starting the ROS 2 stack (K={cfg.k if rank else 1}) for {cfg.episodes} episodes "
               f"on ROS_DOMAIN_ID={domain}", flush=True)
-        rows[name] = summarize(name, run_config(cfg, rank, out / f"logs_{name}"))
+        episodes, cores = run_config(cfg, rank, out / f"logs_{name}")
+        rows[name] = {**summarize(name, episodes), "node_cores_busy": cores}
         r = rows[name]
         print(f"[demo] {name}: {r['successes']}/{r['episodes']} successes, camera->command p50 "
               f"{r['latency_ms_p50']:.1f} ms p99 {r['latency_ms_p99']:.1f} ms", flush=True)
+        if cores:
+            print(f"[demo] {name}: cores busy per node (median of 1 s intervals; {os.cpu_count()} CPUs): " +
+                  ", ".join(f"{n} {v:.2f}" for n, v in cores.items() if n != TOTAL) +
+                  f"; all nodes {cores.get(TOTAL, float('nan')):.2f}", flush=True)
     ranked, single = rows["ranked"], rows["single"]
     stages += inprocess_decision_ms(cfg, n=15)
     inproc = [s["total"] for s in stages]
