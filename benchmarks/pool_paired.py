@@ -4,6 +4,11 @@ Each report's rank/oracle configurations were run on the same seeds as its singl
 pair; pooling adds the pairs of all reports and applies the exact McNemar test to the discordant ones:
 
     python benchmarks/pool_paired.py outputs/seeds_paired/seed0.json outputs/seeds_paired/seed1.json ... --k 16
+
+`--against OTHER.json` compares the same configuration across two reports instead (e.g. two world models ranking
+the same policy's candidates): both must have been run on the same seeds.
+
+    python benchmarks/pool_paired.py outputs/steps3_wm/eval_rank_s3.json --against outputs/steps3_wm/eval_shippedwm_s3.json
 """
 
 from __future__ import annotations
@@ -21,7 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("reports", nargs="+", help="eval JSON files written by `wm-vla eval sim --out`")
     ap.add_argument("--config", default="rank", choices=("rank", "oracle"))
     ap.add_argument("--k", type=int, default=16)
+    ap.add_argument("--against", default=None, help="compare --config K=--k of each report with the same "
+                    "configuration in this report (same seeds), instead of with the single sample")
     args = ap.parse_args(argv)
+    if args.against:
+        return _against(args)
     pooled_a: list[bool] = []
     pooled_b: list[bool] = []
     for path in args.reports:
@@ -43,6 +52,38 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pooled over {len(args.reports)} reports: {args.config} K={args.k} {wilson(sum(pooled_a), len(pooled_a))}; "
           f"single {wilson(sum(pooled_b), len(pooled_b))}; episodes won only by {args.config}: {p.only_a}, only by "
           f"single: {p.only_b}; exact McNemar p = {p.p_value:.3g}")
+    return 0
+
+
+def _outcomes(path: str, name: str, k: int) -> tuple[list[bool], list[int]]:
+    """Per-episode successes of configuration (name, k) and the report's seeds; KeyError/StopIteration if absent."""
+    report = json.loads(Path(path).read_text())
+    row = next(r for r in report["configs"] if r["name"] == name and r["k"] == k and r.get("policy", "main") == "main")
+    return row["per_episode_success"], report["seeds"]
+
+
+def _against(args: argparse.Namespace) -> int:
+    try:
+        base, base_seeds = _outcomes(args.against, args.config, args.k)
+    except (OSError, json.JSONDecodeError, KeyError, StopIteration) as exc:
+        print(f"{args.against}: no per-episode outcomes for {args.config} K={args.k} ({type(exc).__name__}: {exc})",
+              file=sys.stderr)
+        return 2
+    for path in args.reports:
+        try:
+            a, seeds = _outcomes(path, args.config, args.k)
+        except (OSError, json.JSONDecodeError, KeyError, StopIteration) as exc:
+            print(f"{path}: no per-episode outcomes for {args.config} K={args.k} ({type(exc).__name__}: {exc})",
+                  file=sys.stderr)
+            return 2
+        if seeds != base_seeds or len(a) != len(base):
+            print(f"{path}: seeds {seeds} ({len(a)} episodes) differ from {args.against}'s {base_seeds} "
+                  f"({len(base)} episodes): not a paired comparison", file=sys.stderr)
+            return 2
+        p = paired(a, base)
+        print(f"{args.config} K={args.k}: {path} {wilson(sum(a), len(a))} vs {args.against} "
+              f"{wilson(sum(base), len(base))}; won only by the first: {p.only_a}, only by the second: {p.only_b}; "
+              f"exact McNemar p = {p.p_value:.3g}")
     return 0
 
 

@@ -54,3 +54,16 @@ def test_pool_paired_pools_reports_and_refuses_ones_without_per_episode_outcomes
     old.write_text(json.dumps({"configs": [{"name": "single", "policy": "main", "k": 1, "successes": 1}]}))
     assert module.main([str(good), str(old)]) == 2
     assert "not an eval report with per-episode outcomes" in capsys.readouterr().err
+    # --against: the same configuration in two reports on the same seeds (e.g. two world models)
+    report["seeds"] = [1_000_000, 1_000_002]
+    good.write_text(json.dumps(report))
+    other = {"seeds": [1_000_000, 1_000_002], "configs": [
+        {"name": "rank", "policy": "main", "k": 16, "per_episode_success": [False, False, True]}]}
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    assert module.main([str(good), "--against", str(tmp_path / "other.json")]) == 0
+    assert "won only by the first: 2, only by the second: 1; exact McNemar p = 1" in capsys.readouterr().out
+    other["seeds"] = [5, 7]  # other seeds: refused, not compared
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    assert module.main([str(good), "--against", str(tmp_path / "other.json")]) == 2
+    assert "not a paired comparison" in capsys.readouterr().err
+    assert module.main([str(good), "--against", str(old)]) == 2
