@@ -35,10 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     pooled_b: list[bool] = []
     for path in args.reports:
         try:
-            rows = json.loads(Path(path).read_text())["configs"]
-            single = next(r for r in rows if r["name"] == "single" and r["policy"] == "main")
-            other = next(r for r in rows if r["name"] == args.config and r["k"] == args.k)
-            a, b = other["per_episode_success"], single["per_episode_success"]
+            a, _ = _outcomes(path, args.config, args.k)
+            b, _ = _outcomes(path, "single", 1)
         except (OSError, json.JSONDecodeError, KeyError, StopIteration) as exc:
             print(f"{path}: not an eval report with per-episode outcomes for single and {args.config} K={args.k} "
                   f"({type(exc).__name__}: {exc})", file=sys.stderr)
@@ -55,11 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _outcomes(path: str, name: str, k: int) -> tuple[list[bool], list[int]]:
-    """Per-episode successes of configuration (name, k) and the report's seeds; KeyError/StopIteration if absent."""
+def _outcomes(path: str, name: str, k: int) -> tuple[list[bool], list[int] | None]:
+    """Per-episode successes of the main policy's configuration (name, k) and the report's seeds (None if it has
+    none); KeyError/StopIteration if the configuration or its outcomes are absent."""
     report = json.loads(Path(path).read_text())
     row = next(r for r in report["configs"] if r["name"] == name and r["k"] == k and r.get("policy", "main") == "main")
-    return row["per_episode_success"], report["seeds"]
+    return row["per_episode_success"], report.get("seeds")
 
 
 def _against(args: argparse.Namespace) -> int:
@@ -76,7 +75,7 @@ def _against(args: argparse.Namespace) -> int:
             print(f"{path}: no per-episode outcomes for {args.config} K={args.k} ({type(exc).__name__}: {exc})",
                   file=sys.stderr)
             return 2
-        if seeds != base_seeds or len(a) != len(base):
+        if seeds is None or seeds != base_seeds or len(a) != len(base):
             print(f"{path}: seeds {seeds} ({len(a)} episodes) differ from {args.against}'s {base_seeds} "
                   f"({len(base)} episodes): not a paired comparison", file=sys.stderr)
             return 2
