@@ -22,6 +22,8 @@ def pickle_kind(path: str | Path) -> str | None:
             head = f.read(256)
     except OSError:
         return None  # missing / unreadable: the loader reports that itself
+    if _is_safetensors(head, p):  # its 8-byte header length may start with the pickle marker (0x80, 2..5)
+        return None
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
         return "a Python pickle"
     if head.startswith(b"\x93NUMPY") and (b"'|O'" in head or b"'O'" in head):
@@ -35,6 +37,17 @@ def pickle_kind(path: str | Path) -> str | None:
         if any(n.endswith(".pkl") for n in names):
             return "a torch.save archive (a pickle inside a zip)"
     return None
+
+
+def _is_safetensors(head: bytes, path: Path) -> bool:
+    """A safetensors file: a little-endian u64 header length that fits the file, then the JSON header's `{`.
+    (A pickle dressed up like this is harmless: it goes to the safetensors parser, which never unpickles.)"""
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    try:
+        return int.from_bytes(head[:8], "little") <= path.stat().st_size - 8
+    except OSError:
+        return False
 
 
 def refusal(path: str | Path, kind: str, expected: str) -> str:
