@@ -198,3 +198,30 @@ def test_tasks_can_be_drawn_from_a_subset_of_families() -> None:
     assert families_in_vocab("quadruped", ["go", "to", "the", "marker"]) == ("goto",)
     with pytest.raises(UnknownTaskError, match="fly"):
         sample_task("arm", rng, ("touch", "fly"))
+
+
+def test_judge_as_relabels_the_last_step_for_other_instructions(world) -> None:  # type: ignore[no-untyped-def]
+    """Hindsight relabelling: judged as its own task, a step is what step() said; for another colour, reaching the
+    target means touching the wrong cube (arm) or reaching the wrong marker (quadruped): a failure, less progress."""
+    from wm_vla.sim.tasks import sibling_tasks
+
+    family = WORLD_FAMILIES[world.name][0]
+    for seed in EXPERT_SEEDS:
+        obs = world.reset(seed, family=family)
+        expert = make_expert(world, np.random.default_rng([seed, 1]))
+        result = world.step(expert.act(obs))
+        while not result.done:
+            assert world.judge_as(world.task) == (result.success, result.failure, world.progress())
+            result = world.step(expert.act(result.observation))
+        if result.success:
+            break
+    else:
+        pytest.fail("the expert never succeeded")
+    actual = world.task
+    assert world.judge_as(actual) == (True, False, world.progress())
+    others = sibling_tasks(world.name, actual)
+    assert others and all(t.family == actual.family and t.colour != actual.colour for t in others)
+    for other in others:
+        ok, failed, progress = world.judge_as(other)
+        assert failed and not ok and progress < world.progress()  # touching red fails "touch the blue cube"
+    assert world.task == actual  # judging does not change the episode's task

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from wm_vla.data.lerobot_io import LeRobotWriter, frame_features
 from wm_vla.eval.closed_loop import EvalConfig, candidate_outcomes, evaluate, oracle_choice
@@ -288,6 +289,16 @@ def test_candidate_labels_train_and_distil_the_world_model(policy_ckpt: Path, da
     assert all(text.startswith("touch the") for text in cands.instructions)
     value = cands.value()
     assert bool(((value >= 0) & (value <= 1)).all()) and bool((value[cands.success.bool()] == 1).all())
+    # hindsight: every candidate also judged for the two other colours; touching one cube fails the others' tasks
+    assert meta["hindsight"] and cands.relabel_success is not None and cands.relabel_failure is not None
+    assert cands.relabel_success.shape == (len(cands), 3, 2) and cands.relabel_instructions is not None
+    assert all(len(set(alts) | {text}) == 3 and all(a.startswith("touch the") for a in alts)
+               for text, alts in zip(cands.instructions, cands.relabel_instructions))
+    assert not bool((cands.success.bool()[..., None] & cands.relabel_success.bool()).any())
+    assert bool(cands.relabel_failure.bool()[cands.success.bool()].all())
+    copies = cands.hindsight()
+    assert len(copies) == 2 and copies[1].instructions[0] == cands.relabel_instructions[0][1]
+    assert torch.equal(copies[0].success, cands.relabel_success[..., 0]) and copies[0].images is cands.images
     # the same labels again: same seeds, same policy noise -> bit-identical candidates and outcomes
     again = label_candidates(CandidateLabelConfig(policy=str(policy_ckpt), out=str(tmp_path / "again"), episodes=2, k=3,
                                                   jobs=1, tasks=("touch",), progress=False))
@@ -308,18 +319,25 @@ def test_candidate_labels_train_and_distil_the_world_model(policy_ckpt: Path, da
     data = [str(datasets["demos"])]
     teacher = train_world_model(WorldModelTrainConfig(datasets=data, candidates=[str(labels)], policy=str(policy_ckpt),
                                                       out=str(tmp_path / "teacher"), steps=5, batch_size=32, progress=False))
-    assert teacher["transitions"] == len(load_frames(datasets["demos"], pc.image_size, pc.cameras, progress=False)) + 3 * len(cands)
+    frames = len(load_frames(datasets["demos"], pc.image_size, pc.cameras, progress=False))
+    assert teacher["transitions"] == frames + 3 * 3 * len(cands)  # each decision as labelled + 2 relabelled copies
+    assert 0.0 <= teacher["validation"]["top1_true_outcome_heldout_relabelled"] <= 1.0
     outlook = ranking_outlook(teacher["validation"])  # labelled groups -> the pick-vs-first-sample line
     assert outlook is not None and outlook.startswith("held-out decisions: the world model's pick")
+    plain = train_world_model(WorldModelTrainConfig(datasets=data, candidates=[str(labels)], policy=str(policy_ckpt),
+                                                    out=str(tmp_path / "plain"), steps=5, batch_size=32, hindsight=False,
+                                                    progress=False))
+    assert plain["transitions"] == frames + 3 * len(cands)
+    assert "top1_true_outcome_heldout_relabelled" not in plain["validation"]
     student = distill(DistillConfig(datasets=data, candidates=[str(labels)], policy=str(policy_ckpt),
                                     teacher=str(tmp_path / "teacher"), out=str(tmp_path / "student"), steps=5,
                                     batch_size=32, progress=False))
-    assert student["candidates"] == 3 * len(cands) and 0.0 <= student["top1_agreement_heldout"] <= 1.0
+    assert student["candidates"] == 3 * 3 * len(cands) and 0.0 <= student["top1_agreement_heldout"] <= 1.0
     # extra teacher-labelled states train the student; the held-out states stay the labelled (closed-loop) ones
     extra = distill(DistillConfig(datasets=data, candidates=[str(labels)], policy=str(policy_ckpt), extra_states=4,
                                   teacher=str(tmp_path / "teacher"), out=str(tmp_path / "student_x"), steps=5,
                                   batch_size=32, progress=False))
-    assert extra["candidates"] == 3 * (len(cands) + 4) and extra["heldout_states"] == max(1, len(cands) // 10)
+    assert extra["candidates"] == 3 * (3 * len(cands) + 4) and extra["heldout_states"] == max(1, len(cands) // 10)
 
 
 def test_bad_candidate_label_folders_fail_with_typed_errors(policy_ckpt: Path, tmp_path: Path) -> None:
@@ -333,6 +351,17 @@ def test_bad_candidate_label_folders_fail_with_typed_errors(policy_ckpt: Path, t
     label_candidates(CandidateLabelConfig(policy=str(policy_ckpt), out=str(labels), episodes=1, k=2, progress=False))
     with pytest.raises(DatasetFeatureError, match="image_size is"):
         load_candidate_set(labels, pc.cameras, pc.image_size + 32, pc.horizon, pc.action_dim, pc.state_dim)
+    shard, side = labels / "shard-000.safetensors", labels / "shard-000.json"
+    tensors, sidecar = load_file(str(shard)), json.loads(side.read_text())
+    save_file({k: v for k, v in tensors.items() if k != "relabel_failure"}, str(shard))
+    with pytest.raises(DatasetFeatureError, match="relabel_failure missing"):
+        load_candidate_set(labels, *args)
+    save_file(tensors, str(shard))
+    side.write_text(json.dumps({**sidecar, "relabel_instructions": [alts[:1] for alts in sidecar["relabel_instructions"]]}))
+    with pytest.raises(DatasetFeatureError, match="one instruction per relabel"):
+        load_candidate_set(labels, *args)
+    side.write_text(json.dumps(sidecar))
+    assert load_candidate_set(labels, *args).relabel_success is not None
     (labels / "shard-000.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(DatasetFeatureError, match="unreadable shard"):
         load_candidate_set(labels, *args)
@@ -370,3 +399,6 @@ def test_ranking_outlook_warns_when_the_world_model_does_not_beat_the_first_samp
     flat = ranking_outlook({"top1_true_outcome_heldout": 0.649, "top1_true_outcome_first_candidate": 0.719})
     assert flat is not None and "unlikely to beat the single sample" in flat and "65%" in flat and "72%" in flat
     assert ranking_outlook({"loss": 0.3}) is None  # no labelled candidate groups: nothing to say
+    asked = ranking_outlook({"top1_true_outcome_heldout": 0.6, "top1_true_outcome_first_candidate": 0.5,
+                             "top1_true_outcome_heldout_relabelled": 0.71, "top1_true_outcome_first_candidate_relabelled": 0.4})
+    assert asked is not None and asked.endswith("(+10%); asked for another target: 71% vs first sample 40%")

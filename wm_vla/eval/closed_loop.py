@@ -8,7 +8,7 @@ in a copy of the true simulator state and picks the best true outcome (the upper
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from wm_vla.models.preprocess import resize_uint8
 from wm_vla.models.world_model import LatentWorldModel
 from wm_vla.runtime.ranker import GpcRanker, KinematicPenalty, RankerConfig
 from wm_vla.sim.registry import make_world
-from wm_vla.sim.tasks import check_families, families_in_vocab
+from wm_vla.sim.tasks import Task, check_families, families_in_vocab
 from wm_vla.sim.world import Observation, SimWorld, StepResult
 
 HELDOUT_SEED = 1_000_000  # training collections use small seeds; evaluation never overlaps them
@@ -44,6 +44,10 @@ class CandidateOutcomes:
     success: np.ndarray    # (K,) bool: the task succeeded within the executed part
     failure: np.ndarray    # (K,) bool: the episode failed within it
     progress: np.ndarray   # (K,) the world's task progress in [0, 1] after it
+    # hindsight labels: the same executed parts judged as if each of `relabel`'s tasks had been asked, (K, A)
+    relabel_success: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), bool))
+    relabel_failure: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), bool))
+    relabel_progress: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
 
     def scores(self) -> np.ndarray:
         """The oracle's ranking score: success > any progress > failure."""
@@ -52,18 +56,21 @@ class CandidateOutcomes:
 
 def candidate_outcomes(world: SimWorld, chunks: np.ndarray, exec_horizon: int,
                        follow: Callable[[Observation], np.ndarray] | None = None,
-                       follow_decisions: int = 0) -> CandidateOutcomes:
+                       follow_decisions: int = 0, relabel: Sequence[Task] = ()) -> CandidateOutcomes:
     """Roll each candidate's executed part out from the current true state; the world is restored after.
 
     With `follow`, each candidate is then continued for `follow_decisions` more decisions by `follow` (e.g. the
     single-sample policy), so that outcomes that come after the chunk (a collision on the way) count too.
+    With `relabel`, the executed part (not the follow-up, which pursues the actual task) is also judged as if
+    each of those tasks had been asked: the first step that ends it decides, else its progress after the part.
     """
     start = world.get_state()
     success, failure, progress = [], [], []
+    alt = np.zeros((len(chunks), len(relabel), 3), dtype=np.float32)  # (success, failure, progress)
     with world.rendering(follow is not None and follow_decisions > 0):
-        for chunk in chunks:
+        for i, chunk in enumerate(chunks):
             world.set_state(start)
-            result = _execute(world, chunk[:exec_horizon])
+            result = _execute(world, chunk[:exec_horizon], relabel, alt[i])
             for _ in range(follow_decisions if follow is not None else 0):
                 if result.done:
                     break
@@ -73,13 +80,23 @@ def candidate_outcomes(world: SimWorld, chunks: np.ndarray, exec_horizon: int,
             failure.append(result.failure)
             progress.append(world.progress())
     world.set_state(start)
-    return CandidateOutcomes(np.array(success), np.array(failure), np.array(progress, dtype=np.float32))
+    return CandidateOutcomes(np.array(success), np.array(failure), np.array(progress, dtype=np.float32),
+                             alt[..., 0] > 0.5, alt[..., 1] > 0.5, alt[..., 2])
 
 
-def _execute(world: SimWorld, actions: np.ndarray) -> StepResult:
+def _execute(world: SimWorld, actions: np.ndarray, relabel: Sequence[Task] = (),
+             relabelled: np.ndarray | None = None) -> StepResult:
+    """Step through `actions` until the episode ends; fill `relabelled` (A, 3) with each relabel task's outcome."""
     result = None
+    ended = np.zeros(len(relabel), dtype=bool)
     for action in actions:
         result = world.step(action)
+        for a, task in enumerate(relabel):
+            if not ended[a]:
+                ok, failed, prog = world.judge_as(task)
+                assert relabelled is not None
+                relabelled[a] = (ok, failed, prog)
+                ended[a] = ok or failed
         if result.done:
             break
     assert result is not None

@@ -94,6 +94,12 @@ def families_in_vocab(world: str, vocab: Sequence[str]) -> tuple[str, ...]:
     return tuple(f for f in WORLD_FAMILIES[world] if _TEMPLATES[f][0].split()[0] in words)
 
 
+def sibling_tasks(world: str, task: Task) -> tuple[Task, ...]:
+    """The same task aimed at each of the world's other colours (hindsight instruction relabelling)."""
+    _check_world(world)
+    return tuple(Task(task.family, c, task.goal) for c in _WORLD_COLOURS[world] if c != task.colour)
+
+
 def sample_task(world: str, rng: np.random.Generator, family: str | Sequence[str] | None = None) -> Task:
     """Draw a task uniformly over families (all, one, or the given several), colours and goals."""
     families = check_families(world, family)

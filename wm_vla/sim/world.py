@@ -90,6 +90,7 @@ class SimWorld(ABC):
         self.data = mujoco.MjData(self.model)
         self.substeps = max(1, round(1.0 / (self.config.fps * self.config.physics_dt)))
         self.episode = EpisodeState()
+        self._last_pairs: list[tuple[int, int]] = []
         self._renderer: CameraRenderer | None = None
         self.action_low = np.array(self.profile.action.low, dtype=float)
         self.action_high = np.array(self.profile.action.high, dtype=float)
@@ -146,6 +147,7 @@ class SimWorld(ABC):
         task = task or sample_task(self.name, rng, family)
         mujoco.mj_resetData(self.model, self.data)
         self.episode = EpisodeState(seed=int(seed), task=task, steps=0, done=False)
+        self._last_pairs = []
         self.episode.layout = self._place(rng, task)
         mujoco.mj_forward(self.model, self.data)
         return self.observe()
@@ -170,13 +172,32 @@ class SimWorld(ABC):
             mujoco.mj_step(self.model, self.data)
             pairs.update(contact_pairs(self.data))
         self.episode.steps += 1
-        success, event = self._evaluate(sorted(pairs))
+        self._last_pairs = sorted(pairs)
+        success, failure, event = self._judge_last_step()
+        self.episode.done = success or failure
+        return StepResult(self.observe(), success, failure, self.episode.done, "success" if success else event)
+
+    def _judge_last_step(self) -> tuple[bool, bool, str | None]:
+        success, event = self._evaluate(self._last_pairs)
         success = bool(success)
         if not success and event is None and self.episode.steps >= self.max_steps:
             event = "timeout"
-        failure = event is not None and not success
-        self.episode.done = success or failure
-        return StepResult(self.observe(), success, failure, self.episode.done, "success" if success else event)
+        return success, event is not None and not success, event
+
+    def judge_as(self, task: Task) -> tuple[bool, bool, float]:
+        """(success, failure, progress) of the last step as if `task` had been the episode's task.
+
+        Hindsight relabelling: one rollout labels the same actions for every instruction the scene affords.
+        """
+        if self.episode.task is None:
+            raise RuntimeError("call reset() first")
+        actual = self.episode.task
+        self.episode.task = task
+        try:
+            success, failure, _event = self._judge_last_step()
+            return success, failure, self.progress()
+        finally:
+            self.episode.task = actual
 
     def get_state(self) -> SimState:
         physics = np.empty(mujoco.mj_stateSize(self.model, _STATE_SPEC))
@@ -186,6 +207,7 @@ class SimWorld(ABC):
     def set_state(self, state: SimState) -> None:
         mujoco.mj_setState(self.model, self.data, state.physics, _STATE_SPEC)
         self.episode = copy.deepcopy(state.episode)
+        self._last_pairs = []
         mujoco.mj_forward(self.model, self.data)
 
     @contextmanager

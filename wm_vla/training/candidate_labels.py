@@ -14,6 +14,13 @@ Stored as shards of safetensors tensors (+ `meta.json` with instructions and pro
     state    (N, state_dim)        float32
     chunks   (N, K, H, A)          float32 candidate action chunks (robot units)
     success / failure (N, K) uint8, progress (N, K) float32
+
+With hindsight relabelling (the default), each candidate's executed part is also judged as if each of the
+scene's other instructions had been asked ("touch the blue cube" when the task was the red one), so the same
+images and chunks teach the world model what the instruction changes:
+
+    relabel_success / relabel_failure (N, K, A) uint8, relabel_progress (N, K, A) float32
+    + `relabel_instructions` (N lists of A strings) in the shard's JSON
 """
 
 from __future__ import annotations
@@ -35,10 +42,12 @@ from wm_vla.eval.stats import wilson
 from wm_vla.models.preprocess import resize_uint8
 from wm_vla.pickle_guard import pickle_kind, refusal
 from wm_vla.sim.registry import make_world
+from wm_vla.sim.tasks import sibling_tasks
 from wm_vla.sim.world import Observation
 from wm_vla.training.errors import DatasetFeatureError
 
 KEYS = ("images", "state", "chunks", "success", "failure", "progress")
+RELABEL_KEYS = ("relabel_success", "relabel_failure", "relabel_progress")
 
 
 @dataclass
@@ -51,6 +60,7 @@ class CandidateLabelConfig:
     k: int = 8
     follow: int = 0          # continue each candidate with the single-sample policy for N more decisions
     denoise_steps: int | None = None  # Euler steps per sample (None: the policy's own), as the deployed stack runs
+    hindsight: bool = True   # also label every candidate for the scene's other instructions (no extra rollouts)
     tasks: tuple[str, ...] | None = None
     jobs: int = 1
     progress: bool = True
@@ -68,6 +78,10 @@ class CandidateSet:
     progress: torch.Tensor
     instructions: list[str]
     cameras: tuple[str, ...]
+    relabel_success: torch.Tensor | None = None    # (N, K, A) hindsight labels, if the folder has them
+    relabel_failure: torch.Tensor | None = None
+    relabel_progress: torch.Tensor | None = None
+    relabel_instructions: list[list[str]] | None = None
 
     def __len__(self) -> int:
         return int(self.state.shape[0])
@@ -80,6 +94,16 @@ class CandidateSet:
         """Training target of the progress head: 1 on success, else the task progress after the chunk."""
         return torch.where(self.success.bool(), torch.ones_like(self.progress), self.progress)
 
+    def hindsight(self) -> list[CandidateSet]:
+        """One copy per relabelled instruction: the same images and chunks, the other instruction and its labels."""
+        if self.relabel_instructions is None or self.relabel_success is None or self.relabel_failure is None \
+                or self.relabel_progress is None:
+            return []
+        return [CandidateSet(self.images, self.state, self.chunks, self.relabel_success[..., a],
+                             self.relabel_failure[..., a], self.relabel_progress[..., a],
+                             [alts[a] for alts in self.relabel_instructions], self.cameras)
+                for a in range(int(self.relabel_success.shape[2]))]
+
 
 def _label_shard(cfg: CandidateLabelConfig, seeds: list[int], shard: int, threads: int | None) -> dict[str, Any]:
     if threads:
@@ -88,13 +112,15 @@ def _label_shard(cfg: CandidateLabelConfig, seeds: list[int], shard: int, thread
     world = make_world(cfg.world)
     tasks = eval_tasks_for(cfg.world, cfg.tasks, policy)
     pc = policy.cfg
-    rows: dict[str, list[np.ndarray]] = {k: [] for k in KEYS}
+    rows: dict[str, list[np.ndarray]] = {k: [] for k in KEYS + (RELABEL_KEYS if cfg.hindsight else ())}
     instructions: list[str] = []
+    relabel_instructions: list[list[str]] = []
 
     follower = policy_follower(policy, cfg.seed) if cfg.follow > 0 else None
 
     def on_decision(obs: Observation, chunks: np.ndarray, chosen: int) -> None:
-        labels = candidate_outcomes(world, chunks, pc.exec_horizon, follower, cfg.follow)
+        relabel = sibling_tasks(cfg.world, world.task) if cfg.hindsight else ()
+        labels = candidate_outcomes(world, chunks, pc.exec_horizon, follower, cfg.follow, relabel)
         imgs = torch.stack([torch.from_numpy(obs.images[c]).permute(2, 0, 1) for c in pc.cameras])
         rows["images"].append(resize_uint8(imgs, pc.image_size).numpy())
         rows["state"].append(obs.state.astype(np.float32))
@@ -103,6 +129,11 @@ def _label_shard(cfg: CandidateLabelConfig, seeds: list[int], shard: int, thread
         rows["failure"].append(labels.failure.astype(np.uint8))
         rows["progress"].append(labels.progress.astype(np.float32))
         instructions.append(obs.instruction)
+        if cfg.hindsight:
+            rows["relabel_success"].append(labels.relabel_success.astype(np.uint8))
+            rows["relabel_failure"].append(labels.relabel_failure.astype(np.uint8))
+            rows["relabel_progress"].append(labels.relabel_progress.astype(np.float32))
+            relabel_instructions.append([t.instruction for t in relabel])
 
     episodes = []
     for seed in tqdm(seeds, desc=f"label candidates (shard {shard})", unit="ep", disable=not cfg.progress):
@@ -111,7 +142,10 @@ def _label_shard(cfg: CandidateLabelConfig, seeds: list[int], shard: int, thread
     world.close()
     out = Path(cfg.out)
     save_file({k: torch.from_numpy(np.stack(v)) for k, v in rows.items()}, str(out / f"shard-{shard:03d}.safetensors"))
-    (out / f"shard-{shard:03d}.json").write_text(json.dumps({"instructions": instructions, "episodes": episodes}))
+    side: dict[str, Any] = {"instructions": instructions, "episodes": episodes}
+    if cfg.hindsight:
+        side["relabel_instructions"] = relabel_instructions
+    (out / f"shard-{shard:03d}.json").write_text(json.dumps(side))
     return {"decisions": len(instructions), "episodes": episodes}
 
 
@@ -142,7 +176,7 @@ def label_candidates(cfg: CandidateLabelConfig) -> dict[str, Any]:
             "cameras": list(policy.cfg.cameras), "image_size": policy.cfg.image_size,
             "horizon": policy.cfg.horizon, "action_dim": policy.cfg.action_dim, "state_dim": policy.cfg.state_dim,
             "exec_horizon": policy.cfg.exec_horizon, "denoise_steps": policy.cfg.denoise_steps,
-            "follow_decisions": cfg.follow, "seeds": [seeds[0], seeds[-1]], "shards": jobs,
+            "follow_decisions": cfg.follow, "hindsight": cfg.hindsight, "seeds": [seeds[0], seeds[-1]], "shards": jobs,
             "decisions": sum(r["decisions"] for r in results),
             "episode_success": wilson(sum(e["success"] for e in episodes), len(episodes)).to_dict()}
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
@@ -169,8 +203,9 @@ def load_candidate_set(path: str | os.PathLike[str], cameras: tuple[str, ...], i
     if bad:
         raise DatasetFeatureError(f"{root}: labels do not match the policy: " +
                                   ", ".join(f"{k} is {got} (policy: {exp})" for k, (got, exp) in bad.items()))
-    parts: dict[str, list[torch.Tensor]] = {k: [] for k in KEYS}
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in KEYS + RELABEL_KEYS}
     instructions: list[str] = []
+    relabel_instructions: list[list[str]] = []
     for i in range(int(meta.get("shards", 0))):
         shard = root / f"shard-{i:03d}.safetensors"
         kind = pickle_kind(shard)
@@ -190,11 +225,38 @@ def load_candidate_set(path: str | os.PathLike[str], cameras: tuple[str, ...], i
         for k in KEYS:
             parts[k].append(tensors[k])
         instructions += side["instructions"]
+        if meta.get("hindsight"):
+            _check_relabels(shard, tensors, side, n, tensors["success"].shape[1])
+            for k in RELABEL_KEYS:
+                parts[k].append(tensors[k])
+            relabel_instructions += side["relabel_instructions"]
     if not instructions:
         raise DatasetFeatureError(f"{root}: no labelled decisions")
     cat = {k: torch.cat(v) for k, v in parts.items()}
     if cat["chunks"].shape[2:] != (horizon, action_dim) or cat["images"].shape[1:] != (len(cameras), 3, image_size, image_size):
         raise DatasetFeatureError(f"{root}: tensor shapes {tuple(cat['chunks'].shape)} / {tuple(cat['images'].shape)} "
                                   "do not match meta.json")
-    return CandidateSet(cat["images"], cat["state"].float(), cat["chunks"].float(), cat["success"], cat["failure"],
-                        cat["progress"].float(), instructions, tuple(cameras))
+    cands = CandidateSet(cat["images"], cat["state"].float(), cat["chunks"].float(), cat["success"], cat["failure"],
+                         cat["progress"].float(), instructions, tuple(cameras))
+    if meta.get("hindsight"):
+        try:
+            relabels = {k: torch.cat(parts[k]) for k in RELABEL_KEYS}
+        except RuntimeError as exc:
+            raise DatasetFeatureError(f"{root}: shards disagree on the number of relabelled instructions ({exc})") from exc
+        cands.relabel_success, cands.relabel_failure = relabels["relabel_success"], relabels["relabel_failure"]
+        cands.relabel_progress = relabels["relabel_progress"].float()
+        cands.relabel_instructions = relabel_instructions
+    return cands
+
+
+def _check_relabels(shard: Path, tensors: dict[str, torch.Tensor], side: dict[str, Any], n: int, k: int) -> None:
+    """A hindsight shard must hold (N, K, A) labels and N lists of A instructions."""
+    missing = [key for key in RELABEL_KEYS if key not in tensors] + (
+        [] if "relabel_instructions" in side else ["relabel_instructions (JSON)"])
+    if missing:
+        raise DatasetFeatureError(f"{shard}: meta.json says hindsight but {', '.join(missing)} missing")
+    a = tensors["relabel_success"].shape[2] if tensors["relabel_success"].dim() == 3 else -1
+    if any(tuple(tensors[key].shape) != (n, k, a) for key in RELABEL_KEYS) or len(side["relabel_instructions"]) != n \
+            or any(len(alts) != a for alts in side["relabel_instructions"]):
+        raise DatasetFeatureError(f"{shard}: hindsight labels must be (decisions, K, relabels) with one instruction "
+                                  f"per relabel, got {', '.join(str(tuple(tensors[key].shape)) for key in RELABEL_KEYS)}")

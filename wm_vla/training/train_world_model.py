@@ -39,6 +39,8 @@ class Transitions:
     has_next: torch.Tensor  # 1 where z_{t+H} is known (recorded chunks); 0 for labelled candidates that were not run
     windows: list[tuple[Windows, torch.Tensor]] = field(default_factory=list)  # (windows, z of each frame)
     groups: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # labelled candidates: (z, rows)
+    # hindsight-relabelled copies of labelled decisions: (rows (M, K), index of the decision in cat(groups' rows))
+    hindsight: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.z.shape[0])
@@ -60,11 +62,14 @@ def encode_candidate_set(policy: FlarePolicy, cands: CandidateSet, batch: int = 
 
 
 def build_transitions(policy: FlarePolicy, datasets: list[str], progress: bool = True,
-                      candidates: list[str] | None = None) -> Transitions:
-    """Transitions of the recorded datasets, then (if given) every labelled candidate of the label folders."""
+                      candidates: list[str] | None = None, hindsight: bool = True) -> Transitions:
+    """Transitions of the recorded datasets, then (if given) every labelled candidate of the label folders, and
+    (with `hindsight`) their copies relabelled for the scene's other instructions."""
     parts: list[tuple[torch.Tensor, ...]] = []
     all_windows = []
     groups = []
+    relabelled = []
+    decisions = 0
     pc = policy.cfg
     offset = 0
     for path in datasets:
@@ -79,18 +84,23 @@ def build_transitions(policy: FlarePolicy, datasets: list[str], progress: bool =
         offset += len(idx)
     for path in candidates or []:
         cands = load_candidate_set(path, pc.cameras, pc.image_size, pc.horizon, pc.action_dim, pc.state_dim)
-        z = encode_candidate_set(policy, cands)
         n, k = len(cands), cands.k
-        rows = offset + torch.arange(n * k).reshape(n, k)
-        parts.append((z.repeat_interleave(k, 0), policy.norm_action(cands.chunks.flatten(0, 1)),
-                      torch.zeros(n * k, z.shape[1]), cands.failure.flatten().float(), cands.value().flatten(),
-                      torch.zeros(n * k)))
-        groups.append((z, rows))
-        offset += n * k
+        for copy, labels in enumerate([cands, *(cands.hindsight() if hindsight else [])]):
+            z = encode_candidate_set(policy, labels)
+            rows = offset + torch.arange(n * k).reshape(n, k)
+            parts.append((z.repeat_interleave(k, 0), policy.norm_action(labels.chunks.flatten(0, 1)),
+                          torch.zeros(n * k, z.shape[1]), labels.failure.flatten().float(), labels.value().flatten(),
+                          torch.zeros(n * k)))
+            if copy == 0:
+                groups.append((z, rows))
+            else:
+                relabelled.append((rows, decisions + torch.arange(n)))
+            offset += n * k
+        decisions += n
     if not parts:
         raise DatasetFeatureError("no training data: give at least one --dataset or --candidates folder")
     cat = [torch.cat(p) for p in zip(*parts)]
-    return Transitions(*cat, windows=all_windows, groups=groups)
+    return Transitions(*cat, windows=all_windows, groups=groups, hindsight=relabelled)
 
 
 def wm_loss(out: WorldModelOutput, z_next: torch.Tensor, failure: torch.Tensor, progress: torch.Tensor,
@@ -143,8 +153,40 @@ def ranking_outlook(validation: dict[str, float]) -> str | None:
     line = (f"held-out decisions: the world model's pick has the best true outcome in {model:.0%}, "
             f"the policy's first sample in {first:.0%}")
     if model <= first:
-        return line + " -> ranking with it is unlikely to beat the single sample (more or better labels needed)"
-    return line + f" (+{model - first:.0%})"
+        line += " -> ranking with it is unlikely to beat the single sample (more or better labels needed)"
+    else:
+        line += f" (+{model - first:.0%})"
+    relabelled = validation.get("top1_true_outcome_heldout_relabelled")
+    if relabelled is not None:  # does it follow the instruction? the same scenes, asked for the other colours
+        line += (f"; asked for another target: {relabelled:.0%} vs first sample "
+                 f"{validation.get('top1_true_outcome_first_candidate_relabelled', float('nan')):.0%}")
+    return line
+
+
+@dataclass
+class DecisionSplit:
+    """Labelled decisions split into training and held-out ones; relabelled copies follow their decision."""
+
+    train_rows: torch.Tensor        # (G_train, K) candidate rows: training decisions and their relabelled copies
+    held_rows: torch.Tensor         # (G_held, K) the held-out decisions as labelled (their actual instruction)
+    held_relabelled: torch.Tensor   # (M, K) the held-out decisions' relabelled copies
+    held_decisions: torch.Tensor    # indices of the held-out decisions in cat(groups' rows)
+
+
+def split_decisions(data: Transitions, val_fraction: float, gen: torch.Generator) -> DecisionSplit | None:
+    """Hold out `val_fraction` of the labelled decisions; None without labels (or with mixed K)."""
+    if not data.groups or len({int(r.shape[1]) for _, r in data.groups}) != 1:
+        return None
+    group_rows = torch.cat([r for _, r in data.groups])
+    k = int(group_rows.shape[1])
+    train_groups, val_groups = _split(len(group_rows), val_fraction, gen)
+    if len(train_groups) == 0:  # too few decisions to hold any out
+        train_groups, val_groups = val_groups, val_groups[:0]
+    rows = torch.cat([r for r, _ in data.hindsight]) if data.hindsight else torch.zeros(0, k, dtype=torch.long)
+    decision = torch.cat([d for _, d in data.hindsight]) if data.hindsight else torch.zeros(0, dtype=torch.long)
+    held = torch.isin(decision, val_groups)
+    return DecisionSplit(torch.cat([group_rows[train_groups], rows[~held]]), group_rows[val_groups], rows[held],
+                         val_groups)
 
 
 @dataclass
@@ -161,6 +203,7 @@ class WorldModelTrainConfig:
     val_fraction: float = 0.1
     rank_weight: float = 1.0        # listwise loss on labelled candidate groups (their true outcome order)
     rank_temperature: float = 0.1
+    hindsight: bool = True          # also train on the labels' hindsight-relabelled copies (other instructions)
     progress: bool = True
 
 
@@ -188,22 +231,19 @@ def train_world_model(cfg: WorldModelTrainConfig) -> dict[str, Any]:
     policy, _, _ = load_checkpoint(Path(cfg.policy), expect="policy")
     assert isinstance(policy, FlarePolicy)
     t0 = time.perf_counter()
-    data = build_transitions(policy, cfg.datasets, cfg.progress, cfg.candidates)
+    data = build_transitions(policy, cfg.datasets, cfg.progress, cfg.candidates, cfg.hindsight)
     pc = policy.cfg
     model = LatentWorldModel(world_model_preset(cfg.role, latent_dim=pc.latent_dim, action_dim=pc.action_dim,
                                                 horizon=pc.horizon))
     known = data.has_next > 0
     z_scale = data.z_next[known].std(0).clamp_min(1e-3) if int(known.sum()) > 1 else torch.ones(data.z.shape[1])
     train_idx, val_idx = _split(len(data), cfg.val_fraction, gen)
-    group_rows = torch.cat([r for _, r in data.groups]) if len({int(r.shape[1]) for _, r in data.groups}) == 1 else None
-    if group_rows is not None:  # hold out whole decisions (all their candidates) from the ranking loss
-        train_groups, val_groups = _split(len(group_rows), cfg.val_fraction, gen)
-        if len(train_groups) == 0:  # too few decisions to hold any out
-            train_groups = val_groups
-        else:
-            held = set(group_rows[val_groups].flatten().tolist())
+    split = split_decisions(data, cfg.val_fraction, gen)
+    if split is not None:  # hold out whole decisions (all their candidates, every relabelled copy) from training
+        held = set(split.held_rows.flatten().tolist()) | set(split.held_relabelled.flatten().tolist())
+        if held:
             train_idx = torch.tensor([i for i in train_idx.tolist() if i not in held], dtype=torch.long)
-            val_idx = torch.cat([val_idx, group_rows[val_groups].flatten()]).unique()
+            val_idx = torch.cat([val_idx, torch.tensor(sorted(held), dtype=torch.long)]).unique()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps, eta_min=cfg.lr * 0.05)
     history = []
@@ -211,8 +251,8 @@ def train_world_model(cfg: WorldModelTrainConfig) -> dict[str, Any]:
         idx = train_idx[torch.randint(len(train_idx), (cfg.batch_size,), generator=gen)]
         out = model(data.z[idx], data.chunk[idx])
         loss, metrics = wm_loss(out, data.z_next[idx], data.failure[idx], data.progress[idx], z_scale, data.has_next[idx])
-        if group_rows is not None and cfg.rank_weight > 0:
-            rows = group_rows[train_groups[torch.randint(len(train_groups), (32,), generator=gen)]]
+        if split is not None and cfg.rank_weight > 0:
+            rows = split.train_rows[torch.randint(len(split.train_rows), (32,), generator=gen)]
             listwise = listwise_true_outcome_loss(model, data, rows, cfg.rank_temperature)
             loss = loss + cfg.rank_weight * listwise
             metrics["listwise"] = float(listwise.detach())
@@ -223,11 +263,15 @@ def train_world_model(cfg: WorldModelTrainConfig) -> dict[str, Any]:
         if step % 200 == 0 or step == cfg.steps - 1:
             history.append({"step": step, **metrics})
     val = evaluate_wm(model, data, val_idx, z_scale)
-    if group_rows is not None:  # how often the pick has the best true outcome, vs always taking candidate 0
-        held_rows = group_rows[val_groups]
-        truth = true_scores(data, held_rows)
-        val["top1_true_outcome_heldout"] = true_outcome_top1(model, data, held_rows)
+    if split is not None and len(split.held_rows):  # how often the pick has the best true outcome, vs candidate 0
+        truth = true_scores(data, split.held_rows)
+        val["top1_true_outcome_heldout"] = true_outcome_top1(model, data, split.held_rows)
         val["top1_true_outcome_first_candidate"] = float((truth[:, 0] >= truth.max(1).values - 1e-6).float().mean())
+        if len(split.held_relabelled):  # the same held-out decisions, asked for the scene's other instructions
+            truth = true_scores(data, split.held_relabelled)
+            val["top1_true_outcome_heldout_relabelled"] = true_outcome_top1(model, data, split.held_relabelled)
+            val["top1_true_outcome_first_candidate_relabelled"] = float(
+                (truth[:, 0] >= truth.max(1).values - 1e-6).float().mean())
     seconds = time.perf_counter() - t0
     save_checkpoint(model.eval(), Path(cfg.out), extra={"policy": str(cfg.policy), "train_config": asdict(cfg),
                                                         "validation": val, "train_seconds": seconds, "history": history},
@@ -283,6 +327,7 @@ class DistillConfig:
     extra_states: int = 0      # with label folders: also distil on K candidates at this many random dataset states
     student_hidden: int | None = None   # override the student preset's width / depth
     student_layers: int | None = None
+    hindsight: bool = True     # also distil on the label folders' hindsight-relabelled copies
     seed: int = 0
     progress: bool = True
 
@@ -294,31 +339,35 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     teacher, _, t_tensors = load_checkpoint(Path(cfg.teacher), expect="world_model")
     assert isinstance(policy, FlarePolicy) and isinstance(teacher, LatentWorldModel)
     t0 = time.perf_counter()
-    data = build_transitions(policy, cfg.datasets, cfg.progress, cfg.candidates)
+    data = build_transitions(policy, cfg.datasets, cfg.progress, cfg.candidates, cfg.hindsight)
     z_scale = t_tensors.get("z_scale", data.z_next.std(0).clamp_min(1e-3))
+    split = split_decisions(data, 0.1, gen) if data.groups else None
     if data.groups:  # the policy's candidates at the states its own closed-loop runs visited (label folders)
-        if len({int(r.shape[1]) for _, r in data.groups}) > 1:
+        if split is None:
             raise DatasetFeatureError("candidate-label folders with different K cannot be distilled together")
-        rows = torch.cat([r for _, r in data.groups])
+        # held out: a tenth of the labelled (closed-loop, on-policy) decisions; relabelled copies and the sampled
+        # extra states only train
+        rows = torch.cat([split.held_rows, split.held_relabelled, split.train_rows])
         k = int(rows.shape[1])
         cz, cc = data.z[rows.flatten()], data.chunk[rows.flatten()]
-        n_labelled = int(rows.shape[0])
         if cfg.extra_states > 0:  # the teacher labels for free: more states -> less student over-fitting
             ez, ec = sample_candidates(policy, data, cfg.extra_states, k, gen, cfg.progress)
             cz, cc = torch.cat([cz, ez]), torch.cat([cc, ec])
+        held_out = torch.arange(len(split.held_rows))
+        n_held = len(split.held_rows) + len(split.held_relabelled)
+        held_relabelled = torch.arange(len(split.held_rows), n_held)
+        train_groups = torch.arange(n_held, int(cz.shape[0]) // k)
     else:  # candidates proposed by the policy at random dataset states
         k = cfg.k
         cz, cc = sample_candidates(policy, data, cfg.states, k, gen, cfg.progress)
-        n_labelled = int(cz.shape[0]) // k
+        held_relabelled = torch.zeros(0, dtype=torch.long)
+        perm = torch.randperm(int(cz.shape[0]) // k, generator=gen)
+        held_out, train_groups = perm[: max(1, len(perm) // 10)], perm[max(1, len(perm) // 10):]
+        if len(train_groups) == 0:
+            train_groups = perm
     with torch.no_grad():
         soft = teacher(cz, cc)
     teacher_score = (soft.progress - soft.failure_prob).reshape(-1, k)  # what the ranker compares, per state
-    n_groups = teacher_score.shape[0]
-    # held out: a tenth of the labelled (closed-loop, on-policy) states; the sampled extra states only train
-    perm = torch.randperm(n_labelled, generator=gen)
-    held_out = perm[: max(1, n_labelled // 10)]
-    train_groups = perm[max(1, n_labelled // 10):] if n_labelled > 1 else perm
-    train_groups = torch.cat([train_groups, torch.arange(n_labelled, n_groups)])
     size = {k: v for k, v in (("hidden", cfg.student_hidden), ("layers", cfg.student_layers)) if v is not None}
     student = LatentWorldModel(world_model_preset("student", latent_dim=teacher.cfg.latent_dim,
                                                   action_dim=teacher.cfg.action_dim, horizon=teacher.cfg.horizon, **size))
@@ -347,14 +396,17 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
                             "ground_truth": float(gt.detach())})
     agree_train = top1_agreement(student, cz, cc, teacher_score, train_groups[torch.randperm(len(train_groups))[:500]], k)
     agree = top1_agreement(student, cz, cc, teacher_score, held_out, k)
+    relabelled = {"top1_agreement_heldout_relabelled": top1_agreement(student, cz, cc, teacher_score, held_relabelled, k)
+                  } if len(held_relabelled) else {}
     seconds = time.perf_counter() - t0
     save_checkpoint(student.eval(), Path(cfg.out), extra={"policy": str(cfg.policy), "teacher": str(cfg.teacher),
                                                           "train_config": asdict(cfg), "train_seconds": seconds,
                                                           "top1_agreement_heldout": agree,
-                                                          "top1_agreement_train": agree_train, "history": history},
+                                                          "top1_agreement_train": agree_train, **relabelled,
+                                                          "history": history},
                     tensors={"z_scale": z_scale})
     result = {"candidates": len(cz), "heldout_states": len(held_out), "top1_agreement_heldout": agree,
-              "top1_agreement_train": agree_train, "train_seconds": round(seconds, 1),
+              "top1_agreement_train": agree_train, **relabelled, "train_seconds": round(seconds, 1),
               "out": cfg.out}
     (Path(cfg.out) / "train_log.json").write_text(json.dumps({**result, "history": history}, indent=2))
     return result
