@@ -307,8 +307,10 @@ def test_candidate_labels_train_and_distil_the_world_model(policy_ckpt: Path, da
     order = lambda c: torch.argsort(c.state[:, 0] * 1e3 + c.chunks[:, 0, 0, 0])  # noqa: E731  (shards interleave seeds)
     assert torch.equal(cands.chunks[order(cands)], twin.chunks[order(twin)])
     followed = label_candidates(CandidateLabelConfig(policy=str(policy_ckpt), out=str(tmp_path / "followed"), episodes=1,
-                                                     k=2, follow=2, tasks=("touch",), progress=False))
-    assert followed["follow_decisions"] == 2 and followed["decisions"] > 0
+                                                     k=2, follow=2, tasks=("touch",), hindsight=False, progress=False))
+    assert followed["follow_decisions"] == 2 and followed["decisions"] > 0 and not followed["hindsight"]
+    plain_set = load_candidate_set(tmp_path / "followed", pc.cameras, pc.image_size, pc.horizon, pc.action_dim, pc.state_dim)
+    assert plain_set.relabel_success is None and plain_set.hindsight() == []  # folders without hindsight still load
     # the candidates the deployed stack ranks at fewer Euler steps: same seed and noise, other chunks
     few = label_candidates(CandidateLabelConfig(policy=str(policy_ckpt), out=str(tmp_path / "few"), episodes=1, k=3,
                                                 denoise_steps=2, tasks=("touch",), progress=False))

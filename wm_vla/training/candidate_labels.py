@@ -232,7 +232,7 @@ def load_candidate_set(path: str | os.PathLike[str], cameras: tuple[str, ...], i
             relabel_instructions += side["relabel_instructions"]
     if not instructions:
         raise DatasetFeatureError(f"{root}: no labelled decisions")
-    cat = {k: torch.cat(v) for k, v in parts.items()}
+    cat = {k: torch.cat(parts[k]) for k in KEYS}
     if cat["chunks"].shape[2:] != (horizon, action_dim) or cat["images"].shape[1:] != (len(cameras), 3, image_size, image_size):
         raise DatasetFeatureError(f"{root}: tensor shapes {tuple(cat['chunks'].shape)} / {tuple(cat['images'].shape)} "
                                   "do not match meta.json")
