@@ -274,6 +274,17 @@ def test_policy_rollouts_are_recorded_as_a_labelled_lerobot_dataset(policy_ckpt:
         record_policy_rollouts(RolloutConfig(policy=str(policy_ckpt), out=str(tmp_path / "x"), pick="best"))
 
 
+def _benchmark(name: str):  # type: ignore[no-untyped-def]
+    """Import benchmarks/<name>.py (a script folder, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_candidate_labels_train_and_distil_the_world_model(policy_ckpt: Path, datasets: dict[str, Path],
                                                           tmp_path: Path) -> None:
     from wm_vla.training.candidate_labels import CandidateLabelConfig, label_candidates, load_candidate_set
@@ -311,6 +322,15 @@ def test_candidate_labels_train_and_distil_the_world_model(policy_ckpt: Path, da
     assert followed["follow_decisions"] == 2 and followed["decisions"] > 0 and not followed["hindsight"]
     plain_set = load_candidate_set(tmp_path / "followed", pc.cameras, pc.image_size, pc.horizon, pc.action_dim, pc.state_dim)
     assert plain_set.relabel_success is None and plain_set.hindsight() == []  # folders without hindsight still load
+    # the grounding probe trains its two rankers on the hindsight labels; a folder without them is refused
+    probe = _benchmark("latent_grounding_probe")
+    assert probe.main(["--policy", str(policy_ckpt), "--candidates", str(labels), "--steps", "3",
+                       "--out", str(tmp_path / "probe.json")]) == 0
+    figures = json.loads((tmp_path / "probe.json").read_text())["top1_best_true_outcome"]
+    assert set(figures) == {"first_sample", "pooled", "tokens"}
+    assert all(0.0 <= r[key] <= 1.0 for r in figures.values() for key in ("own_instruction", "relabelled"))
+    with pytest.raises(SystemExit, match="no hindsight labels"):
+        probe.main(["--policy", str(policy_ckpt), "--candidates", str(tmp_path / "followed")])
     # the candidates the deployed stack ranks at fewer Euler steps: same seed and noise, other chunks
     few = label_candidates(CandidateLabelConfig(policy=str(policy_ckpt), out=str(tmp_path / "few"), episodes=1, k=3,
                                                 denoise_steps=2, tasks=("touch",), progress=False))
@@ -320,26 +340,35 @@ def test_candidate_labels_train_and_distil_the_world_model(policy_ckpt: Path, da
     assert not torch.allclose(few_set.chunks[0], twin.chunks[0], atol=1e-3)
     data = [str(datasets["demos"])]
     teacher = train_world_model(WorldModelTrainConfig(datasets=data, candidates=[str(labels)], policy=str(policy_ckpt),
-                                                      out=str(tmp_path / "teacher"), steps=5, batch_size=32, progress=False))
+                                                      out=str(tmp_path / "teacher"), steps=5, batch_size=32, hindsight=True,
+                                                      progress=False))
     frames = len(load_frames(datasets["demos"], pc.image_size, pc.cameras, progress=False))
     assert teacher["transitions"] == frames + 3 * 3 * len(cands)  # each decision as labelled + 2 relabelled copies
     assert 0.0 <= teacher["validation"]["top1_true_outcome_heldout_relabelled"] <= 1.0
     outlook = ranking_outlook(teacher["validation"])  # labelled groups -> the pick-vs-first-sample line
     assert outlook is not None and outlook.startswith("held-out decisions: the world model's pick")
     plain = train_world_model(WorldModelTrainConfig(datasets=data, candidates=[str(labels)], policy=str(policy_ckpt),
-                                                    out=str(tmp_path / "plain"), steps=5, batch_size=32, hindsight=False,
-                                                    progress=False))
+                                                    out=str(tmp_path / "plain"), steps=5, batch_size=32, progress=False))
     assert plain["transitions"] == frames + 3 * len(cands)
+    sensitivity = _benchmark("wm_instruction_sensitivity")
+    assert sensitivity.other_colour("touch the blue cube", 1) == "touch the red cube"
+    assert sensitivity.main(["--policy", str(policy_ckpt), "--wm", str(tmp_path / "plain"), "--candidates", str(labels),
+                             "--out", str(tmp_path / "sens.json")]) == 0
+    sens = json.loads((tmp_path / "sens.json").read_text())["wm"][str(tmp_path / "plain")]
+    assert all(0.0 <= sens[key] <= 1.0 for key in ("same_pick_when_swapped", "best_true_outcome_own_instruction",
+                                                   "best_true_outcome_swapped_instruction"))
+    assert sens["latent_relative_change"] > 0  # the colour word reaches the latent
     assert "top1_true_outcome_heldout_relabelled" not in plain["validation"]
     student = distill(DistillConfig(datasets=data, candidates=[str(labels)], policy=str(policy_ckpt),
                                     teacher=str(tmp_path / "teacher"), out=str(tmp_path / "student"), steps=5,
-                                    batch_size=32, progress=False))
+                                    batch_size=32, hindsight=True, progress=False))
     assert student["candidates"] == 3 * 3 * len(cands) and 0.0 <= student["top1_agreement_heldout"] <= 1.0
+    assert 0.0 <= student["top1_agreement_heldout_relabelled"] <= 1.0
     # extra teacher-labelled states train the student; the held-out states stay the labelled (closed-loop) ones
     extra = distill(DistillConfig(datasets=data, candidates=[str(labels)], policy=str(policy_ckpt), extra_states=4,
                                   teacher=str(tmp_path / "teacher"), out=str(tmp_path / "student_x"), steps=5,
                                   batch_size=32, progress=False))
-    assert extra["candidates"] == 3 * (3 * len(cands) + 4) and extra["heldout_states"] == max(1, len(cands) // 10)
+    assert extra["candidates"] == 3 * (len(cands) + 4) and extra["heldout_states"] == max(1, len(cands) // 10)
 
 
 def test_bad_candidate_label_folders_fail_with_typed_errors(policy_ckpt: Path, tmp_path: Path) -> None:

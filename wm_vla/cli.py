@@ -159,7 +159,7 @@ def _train_world_model(args: argparse.Namespace) -> int:
     from wm_vla.training.train_world_model import WorldModelTrainConfig, ranking_outlook, train_world_model
 
     result = train_world_model(WorldModelTrainConfig(datasets=args.dataset, policy=args.policy, out=args.out,
-                                                     candidates=args.candidates, hindsight=not args.no_hindsight,
+                                                     candidates=args.candidates, hindsight=args.hindsight,
                                                      steps=args.steps, seed=args.seed, progress=not args.no_progress))
     print(f"world model (teacher) {result['out']}: {result['transitions']} transitions, {result['train_seconds']} s, "
           f"validation {json.dumps(result['validation'])}")
@@ -173,7 +173,7 @@ def _train_distill(args: argparse.Namespace) -> int:
     from wm_vla.training.train_world_model import DistillConfig, distill
 
     result = distill(DistillConfig(datasets=args.dataset, policy=args.policy, teacher=args.teacher, out=args.out,
-                                   candidates=args.candidates, hindsight=not args.no_hindsight,
+                                   candidates=args.candidates, hindsight=args.hindsight,
                                    states=args.states, k=args.k, steps=args.steps, seed=args.seed,
                                    extra_states=args.extra_states, student_hidden=args.student_hidden, student_layers=args.student_layers,
                                    progress=not args.no_progress))
@@ -708,8 +708,9 @@ def build_parser() -> argparse.ArgumentParser:
     tw.add_argument("--policy", required=True, help="policy checkpoint whose encoder defines the latent space")
     tw.add_argument("--candidates", action="append", default=[],
                     help="repeatable: `wm-vla sim label-candidates` folders (the policy's candidates, true outcomes)")
-    tw.add_argument("--no-hindsight", action="store_true",
-                    help="ignore the label folders' hindsight copies (the decisions relabelled for other instructions)")
+    tw.add_argument("--hindsight", action="store_true",
+                    help="also train on the label folders' hindsight copies (the decisions relabelled for the other "
+                    "instructions); needs a latent that carries which object the instruction names")
     tw.add_argument("--out", required=True)
     tw.add_argument("--steps", type=int, default=4000)
     tw.add_argument("--seed", type=int, default=0)
@@ -720,8 +721,8 @@ def build_parser() -> argparse.ArgumentParser:
     td.add_argument("--policy", required=True)
     td.add_argument("--teacher", required=True)
     td.add_argument("--candidates", action="append", default=[], help="label folders: distil on their candidates")
-    td.add_argument("--no-hindsight", action="store_true",
-                    help="do not distil on the label folders' hindsight copies (other instructions)")
+    td.add_argument("--hindsight", action="store_true",
+                    help="also distil on the label folders' hindsight copies (other instructions)")
     td.add_argument("--out", required=True)
     td.add_argument("--states", type=int, default=1500)
     td.add_argument("--k", type=int, default=8)

@@ -62,7 +62,7 @@ def encode_candidate_set(policy: FlarePolicy, cands: CandidateSet, batch: int = 
 
 
 def build_transitions(policy: FlarePolicy, datasets: list[str], progress: bool = True,
-                      candidates: list[str] | None = None, hindsight: bool = True) -> Transitions:
+                      candidates: list[str] | None = None, hindsight: bool = False) -> Transitions:
     """Transitions of the recorded datasets, then (if given) every labelled candidate of the label folders, and
     (with `hindsight`) their copies relabelled for the scene's other instructions."""
     parts: list[tuple[torch.Tensor, ...]] = []
@@ -203,7 +203,9 @@ class WorldModelTrainConfig:
     val_fraction: float = 0.1
     rank_weight: float = 1.0        # listwise loss on labelled candidate groups (their true outcome order)
     rank_temperature: float = 0.1
-    hindsight: bool = True          # also train on the labels' hindsight-relabelled copies (other instructions)
+    # also train on the labels' hindsight-relabelled copies (other instructions); off: in our runs it made the
+    # ranking worse, the policy's latent does not carry which cube the instruction names (README, issue #3)
+    hindsight: bool = False
     progress: bool = True
 
 
@@ -327,7 +329,7 @@ class DistillConfig:
     extra_states: int = 0      # with label folders: also distil on K candidates at this many random dataset states
     student_hidden: int | None = None   # override the student preset's width / depth
     student_layers: int | None = None
-    hindsight: bool = True     # also distil on the label folders' hindsight-relabelled copies
+    hindsight: bool = False    # also distil on the label folders' hindsight-relabelled copies (see above)
     seed: int = 0
     progress: bool = True
 

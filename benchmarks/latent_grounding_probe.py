@@ -1,0 +1,149 @@
+"""Can a ranker learn the instruction from the policy's pooled latent z, or only from its context tokens?
+
+The world model ranks in the policy's latent z: a projection of the MEAN of the encoder's context tokens (image,
+instruction, state). A ranker that avoids the wrong cube must know which cube the instruction names. This probe
+trains two small rankers on the same hindsight-relabelled candidate labels (`wm-vla sim label-candidates`: each
+decision judged for every colour), with the same listwise loss on the candidates' true outcome order:
+
+    pooled: MLP(z, chunk)                              (what the world model sees today)
+    tokens: MLP(attention-pool(context tokens), chunk) (two cross-attention layers with learned queries)
+
+and reports, on held-out decisions (all their instructions held out together), how often each one's pick has the
+best true outcome, for the decision's own instruction and for the relabelled ones, against the policy's first
+sample. If `tokens` clearly beats `pooled` on the relabelled instructions, the information the ranker needs is in
+the tokens but averaged away in z.
+
+    python benchmarks/latent_grounding_probe.py --policy outputs/flare_seed1/policy \\
+        --candidates outputs/hindsight/seed1_candidates --out outputs/hindsight/grounding_probe.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from wm_vla.models.checkpoint import load_checkpoint
+from wm_vla.models.flare_policy import FlarePolicy, ObsBatch
+from wm_vla.training.candidate_labels import CandidateSet, load_candidate_set
+
+
+def truth_scores(c: CandidateSet) -> torch.Tensor:
+    """The oracle order of each decision's candidates: failure (-1) < progress in [0, 1) < success (1)."""
+    return torch.where(c.failure.bool(), -1.0, torch.where(c.success.bool(), 1.0, c.progress))
+
+
+@torch.no_grad()
+def encode(policy: FlarePolicy, c: CandidateSet, batch: int = 128) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ctx, mask, z = [], [], []
+    for i in range(0, len(c), batch):
+        sl = slice(i, i + batch)
+        out = policy.encode(ObsBatch(c.images[sl].float() / 255.0, c.state[sl], c.instructions[sl]))
+        ctx.append(out[0]), mask.append(out[1]), z.append(out[2])
+    return torch.cat(ctx), torch.cat(mask), torch.cat(z)
+
+
+class Ranker(nn.Module):
+    """Scores (B, K) candidates from an observation summary (pooled z, or attention over the context tokens)."""
+
+    def __init__(self, dim: int, latent_dim: int, chunk_dim: int, tokens: bool, width: int = 256) -> None:
+        super().__init__()
+        self.tokens = tokens
+        if tokens:
+            self.queries = nn.Parameter(torch.randn(4, dim) * 0.02)
+            self.attn = nn.ModuleList(nn.MultiheadAttention(dim, 4, batch_first=True) for _ in range(2))
+            self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(2))
+            obs_dim = 4 * dim
+        else:
+            obs_dim = latent_dim
+        self.mlp = nn.Sequential(nn.Linear(obs_dim + chunk_dim, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(),
+                                 nn.Linear(width, 1))
+
+    def summary(self, z: torch.Tensor, ctx: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if not self.tokens:
+            return z
+        q = self.queries.expand(ctx.shape[0], -1, -1)
+        for attn, norm in zip(self.attn, self.norms):
+            q = q + attn(norm(q), ctx, ctx, key_padding_mask=~mask, need_weights=False)[0]
+        return q.flatten(1)
+
+    def forward(self, z: torch.Tensor, ctx: torch.Tensor, mask: torch.Tensor, chunks: torch.Tensor) -> torch.Tensor:
+        s = self.summary(z, ctx, mask)  # (B, obs_dim), once per decision
+        k = chunks.shape[1]
+        return self.mlp(torch.cat([s[:, None].expand(-1, k, -1), chunks.flatten(2)], dim=2))[..., 0]
+
+
+def top1(scores: torch.Tensor, truth: torch.Tensor) -> float:
+    best = truth.max(1).values
+    return float((truth.gather(1, scores.argmax(1)[:, None])[:, 0] >= best - 1e-6).float().mean())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--policy", required=True)
+    ap.add_argument("--candidates", required=True, help="a label folder written with hindsight relabelling")
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None, help="write the figures as JSON")
+    args = ap.parse_args(argv)
+    torch.manual_seed(args.seed)
+    policy = load_checkpoint(Path(args.policy), expect="policy")[0]
+    assert isinstance(policy, FlarePolicy)
+    pc = policy.cfg
+    cands = load_candidate_set(args.candidates, pc.cameras, pc.image_size, pc.horizon, pc.action_dim, pc.state_dim)
+    copies = [cands, *cands.hindsight()]
+    if len(copies) == 1:
+        raise SystemExit(f"{args.candidates} has no hindsight labels: label it again without --no-hindsight")
+    n, k = len(cands), cands.k
+    enc = [encode(policy, c) for c in tqdm(copies, desc="encode", unit="instruction")]
+    ctx, mask, z = (torch.stack([e[i] for e in enc], 1) for i in range(3))  # (N, copies, ...)
+    truth = torch.stack([truth_scores(c) for c in copies], 1)                 # (N, copies, K)
+    chunks = policy.norm_action(cands.chunks)                                 # (N, K, H, A)
+    perm = torch.randperm(n)
+    cut = max(1, n // 10)
+    held, train = perm[:cut], (perm[cut:] if n > cut else perm)
+    results: dict[str, dict[str, float]] = {}
+    always_first = torch.arange(k, 0, -1).float().expand(len(held), k)  # scores that pick candidate 0
+    results["first_sample"] = {"own_instruction": top1(always_first, truth[held, 0]),
+                               "relabelled": top1(always_first.repeat(len(copies) - 1, 1),
+                                                  truth[held, 1:].transpose(0, 1).flatten(0, 1))}
+    for name in ("pooled", "tokens"):
+        torch.manual_seed(args.seed)
+        model = Ranker(pc.dim, pc.latent_dim, pc.horizon * pc.action_dim, tokens=name == "tokens")
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+        t0 = time.perf_counter()
+        for _ in tqdm(range(args.steps), desc=f"train {name}", unit="step"):
+            d = train[torch.randint(len(train), (32,))]
+            c = torch.randint(len(copies), (32,))
+            scores = model(z[d, c], ctx[d, c], mask[d, c], chunks[d])
+            loss = F.kl_div(F.log_softmax(scores / 0.1, 1), F.softmax(truth[d, c] / 0.1, 1), reduction="batchmean")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            own = model(z[held, 0], ctx[held, 0], mask[held, 0], chunks[held])
+            alt = torch.cat([model(z[held, a], ctx[held, a], mask[held, a], chunks[held]) for a in range(1, len(copies))])
+        alt_truth = torch.cat([truth[held, a] for a in range(1, len(copies))])
+        results[name] = {"own_instruction": top1(own, truth[held, 0]), "relabelled": top1(alt, alt_truth),
+                         "train_seconds": round(time.perf_counter() - t0, 1)}
+    report = {"policy": args.policy, "candidates": args.candidates, "decisions": n, "heldout_decisions": len(held),
+              "instructions_per_decision": len(copies), "k": k, "steps": args.steps, "seed": args.seed,
+              "top1_best_true_outcome": results}
+    for name, r in results.items():
+        print(f"{name:13s} held-out pick is the best true outcome: own instruction {r['own_instruction']:.0%}, "
+              f"relabelled instructions {r['relabelled']:.0%}")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
