@@ -7,11 +7,13 @@ decision judged for every colour), with the same listwise loss on the candidates
 
     pooled: MLP(z, chunk)                              (what the world model sees today)
     tokens: MLP(attention-pool(context tokens), chunk) (two cross-attention layers with learned queries)
+    blind:  MLP(z, chunk) but z always encoded with the decision's own instruction, whichever one is being ranked
+            (the control: what a ranker gets right on the relabelled instructions without reading them)
 
 and reports, on held-out decisions (all their instructions held out together), how often each one's pick has the
 best true outcome, for the decision's own instruction and for the relabelled ones, against the policy's first
-sample. If `tokens` clearly beats `pooled` on the relabelled instructions, the information the ranker needs is in
-the tokens but averaged away in z.
+sample. A ranker that reads the instruction beats `blind` on the relabelled instructions; if `tokens` clearly beats
+`pooled` there, the information it needs is in the tokens but averaged away in z.
 
     python benchmarks/latent_grounding_probe.py --policy outputs/flare_seed1/policy \\
         --candidates outputs/hindsight/seed1_candidates --out outputs/hindsight/grounding_probe.json
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     results["first_sample"] = {"own_instruction": top1(always_first, truth[held, 0]),
                                "relabelled": top1(always_first.repeat(len(copies) - 1, 1),
                                                   truth[held, 1:].transpose(0, 1).flatten(0, 1))}
-    for name in ("pooled", "tokens"):
+    for name in ("blind", "pooled", "tokens"):
         torch.manual_seed(args.seed)
         model = Ranker(pc.dim, pc.latent_dim, pc.horizon * pc.action_dim, tokens=name == "tokens")
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
@@ -121,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         for _ in tqdm(range(args.steps), desc=f"train {name}", unit="step"):
             d = train[torch.randint(len(train), (32,))]
             c = torch.randint(len(copies), (32,))
-            scores = model(z[d, c], ctx[d, c], mask[d, c], chunks[d])
+            zc = z[d, 0] if name == "blind" else z[d, c]
+            scores = model(zc, ctx[d, c], mask[d, c], chunks[d])
             loss = F.kl_div(F.log_softmax(scores / 0.1, 1), F.softmax(truth[d, c] / 0.1, 1), reduction="batchmean")
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -129,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         model.eval()
         with torch.no_grad():
             own = model(z[held, 0], ctx[held, 0], mask[held, 0], chunks[held])
-            alt = torch.cat([model(z[held, a], ctx[held, a], mask[held, a], chunks[held]) for a in range(1, len(copies))])
+            alt = torch.cat([model(z[held, 0 if name == "blind" else a], ctx[held, a], mask[held, a], chunks[held])
+                             for a in range(1, len(copies))])
         alt_truth = torch.cat([truth[held, a] for a in range(1, len(copies))])
         results[name] = {"own_instruction": top1(own, truth[held, 0]), "relabelled": top1(alt, alt_truth),
                          "train_seconds": round(time.perf_counter() - t0, 1)}
