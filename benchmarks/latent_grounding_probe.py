@@ -9,6 +9,7 @@ decision judged for every colour), with the same listwise loss on the candidates
     tokens: MLP(attention-pool(context tokens), chunk) (two cross-attention layers with learned queries)
     blind:  MLP(z, chunk) but z always encoded with the decision's own instruction, whichever one is being ranked
             (the control: what a ranker gets right on the relabelled instructions without reading them)
+    pooled+colour: MLP(z, one-hot of the instruction's colour, chunk) (is the scene in z, and only the word weak?)
 
 and reports, on held-out decisions (all their instructions held out together), how often each one's pick has the
 best true outcome, for the decision's own instruction and for the relabelled ones, against the policy's first
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -33,7 +35,17 @@ from tqdm import tqdm
 
 from wm_vla.models.checkpoint import load_checkpoint
 from wm_vla.models.flare_policy import FlarePolicy, ObsBatch
+from wm_vla.sim.tasks import ARM_COLOURS
 from wm_vla.training.candidate_labels import CandidateSet, load_candidate_set
+
+
+def colour_index(instruction: str) -> int:
+    """Which of the arm's colours the instruction names."""
+    words = set(re.findall(r"[a-z]+", instruction.lower()))
+    found = [i for i, c in enumerate(ARM_COLOURS) if c in words]
+    if len(found) != 1:
+        raise SystemExit(f"instruction {instruction!r} does not name exactly one of {', '.join(ARM_COLOURS)}")
+    return found[0]
 
 
 def truth_scores(c: CandidateSet) -> torch.Tensor:
@@ -54,7 +66,8 @@ def encode(policy: FlarePolicy, c: CandidateSet, batch: int = 128) -> tuple[torc
 class Ranker(nn.Module):
     """Scores (B, K) candidates from an observation summary (pooled z, or attention over the context tokens)."""
 
-    def __init__(self, dim: int, latent_dim: int, chunk_dim: int, tokens: bool, width: int = 256) -> None:
+    def __init__(self, dim: int, latent_dim: int, chunk_dim: int, tokens: bool, width: int = 256,
+                 extra: int = 0) -> None:
         super().__init__()
         self.tokens = tokens
         if tokens:
@@ -63,7 +76,7 @@ class Ranker(nn.Module):
             self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(2))
             obs_dim = 4 * dim
         else:
-            obs_dim = latent_dim
+            obs_dim = latent_dim + extra
         self.mlp = nn.Sequential(nn.Linear(obs_dim + chunk_dim, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(),
                                  nn.Linear(width, 1))
 
@@ -84,6 +97,15 @@ class Ranker(nn.Module):
 def top1(scores: torch.Tensor, truth: torch.Tensor) -> float:
     best = truth.max(1).values
     return float((truth.gather(1, scores.argmax(1)[:, None])[:, 0] >= best - 1e-6).float().mean())
+
+
+def evaluate(model: Ranker, blind: bool, rows: torch.Tensor, z: torch.Tensor, ctx: torch.Tensor, mask: torch.Tensor,
+             chunks: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Scores of `rows`' decisions for their own instruction, and for the relabelled ones (with their truth)."""
+    own = model(z[rows, 0], ctx[rows, 0], mask[rows, 0], chunks[rows])
+    copies = range(1, truth.shape[1])
+    alt = torch.cat([model(z[rows, 0 if blind else a], ctx[rows, a], mask[rows, a], chunks[rows]) for a in copies])
+    return own, alt, torch.cat([truth[rows, a] for a in copies])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx, mask, z = (torch.stack([e[i] for e in enc], 1) for i in range(3))  # (N, copies, ...)
     truth = torch.stack([truth_scores(c) for c in copies], 1)                 # (N, copies, K)
     chunks = policy.norm_action(cands.chunks)                                 # (N, K, H, A)
-    perm = torch.randperm(n)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(args.seed))  # the same split for every policy
     cut = max(1, n // 10)
     held, train = perm[:cut], (perm[cut:] if n > cut else perm)
     results: dict[str, dict[str, float]] = {}
@@ -115,15 +137,19 @@ def main(argv: list[str] | None = None) -> int:
     results["first_sample"] = {"own_instruction": top1(always_first, truth[held, 0]),
                                "relabelled": top1(always_first.repeat(len(copies) - 1, 1),
                                                   truth[held, 1:].transpose(0, 1).flatten(0, 1))}
-    for name in ("blind", "pooled", "tokens"):
+    colour = torch.tensor([[colour_index(t) for t in texts] for texts in zip(*(c.instructions for c in copies))])
+    z_colour = torch.cat([z, F.one_hot(colour, len(ARM_COLOURS)).float() * 3 * float(z.std())], dim=2)
+    for name in ("blind", "pooled", "pooled+colour", "tokens"):
         torch.manual_seed(args.seed)
-        model = Ranker(pc.dim, pc.latent_dim, pc.horizon * pc.action_dim, tokens=name == "tokens")
+        extra = len(ARM_COLOURS) if name == "pooled+colour" else 0
+        model = Ranker(pc.dim, pc.latent_dim, pc.horizon * pc.action_dim, tokens=name == "tokens", extra=extra)
+        z_in = z_colour if extra else z
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
         t0 = time.perf_counter()
         for _ in tqdm(range(args.steps), desc=f"train {name}", unit="step"):
             d = train[torch.randint(len(train), (32,))]
             c = torch.randint(len(copies), (32,))
-            zc = z[d, 0] if name == "blind" else z[d, c]
+            zc = z_in[d, 0] if name == "blind" else z_in[d, c]
             scores = model(zc, ctx[d, c], mask[d, c], chunks[d])
             loss = F.kl_div(F.log_softmax(scores / 0.1, 1), F.softmax(truth[d, c] / 0.1, 1), reduction="batchmean")
             opt.zero_grad(set_to_none=True)
@@ -131,18 +157,18 @@ def main(argv: list[str] | None = None) -> int:
             opt.step()
         model.eval()
         with torch.no_grad():
-            own = model(z[held, 0], ctx[held, 0], mask[held, 0], chunks[held])
-            alt = torch.cat([model(z[held, 0 if name == "blind" else a], ctx[held, a], mask[held, a], chunks[held])
-                             for a in range(1, len(copies))])
-        alt_truth = torch.cat([truth[held, a] for a in range(1, len(copies))])
+            own, alt, alt_truth = evaluate(model, name == "blind", held, z_in, ctx, mask, chunks, truth)
+            _, fit, fit_truth = evaluate(model, name == "blind", train, z_in, ctx, mask, chunks, truth)
         results[name] = {"own_instruction": top1(own, truth[held, 0]), "relabelled": top1(alt, alt_truth),
+                         "relabelled_training_decisions": top1(fit, fit_truth),
                          "train_seconds": round(time.perf_counter() - t0, 1)}
     report = {"policy": args.policy, "candidates": args.candidates, "decisions": n, "heldout_decisions": len(held),
               "instructions_per_decision": len(copies), "k": k, "steps": args.steps, "seed": args.seed,
               "top1_best_true_outcome": results}
     for name, r in results.items():
-        print(f"{name:13s} held-out pick is the best true outcome: own instruction {r['own_instruction']:.0%}, "
-              f"relabelled instructions {r['relabelled']:.0%}")
+        fit = f"; training decisions, relabelled {r['relabelled_training_decisions']:.0%}" if name != "first_sample" else ""
+        print(f"{name:14s} held-out pick is the best true outcome: own instruction {r['own_instruction']:.0%}, "
+              f"relabelled instructions {r['relabelled']:.0%}{fit}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2))

@@ -327,7 +327,7 @@ def test_candidate_labels_train_and_distil_the_world_model(policy_ckpt: Path, da
     assert probe.main(["--policy", str(policy_ckpt), "--candidates", str(labels), "--steps", "3",
                        "--out", str(tmp_path / "probe.json")]) == 0
     figures = json.loads((tmp_path / "probe.json").read_text())["top1_best_true_outcome"]
-    assert set(figures) == {"first_sample", "blind", "pooled", "tokens"}
+    assert set(figures) == {"first_sample", "blind", "pooled", "pooled+colour", "tokens"}
     assert all(0.0 <= r[key] <= 1.0 for r in figures.values() for key in ("own_instruction", "relabelled"))
     with pytest.raises(SystemExit, match="no hindsight labels"):
         probe.main(["--policy", str(policy_ckpt), "--candidates", str(tmp_path / "followed")])
