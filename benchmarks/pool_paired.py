@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 from wm_vla.eval.stats import paired, wilson
@@ -33,10 +34,12 @@ def main(argv: list[str] | None = None) -> int:
         return _against(args)
     pooled_a: list[bool] = []
     pooled_b: list[bool] = []
+    events_a: Counter[str] = Counter()
+    events_b: Counter[str] = Counter()
     for path in args.reports:
         try:
-            a, _ = _outcomes(path, args.config, args.k)
-            b, _ = _outcomes(path, "single", 1)
+            a, _ = _outcomes(path, args.config, args.k, events_a)
+            b, _ = _outcomes(path, "single", 1, events_b)
         except (OSError, json.JSONDecodeError, KeyError, StopIteration) as exc:
             print(f"{path}: not an eval report with per-episode outcomes for single and {args.config} K={args.k} "
                   f"({type(exc).__name__}: {exc})", file=sys.stderr)
@@ -50,14 +53,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pooled over {len(args.reports)} reports: {args.config} K={args.k} {wilson(sum(pooled_a), len(pooled_a))}; "
           f"single {wilson(sum(pooled_b), len(pooled_b))}; episodes won only by {args.config}: {p.only_a}, only by "
           f"single: {p.only_b}; exact McNemar p = {p.p_value:.3g}")
+    if events_a or events_b:
+        print(f"how the episodes ended, pooled: {args.config} K={args.k} {_ends(events_a)}; single {_ends(events_b)}")
     return 0
 
 
-def _outcomes(path: str, name: str, k: int) -> tuple[list[bool], list[int] | None]:
+def _ends(events: Counter[str]) -> str:
+    return ", ".join(f"{name} {n}" for name, n in events.most_common())
+
+
+def _outcomes(path: str, name: str, k: int, events: Counter[str] | None = None) -> tuple[list[bool], list[int] | None]:
     """Per-episode successes of the main policy's configuration (name, k) and the report's seeds (None if it has
-    none); KeyError/StopIteration if the configuration or its outcomes are absent."""
+    none); KeyError/StopIteration if the configuration or its outcomes are absent. Adds its episode ends (success,
+    touched_wrong_cube, ...) to `events`."""
     report = json.loads(Path(path).read_text())
     row = next(r for r in report["configs"] if r["name"] == name and r["k"] == k and r.get("policy", "main") == "main")
+    if events is not None:
+        events.update(row.get("events", {}))
     return row["per_episode_success"], report.get("seeds")
 
 

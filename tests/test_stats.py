@@ -44,12 +44,17 @@ def test_pool_paired_pools_reports_and_refuses_ones_without_per_episode_outcomes
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    report = {"configs": [{"name": "single", "policy": "main", "k": 1, "per_episode_success": [True, False, False]},
-                          {"name": "rank", "policy": "main", "k": 16, "per_episode_success": [True, True, False]}]}
+    report = {"configs": [{"name": "single", "policy": "main", "k": 1, "per_episode_success": [True, False, False],
+                           "events": {"success": 1, "touched_wrong_cube": 1, "hit_obstacle": 1}},
+                          {"name": "rank", "policy": "main", "k": 16, "per_episode_success": [True, True, False],
+                           "events": {"success": 2, "touched_wrong_cube": 1}}]}
     good = tmp_path / "seed0.json"
     good.write_text(json.dumps(report))
     assert module.main([str(good), str(good), "--k", "16"]) == 0
-    assert "episodes won only by rank: 2, only by single: 0; exact McNemar p = 0.5" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "episodes won only by rank: 2, only by single: 0; exact McNemar p = 0.5" in out
+    assert ("how the episodes ended, pooled: rank K=16 success 4, touched_wrong_cube 2; single success 2, "
+            "touched_wrong_cube 2, hit_obstacle 2") in out
     old = tmp_path / "old.json"  # written before eval stored per-episode outcomes
     old.write_text(json.dumps({"configs": [{"name": "single", "policy": "main", "k": 1, "successes": 1}]}))
     assert module.main([str(good), str(old)]) == 2
