@@ -36,7 +36,7 @@ from tqdm import tqdm
 from wm_vla.models.checkpoint import load_checkpoint
 from wm_vla.models.flare_policy import FlarePolicy, ObsBatch
 from wm_vla.sim.tasks import ARM_COLOURS
-from wm_vla.training.candidate_labels import CandidateSet, load_candidate_set
+from wm_vla.training.candidate_labels import CandidateSet, concat_candidate_sets, load_candidate_set
 
 
 def colour_index(instruction: str) -> int:
@@ -111,7 +111,8 @@ def evaluate(model: Ranker, blind: bool, rows: torch.Tensor, z: torch.Tensor, ct
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--policy", required=True)
-    ap.add_argument("--candidates", required=True, help="a label folder written with hindsight relabelling")
+    ap.add_argument("--candidates", required=True, action="append",
+                    help="repeatable: label folders written with hindsight relabelling")
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="write the figures as JSON")
@@ -120,10 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     policy = load_checkpoint(Path(args.policy), expect="policy")[0]
     assert isinstance(policy, FlarePolicy)
     pc = policy.cfg
-    cands = load_candidate_set(args.candidates, pc.cameras, pc.image_size, pc.horizon, pc.action_dim, pc.state_dim)
+    cands = concat_candidate_sets([load_candidate_set(path, pc.cameras, pc.image_size, pc.horizon, pc.action_dim,
+                                                      pc.state_dim) for path in args.candidates])
     copies = [cands, *cands.hindsight()]
     if len(copies) == 1:
-        raise SystemExit(f"{args.candidates} has no hindsight labels: label it again without --no-hindsight")
+        raise SystemExit(f"{', '.join(args.candidates)}: no hindsight labels (in every folder); label again without "
+                         "--no-hindsight")
     n, k = len(cands), cands.k
     enc = [encode(policy, c) for c in tqdm(copies, desc="encode", unit="instruction")]
     ctx, mask, z = (torch.stack([e[i] for e in enc], 1) for i in range(3))  # (N, copies, ...)

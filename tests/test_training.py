@@ -331,6 +331,19 @@ def test_candidate_labels_train_and_distil_the_world_model(policy_ckpt: Path, da
     assert all(0.0 <= r[key] <= 1.0 for r in figures.values() for key in ("own_instruction", "relabelled"))
     with pytest.raises(SystemExit, match="no hindsight labels"):
         probe.main(["--policy", str(policy_ckpt), "--candidates", str(tmp_path / "followed")])
+    from wm_vla.training.candidate_labels import concat_candidate_sets
+
+    with pytest.raises(DatasetFeatureError, match="different K"):
+        concat_candidate_sets([cands, plain_set])  # K=3 and K=2
+    import dataclasses
+
+    without = dataclasses.replace(cands, relabel_success=None, relabel_failure=None, relabel_progress=None,
+                                  relabel_instructions=None)
+    both = concat_candidate_sets([cands, without])  # one folder without hindsight: the joined set has none
+    assert len(both) == 2 * len(cands) and both.relabel_success is None and both.hindsight() == []
+    twice = concat_candidate_sets([cands, cands])
+    assert twice.relabel_success is not None and twice.relabel_success.shape[0] == 2 * len(cands)
+    assert twice.relabel_instructions == cands.relabel_instructions * 2
     # the candidates the deployed stack ranks at fewer Euler steps: same seed and noise, other chunks
     few = label_candidates(CandidateLabelConfig(policy=str(policy_ckpt), out=str(tmp_path / "few"), episodes=1, k=3,
                                                 denoise_steps=2, tasks=("touch",), progress=False))

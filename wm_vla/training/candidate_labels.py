@@ -183,6 +183,23 @@ def label_candidates(cfg: CandidateLabelConfig) -> dict[str, Any]:
     return meta
 
 
+def concat_candidate_sets(sets: list[CandidateSet]) -> CandidateSet:
+    """Several label folders as one set (same K and cameras); hindsight labels kept only if every set has them."""
+    if not sets:
+        raise DatasetFeatureError("no candidate sets to join")
+    if len({(c.k, c.cameras) for c in sets}) != 1:
+        raise DatasetFeatureError("candidate sets with different K or cameras cannot be joined: "
+                                  + ", ".join(f"K={c.k} {c.cameras}" for c in sets))
+    joined = CandidateSet(*(torch.cat([getattr(c, key) for c in sets]) for key in KEYS),
+                          [t for c in sets for t in c.instructions], sets[0].cameras)
+    relabels = [c for c in sets if c.relabel_success is not None and c.relabel_instructions is not None]
+    if len(relabels) == len(sets) and len({int(c.relabel_success.shape[2]) for c in relabels}) == 1:  # type: ignore[union-attr]
+        for key in RELABEL_KEYS:
+            setattr(joined, key, torch.cat([getattr(c, key) for c in sets]))
+        joined.relabel_instructions = [alts for c in relabels for alts in c.relabel_instructions]  # type: ignore[union-attr]
+    return joined
+
+
 def load_candidate_set(path: str | os.PathLike[str], cameras: tuple[str, ...], image_size: int, horizon: int,
                        action_dim: int, state_dim: int) -> CandidateSet:
     """Load a label folder, checking it against the policy that will encode it; bad folders raise typed errors."""
