@@ -16,8 +16,9 @@ Stored as shards of safetensors tensors (+ `meta.json` with instructions and pro
     success / failure (N, K) uint8, progress (N, K) float32
 
 With hindsight relabelling (the default), each candidate's executed part is also judged as if each of the
-scene's other instructions had been asked ("touch the blue cube" when the task was the red one), so the same
-images and chunks teach the world model what the instruction changes:
+scene's other instructions had been asked ("touch the blue cube" when the task was the red one), at no extra
+simulation cost. The copies show what the instruction changes (`wm-vla train world-model --hindsight`,
+`benchmarks/latent_grounding_probe.py`):
 
     relabel_success / relabel_failure (N, K, A) uint8, relabel_progress (N, K, A) float32
     + `relabel_instructions` (N lists of A strings) in the shard's JSON
