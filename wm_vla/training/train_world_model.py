@@ -170,7 +170,6 @@ class DecisionSplit:
     train_rows: torch.Tensor        # (G_train, K) candidate rows: training decisions and their relabelled copies
     held_rows: torch.Tensor         # (G_held, K) the held-out decisions as labelled (their actual instruction)
     held_relabelled: torch.Tensor   # (M, K) the held-out decisions' relabelled copies
-    held_decisions: torch.Tensor    # indices of the held-out decisions in cat(groups' rows)
 
 
 def split_decisions(data: Transitions, val_fraction: float, gen: torch.Generator) -> DecisionSplit | None:
@@ -185,8 +184,7 @@ def split_decisions(data: Transitions, val_fraction: float, gen: torch.Generator
     rows = torch.cat([r for r, _ in data.hindsight]) if data.hindsight else torch.zeros(0, k, dtype=torch.long)
     decision = torch.cat([d for _, d in data.hindsight]) if data.hindsight else torch.zeros(0, dtype=torch.long)
     held = torch.isin(decision, val_groups)
-    return DecisionSplit(torch.cat([group_rows[train_groups], rows[~held]]), group_rows[val_groups], rows[held],
-                         val_groups)
+    return DecisionSplit(torch.cat([group_rows[train_groups], rows[~held]]), group_rows[val_groups], rows[held])
 
 
 @dataclass
