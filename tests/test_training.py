@@ -26,7 +26,9 @@ from wm_vla.training.train_policy import PolicyTrainConfig, train_policy
 from wm_vla.training.train_world_model import (
     DistillConfig,
     WorldModelTrainConfig,
+    build_transitions,
     distill,
+    hindsight_dataset_parts,
     ranking_outlook,
     train_world_model,
 )
@@ -92,6 +94,52 @@ def test_dataset_without_images_is_rejected(tmp_path: Path) -> None:
     writer.finalize()
     with pytest.raises(DatasetFeatureError, match="no image or video feature"):
         load_frames(tmp_path / "noimg", 64, progress=False)
+
+
+def test_collected_frames_are_relabelled_for_the_other_instructions(policy_ckpt: Path, tmp_path: Path) -> None:
+    collect(CollectConfig(world="arm", episodes=2, out=tmp_path / "touch", family="touch", image_size=64, progress=False))
+    policy = load_checkpoint(policy_ckpt, expect="policy")[0]
+    store = load_frames(tmp_path / "touch", policy.cfg.image_size, policy.cfg.cameras, progress=False)
+    assert store.relabels == 2 and store.episode_success.all()  # the expert touched the named cube every time
+    last = store.episode_end.unique()
+    copies = store.hindsight()
+    assert len(copies) == 2
+    for a, (copy, keep) in enumerate(copies):
+        assert copy.images is store.images and torch.equal(copy.action, store.action)  # nothing copied
+        assert all(t != own and t.split()[2] != own.split()[2] for t, own in zip(copy.tasks, store.tasks))
+        # touching the asked cube fails every other colour's task at that very frame, and never earlier
+        assert torch.equal(keep, torch.arange(len(store))) and torch.equal(copy.episode_end, store.episode_end)
+        assert torch.equal(torch.nonzero(copy.failure).flatten(), last) and not copy.episode_success.any()
+        assert copy.tasks[0] == store.relabel_tasks[0][a]  # type: ignore[index]
+    own = build_transitions(policy, [str(tmp_path / "touch")], progress=False)
+    relabelled = hindsight_dataset_parts(policy, store)
+    assert len(relabelled) == 2 and all(len(part[0]) == len(store) for part in relabelled)
+    assert torch.equal(relabelled[0][1], own.chunk) and not torch.allclose(relabelled[0][0], own.z)  # other colour word
+    assert float(relabelled[0][4].max()) == 0.0 < float(own.progress.max())  # no progress towards the other cubes
+    teacher = train_world_model(WorldModelTrainConfig(datasets=[str(tmp_path / "touch")], policy=str(policy_ckpt),
+                                                      out=str(tmp_path / "wm"), steps=3, batch_size=16,
+                                                      hindsight_datasets=True, progress=False))
+    assert teacher["transitions"] == 3 * len(store)  # own instruction + 2 relabelled copies
+    # --no-hindsight datasets still load, and training on their (absent) copies is refused clearly
+    collect(CollectConfig(world="arm", episodes=1, out=tmp_path / "plain", family="touch", image_size=64,
+                          hindsight=False, progress=False))
+    assert load_frames(tmp_path / "plain", 64, progress=False).hindsight() == []
+    with pytest.raises(DatasetFeatureError, match="no hindsight labels"):
+        train_world_model(WorldModelTrainConfig(datasets=[str(tmp_path / "plain")], policy=str(policy_ckpt),
+                                                out=str(tmp_path / "wm2"), steps=1, hindsight_datasets=True,
+                                                progress=False))
+    # the columns without their instructions, or instructions that do not fit, are typed errors
+    sidecar = tmp_path / "touch" / "hindsight.json"
+    meta = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps({"relabels": 2, "instructions": {t: v[:1] for t, v in meta["instructions"].items()}}))
+    with pytest.raises(DatasetFeatureError, match="hindsight labels must have 2 columns"):
+        load_frames(tmp_path / "touch", 64, progress=False)
+    sidecar.write_text("{not json")
+    with pytest.raises(DatasetFeatureError, match="not a hindsight description"):
+        load_frames(tmp_path / "touch", 64, progress=False)
+    sidecar.unlink()
+    with pytest.raises(DatasetFeatureError, match="incomplete hindsight labels"):
+        load_frames(tmp_path / "touch", 64, progress=False)
 
 
 def _free_port() -> int:

@@ -24,7 +24,7 @@ def _sim_collect(args: argparse.Namespace) -> int:
     stats = collect(CollectConfig(world=args.world, episodes=args.episodes, out=args.out, seed=args.seed, noise=args.noise,
                                   family=args.task, image_size=args.image_size, use_videos=args.video,
                                   successes_only=args.successes_only, overwrite=args.overwrite,
-                                  progress=not args.no_progress))
+                                  progress=not args.no_progress, hindsight=not args.no_hindsight))
     s = stats["success"]
     print(f"wrote {stats['episodes_written']} episodes / {stats['frames_written']} frames to {stats['out']}")
     print(f"expert success {s['successes']}/{s['trials']} ({100 * s['rate']:.1f}%, 95% CI "
@@ -160,7 +160,7 @@ def _train_world_model(args: argparse.Namespace) -> int:
 
     result = train_world_model(WorldModelTrainConfig(datasets=args.dataset, policy=args.policy, out=args.out,
                                                      candidates=args.candidates, hindsight=args.hindsight,
-                                                     steps=args.steps, seed=args.seed, progress=not args.no_progress))
+                                                     hindsight_datasets=args.hindsight_datasets, steps=args.steps, seed=args.seed, progress=not args.no_progress))
     print(f"world model (teacher) {result['out']}: {result['transitions']} transitions, {result['train_seconds']} s, "
           f"validation {json.dumps(result['validation'])}")
     outlook = ranking_outlook(result["validation"])
@@ -174,7 +174,7 @@ def _train_distill(args: argparse.Namespace) -> int:
 
     result = distill(DistillConfig(datasets=args.dataset, policy=args.policy, teacher=args.teacher, out=args.out,
                                    candidates=args.candidates, hindsight=args.hindsight,
-                                   states=args.states, k=args.k, steps=args.steps, seed=args.seed,
+                                   hindsight_datasets=args.hindsight_datasets, states=args.states, k=args.k, steps=args.steps, seed=args.seed,
                                    extra_states=args.extra_states, student_hidden=args.student_hidden, student_layers=args.student_layers,
                                    progress=not args.no_progress))
     print(f"student {result['out']}: {result['candidates']} policy candidates, {result['train_seconds']} s, "
@@ -637,6 +637,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--video", action="store_true", help="store cameras as video (needs ffmpeg) instead of PNG images")
     c.add_argument("--successes-only", action="store_true", help="write only successful episodes")
     c.add_argument("--overwrite", action="store_true", help="replace an existing LeRobot dataset at --out")
+    c.add_argument("--no-hindsight", action="store_true",
+                   help="do not also label each frame for the scene's other instructions (hindsight relabelling)")
     c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=_sim_collect)
     k = sim_cmds.add_parser("check", help="expert success rate per task family (Wilson 95% CI), JSON + PNG")
@@ -711,6 +713,9 @@ def build_parser() -> argparse.ArgumentParser:
     tw.add_argument("--hindsight", action="store_true",
                     help="also train on the label folders' hindsight copies (the decisions relabelled for the other "
                     "instructions); needs a latent that carries which object the instruction names")
+    tw.add_argument("--hindsight-datasets", action="store_true",
+                    help="also train on the --dataset folders' hindsight copies (every recorded frame relabelled for "
+                    "the scene's other instructions, as `wm-vla sim collect` records them)")
     tw.add_argument("--out", required=True)
     tw.add_argument("--steps", type=int, default=4000)
     tw.add_argument("--seed", type=int, default=0)
@@ -723,6 +728,8 @@ def build_parser() -> argparse.ArgumentParser:
     td.add_argument("--candidates", action="append", default=[], help="label folders: distil on their candidates")
     td.add_argument("--hindsight", action="store_true",
                     help="also distil on the label folders' hindsight copies (other instructions)")
+    td.add_argument("--hindsight-datasets", action="store_true",
+                    help="ground truth also on the --dataset folders' hindsight copies (other instructions)")
     td.add_argument("--out", required=True)
     td.add_argument("--states", type=int, default=1500)
     td.add_argument("--k", type=int, default=8)

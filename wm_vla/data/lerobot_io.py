@@ -16,11 +16,14 @@ from wm_vla.pickle_guard import pickle_kind, refusal
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # datasets are local; never reach for a hub at run time
 
 LABEL_FEATURES = ("next.success", "next.failure", "next.done", "episode_success")
+HINDSIGHT_FEATURES = ("hindsight.success", "hindsight.failure")  # (relabels,) per frame, see `sim collect`
+HINDSIGHT_FILE = "hindsight.json"  # dataset root: {"relabels": A, "instructions": {instruction: [A instructions]}}
 
 
 def frame_features(camera_names: tuple[str, ...], image_size: int, state_names: tuple[str, ...],
-                   action_names: tuple[str, ...], use_videos: bool) -> dict[str, dict[str, Any]]:
-    """LeRobot feature spec: one image/video per camera, state, action and per-frame outcome labels."""
+                   action_names: tuple[str, ...], use_videos: bool, relabels: int = 0) -> dict[str, dict[str, Any]]:
+    """LeRobot feature spec: one image/video per camera, state, action and per-frame outcome labels (and, with
+    `relabels`, the hindsight outcome of each frame for that many other instructions)."""
     kind = "video" if use_videos else "image"
     features: dict[str, dict[str, Any]] = {
         f"observation.images.{cam}": {"dtype": kind, "shape": (image_size, image_size, 3),
@@ -31,6 +34,8 @@ def frame_features(camera_names: tuple[str, ...], image_size: int, state_names: 
     features["action"] = {"dtype": "float32", "shape": (len(action_names),), "names": list(action_names)}
     for label in LABEL_FEATURES:
         features[label] = {"dtype": "bool", "shape": (1,), "names": None}
+    for label in HINDSIGHT_FEATURES if relabels else ():
+        features[label] = {"dtype": "bool", "shape": (relabels,), "names": None}
     return features
 
 

@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
-from wm_vla.data.lerobot_io import LeRobotWriter, frame_features, prepare_output_dir
+from wm_vla.data.lerobot_io import HINDSIGHT_FILE, LeRobotWriter, frame_features, prepare_output_dir
 from wm_vla.eval.stats import wilson
 from wm_vla.sim.registry import make_world
 from wm_vla.sim.rollout import run_expert_episode
-from wm_vla.sim.tasks import WORLD_FAMILIES
+from wm_vla.sim.tasks import WORLD_FAMILIES, sample_task, sibling_tasks
 from wm_vla.sim.errors import UnknownTaskError
 
 STATS_FILE = "collect_stats.json"
@@ -36,6 +37,7 @@ class CollectConfig:
     successes_only: bool = False
     overwrite: bool = False
     progress: bool = True
+    hindsight: bool = True  # also label every frame for the scene's other instructions (no extra simulation)
 
 
 def collect(cfg: CollectConfig) -> dict[str, Any]:
@@ -50,18 +52,23 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
                                f"families: {', '.join(WORLD_FAMILIES[cfg.world])}")
     out = Path(cfg.out)
     prepare_output_dir(out, cfg.overwrite)
-    features = frame_features(world.camera_names, cfg.image_size, world.state_names, world.action_names, cfg.use_videos)
+    relabels = len(sibling_tasks(cfg.world, sample_task(cfg.world, np.random.default_rng(0)))) if cfg.hindsight else 0
+    features = frame_features(world.camera_names, cfg.image_size, world.state_names, world.action_names, cfg.use_videos,
+                              relabels)
     writer = LeRobotWriter(out, f"wm_vla/{cfg.world}_{'noisy' if cfg.noise else 'expert'}", world.fps, features,
                            robot_type=world.profile.name, use_videos=cfg.use_videos, overwrite=cfg.overwrite)
     records, events = [], Counter()
+    relabel_instructions: dict[str, list[str]] = {}
     sim_s = write_s = 0.0
     bar = tqdm(range(cfg.seed, cfg.seed + cfg.episodes), desc=f"collect {cfg.world}", unit="ep", disable=not cfg.progress)
     for seed in bar:
         t0 = time.perf_counter()
-        rec = run_expert_episode(world, seed, noise=cfg.noise, family=cfg.family)
+        rec = run_expert_episode(world, seed, noise=cfg.noise, family=cfg.family, hindsight=cfg.hindsight)
         t1 = time.perf_counter()
         if rec.success or not cfg.successes_only:
             writer.write_episode(rec.frames)
+            if cfg.hindsight:
+                relabel_instructions[rec.instruction] = list(rec.relabel_instructions)
         write_s += time.perf_counter() - t1
         sim_s += t1 - t0
         events[rec.event] += 1
@@ -84,4 +91,7 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
         "frames_per_second": round(frames / max(sim_s + write_s, 1e-9), 1), "episodes_detail": records,
     }
     (out / STATS_FILE).write_text(json.dumps(stats, indent=2))
+    if cfg.hindsight:
+        (out / HINDSIGHT_FILE).write_text(json.dumps({"relabels": relabels, "instructions": relabel_instructions},
+                                                     indent=1))
     return stats

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from wm_vla.sim.registry import make_expert
+from wm_vla.sim.tasks import sibling_tasks
 from wm_vla.sim.world import Observation, SimWorld
 
 
@@ -22,6 +23,7 @@ class EpisodeRecord:
     success: bool
     event: str
     frames: list[dict[str, Any]] = field(default_factory=list)
+    relabel_instructions: tuple[str, ...] = ()  # with hindsight: the instructions of the frames' relabel columns
 
     def summary(self) -> dict[str, Any]:
         return {"seed": self.seed, "instruction": self.instruction, "mode": self.mode, "success": self.success,
@@ -43,16 +45,26 @@ def episode_frame(obs: Observation, action: np.ndarray, success: bool, failure: 
 
 def run_expert_episode(world: SimWorld, seed: int, noise: float = 0.0, family: str | None = None,
                        task: str | None = None, keep_frames: bool = True,
-                       on_step: Callable[[Observation], None] | None = None) -> EpisodeRecord:
-    """Reset `world` with `seed`, let its expert act until the episode ends; the expert's choices are seeded too."""
+                       on_step: Callable[[Observation], None] | None = None,
+                       hindsight: bool = False) -> EpisodeRecord:
+    """Reset `world` with `seed`, let its expert act until the episode ends; the expert's choices are seeded too.
+
+    With `hindsight`, every frame also gets `hindsight.success` / `hindsight.failure`: the same step judged as if
+    each of the scene's other instructions (`relabel_instructions`, in that order) had been asked.
+    """
     obs = world.reset(seed, task=task, family=family)
     expert = make_expert(world, np.random.default_rng([int(seed), 1]), noise)
+    relabel = sibling_tasks(world.name, world.task) if hindsight else ()
     frames: list[dict[str, Any]] = []
     while True:
         action = expert.act(obs)
         result = world.step(action)
         if keep_frames:
             frames.append(episode_frame(obs, world.check_action(action), result.success, result.failure, result.done))
+            if relabel:
+                judged = [world.judge_as(t) for t in relabel]
+                frames[-1]["hindsight.success"] = np.array([j[0] for j in judged])
+                frames[-1]["hindsight.failure"] = np.array([j[1] for j in judged])
         if on_step is not None:
             on_step(obs)
         obs = result.observation
@@ -60,4 +72,5 @@ def run_expert_episode(world: SimWorld, seed: int, noise: float = 0.0, family: s
             break
     for frame in frames:
         frame["episode_success"] = np.array([result.success])
-    return EpisodeRecord(int(seed), world.task.instruction, expert.mode, result.success, result.event or "", frames)
+    return EpisodeRecord(int(seed), world.task.instruction, expert.mode, result.success, result.event or "", frames,
+                         tuple(t.instruction for t in relabel))

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from wm_vla.data.lerobot_io import load_dataset
+from wm_vla.data.lerobot_io import HINDSIGHT_FEATURES, HINDSIGHT_FILE, load_dataset
 from wm_vla.models.flare_policy import ObsBatch
 from wm_vla.models.preprocess import resize_uint8
 from wm_vla.training.errors import DatasetFeatureError
@@ -32,9 +33,44 @@ class FrameStore:
     episode_success: torch.Tensor  # (N,) bool
     state_names: tuple[str, ...]
     action_names: tuple[str, ...]
+    # hindsight labels (`sim collect`): each frame judged for A other instructions, (N, A) each, if recorded
+    relabel_success: torch.Tensor | None = None
+    relabel_failure: torch.Tensor | None = None
+    relabel_tasks: list[list[str]] | None = None  # per frame, the A instructions
 
     def __len__(self) -> int:
         return int(self.state.shape[0])
+
+    @property
+    def relabels(self) -> int:
+        return 0 if self.relabel_success is None else int(self.relabel_success.shape[1])
+
+    def hindsight(self) -> list[tuple[FrameStore, torch.Tensor]]:
+        """One copy per relabel: the same frames (images shared, not copied) as episodes of the other
+        instruction, each ending at its first hindsight success or failure; with the indices of the frames that
+        copy keeps (those up to that end)."""
+        if self.relabel_success is None or self.relabel_failure is None or self.relabel_tasks is None:
+            return []
+        n = len(self)
+        frame = torch.arange(n)
+        starts = torch.zeros(n, dtype=torch.long)
+        starts[1:] = torch.where(self.episode_end[:-1] < frame[1:], frame[1:], torch.zeros(n - 1, dtype=torch.long))
+        starts = torch.cummax(starts, 0).values  # first frame of each frame's episode
+        copies = []
+        for a in range(self.relabels):
+            event = self.relabel_success[:, a] | self.relabel_failure[:, a]
+            end = self.episode_end.clone()
+            for first in torch.unique(starts).tolist():
+                last = int(self.episode_end[first])
+                hits = torch.nonzero(event[first:last + 1]).flatten()
+                if len(hits):
+                    end[first:last + 1] = first + int(hits[0])
+            keep = torch.nonzero(frame <= end).flatten()
+            copies.append((replace(self, tasks=[t[a] for t in self.relabel_tasks], episode_end=end,
+                                   failure=self.relabel_failure[:, a].clone(),
+                                   episode_success=self.relabel_success[end, a].clone(),
+                                   relabel_success=None, relabel_failure=None, relabel_tasks=None), keep))
+        return copies
 
 
 def load_frames(root: Path | str, image_size: int, cameras: tuple[str, ...] | None = None,
@@ -85,9 +121,33 @@ def load_frames(root: Path | str, image_size: int, cameras: tuple[str, ...] | No
         return torch.from_numpy(np.asarray(hf[name]).reshape(n).astype(bool)) if name in feats else torch.zeros(n, dtype=torch.bool)
     if not torch.isfinite(state).all() or not torch.isfinite(action).all():
         raise DatasetFeatureError(f"{root}: state or action contains NaN/inf")
+    relabel = _load_hindsight(Path(root), hf, feats, tasks, n)
     return FrameStore(tuple(cameras), int(ds.fps), images, state, action, tasks, torch.from_numpy(ends),
                       column("next.failure"), column("episode_success") if "episode_success" in feats else torch.ones(n, dtype=torch.bool),
-                      tuple(feats["observation.state"].get("names") or ()), tuple(feats["action"].get("names") or ()))
+                      tuple(feats["observation.state"].get("names") or ()), tuple(feats["action"].get("names") or ()),
+                      *relabel)
+
+
+def _load_hindsight(root: Path, hf: object, feats: dict, tasks: list[str], n: int) -> tuple:
+    """(success, failure, instructions) hindsight labels of a `sim collect` dataset, or Nones if it has none."""
+    present = [k for k in HINDSIGHT_FEATURES if k in feats]
+    sidecar = root / HINDSIGHT_FILE
+    if not present and not sidecar.exists():
+        return None, None, None
+    if len(present) < len(HINDSIGHT_FEATURES) or not sidecar.is_file():
+        raise DatasetFeatureError(f"{root}: incomplete hindsight labels: needs the features "
+                                  f"{', '.join(HINDSIGHT_FEATURES)} and {HINDSIGHT_FILE}")
+    try:
+        meta = json.loads(sidecar.read_text())
+        relabels, by_task = int(meta["relabels"]), dict(meta["instructions"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DatasetFeatureError(f"{sidecar}: not a hindsight description ({exc})") from exc
+    labels = [torch.from_numpy(np.asarray(hf[k], dtype=bool).reshape(n, -1)) for k in HINDSIGHT_FEATURES]  # type: ignore[index]
+    missing = sorted({t for t in tasks if len(by_task.get(t, ())) != relabels})
+    if any(lab.shape[1] != relabels for lab in labels) or missing:
+        raise DatasetFeatureError(f"{root}: hindsight labels must have {relabels} columns with {relabels} instructions "
+                                  f"per task" + (f"; {HINDSIGHT_FILE} lacks them for {missing[:3]}" if missing else ""))
+    return labels[0], labels[1], [list(by_task[t]) for t in tasks]
 
 
 class Windows:

@@ -24,7 +24,7 @@ from wm_vla.models.world_model import LatentWorldModel, WorldModelOutput
 from wm_vla.training.candidate_labels import CandidateSet, load_candidate_set
 from wm_vla.training.common import seed_everything
 from wm_vla.training.errors import DatasetFeatureError
-from wm_vla.training.datasets import Windows, load_frames
+from wm_vla.training.datasets import FrameStore, Windows, load_frames
 
 
 @dataclass
@@ -47,8 +47,11 @@ class Transitions:
 
 
 @torch.no_grad()
-def encode_frames(policy: FlarePolicy, windows: Windows, batch: int = 256) -> torch.Tensor:
-    zs = [policy.encode(windows.obs(torch.arange(i, min(i + batch, len(windows)))))[2] for i in range(0, len(windows), batch)]
+def encode_frames(policy: FlarePolicy, windows: Windows, batch: int = 256,
+                  idx: torch.Tensor | None = None) -> torch.Tensor:
+    """z of every frame (or of the frames `idx`, in that order)."""
+    idx = torch.arange(len(windows)) if idx is None else idx
+    zs = [policy.encode(windows.obs(idx[i:i + batch]))[2] for i in range(0, len(idx), batch)]
     return torch.cat(zs)
 
 
@@ -61,10 +64,28 @@ def encode_candidate_set(policy: FlarePolicy, cands: CandidateSet, batch: int = 
     return torch.cat(zs)
 
 
+def hindsight_dataset_parts(policy: FlarePolicy, store: FrameStore) -> list[tuple[torch.Tensor, ...]]:
+    """Transitions of a dataset's hindsight copies: the recorded frames, encoded with another instruction, labelled
+    with that instruction's outcome (`FrameStore.hindsight`)."""
+    parts = []
+    for copy, keep in store.hindsight():
+        windows = Windows(copy, policy.cfg.horizon)
+        z = encode_frames(policy, windows, idx=keep)
+        where = torch.full((len(copy),), -1, dtype=torch.long)
+        where[keep] = torch.arange(len(keep))
+        chunk, _pad = windows.chunk(keep)
+        fail, prog = windows.labels(keep)
+        parts.append((z, policy.norm_action(chunk), z[where[windows.future_index(keep)]], fail, prog,
+                      torch.ones(len(keep))))
+    return parts
+
+
 def build_transitions(policy: FlarePolicy, datasets: list[str], progress: bool = True,
-                      candidates: list[str] | None = None, hindsight: bool = False) -> Transitions:
+                      candidates: list[str] | None = None, hindsight: bool = False,
+                      hindsight_datasets: bool = False) -> Transitions:
     """Transitions of the recorded datasets, then (if given) every labelled candidate of the label folders, and
-    (with `hindsight`) their copies relabelled for the scene's other instructions."""
+    (with `hindsight`) their copies relabelled for the scene's other instructions; `hindsight_datasets` adds the
+    recorded datasets' relabelled copies (after each dataset's own transitions)."""
     parts: list[tuple[torch.Tensor, ...]] = []
     all_windows = []
     groups = []
@@ -82,6 +103,13 @@ def build_transitions(policy: FlarePolicy, datasets: list[str], progress: bool =
         parts.append((z, policy.norm_action(chunk), z[windows.future_index(idx)], fail, prog, torch.ones(len(idx))))
         all_windows.append((windows, z))
         offset += len(idx)
+        if hindsight_datasets:
+            if not store.relabels:
+                raise DatasetFeatureError(f"{path}: no hindsight labels to train on (collect it with `wm-vla sim "
+                                          "collect` without --no-hindsight, or drop --hindsight-datasets)")
+            for part in hindsight_dataset_parts(policy, store):
+                parts.append(part)
+                offset += len(part[0])
     for path in candidates or []:
         cands = load_candidate_set(path, pc.cameras, pc.image_size, pc.horizon, pc.action_dim, pc.state_dim)
         n, k = len(cands), cands.k
@@ -204,6 +232,8 @@ class WorldModelTrainConfig:
     # also train on the labels' hindsight-relabelled copies (other instructions); off: in our runs it made the
     # ranking worse, the policy's latent does not carry which cube the instruction names (README, issue #3)
     hindsight: bool = False
+    # also train on the recorded datasets' hindsight copies (each frame labelled for the other instructions)
+    hindsight_datasets: bool = False
     progress: bool = True
 
 
@@ -231,7 +261,8 @@ def train_world_model(cfg: WorldModelTrainConfig) -> dict[str, Any]:
     policy, _, _ = load_checkpoint(Path(cfg.policy), expect="policy")
     assert isinstance(policy, FlarePolicy)
     t0 = time.perf_counter()
-    data = build_transitions(policy, cfg.datasets, cfg.progress, cfg.candidates, cfg.hindsight)
+    data = build_transitions(policy, cfg.datasets, cfg.progress, cfg.candidates, cfg.hindsight,
+                             cfg.hindsight_datasets)
     pc = policy.cfg
     model = LatentWorldModel(world_model_preset(cfg.role, latent_dim=pc.latent_dim, action_dim=pc.action_dim,
                                                 horizon=pc.horizon))
@@ -328,6 +359,7 @@ class DistillConfig:
     student_hidden: int | None = None   # override the student preset's width / depth
     student_layers: int | None = None
     hindsight: bool = False    # also distil on the label folders' hindsight-relabelled copies (see above)
+    hindsight_datasets: bool = False  # ground truth also on the recorded datasets' hindsight copies (see above)
     seed: int = 0
     progress: bool = True
 
@@ -339,7 +371,8 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     teacher, _, t_tensors = load_checkpoint(Path(cfg.teacher), expect="world_model")
     assert isinstance(policy, FlarePolicy) and isinstance(teacher, LatentWorldModel)
     t0 = time.perf_counter()
-    data = build_transitions(policy, cfg.datasets, cfg.progress, cfg.candidates, cfg.hindsight)
+    data = build_transitions(policy, cfg.datasets, cfg.progress, cfg.candidates, cfg.hindsight,
+                             cfg.hindsight_datasets)
     z_scale = t_tensors.get("z_scale", data.z_next.std(0).clamp_min(1e-3))
     split = split_decisions(data, 0.1, gen) if data.groups else None
     if data.groups:  # the policy's candidates at the states its own closed-loop runs visited (label folders)
