@@ -8,6 +8,10 @@ loses its edge on the actual outcome when asked for the wrong cube.
 
     python benchmarks/wm_instruction_sensitivity.py --policy outputs/flare_seed1/policy \\
         --wm outputs/flare_seed1/wm_teacher --candidates outputs/flare_seed1/data/arm_candidates
+
+With `--dataset` (a `wm-vla sim collect` folder with hindsight labels) it also asks the plainest question on the
+recorded frames: is the predicted progress of the recorded chunk higher for the frame's own instruction (true
+progress > 0 on a successful demonstration) than for the other colours (true progress 0)?
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from wm_vla.models.flare_policy import FlarePolicy, ObsBatch
 from wm_vla.models.world_model import LatentWorldModel
 from wm_vla.sim.tasks import ARM_COLOURS
 from wm_vla.training.candidate_labels import CandidateSet, load_candidate_set
+from wm_vla.training.datasets import load_frames
+from wm_vla.training.train_world_model import Transitions, build_transitions, hindsight_dataset_parts
 
 
 def other_colour(instruction: str, shift: int) -> str:
@@ -44,11 +50,34 @@ def rank(policy: FlarePolicy, wm: LatentWorldModel, c: CandidateSet, instruction
     return (out.progress - out.failure_prob).reshape(len(c), c.k), z
 
 
+@torch.no_grad()
+def dataset_rows(policy: FlarePolicy, dataset: str) -> tuple[Transitions, list[tuple[torch.Tensor, ...]]]:
+    """The recorded frames under their own instruction, and their hindsight copies (other instructions)."""
+    store = load_frames(dataset, policy.cfg.image_size, policy.cfg.cameras, progress=False)
+    if not store.relabels:
+        raise SystemExit(f"{dataset}: no hindsight labels (collect it with `wm-vla sim collect` without --no-hindsight)")
+    return build_transitions(policy, [dataset], progress=False), hindsight_dataset_parts(policy, store)
+
+
+@torch.no_grad()
+def dataset_progress(wm: LatentWorldModel, own: Transitions, others: list[tuple[torch.Tensor, ...]]) -> dict[str, float]:
+    """Predicted progress of the recorded chunks under the frames' own instruction vs the relabelled ones."""
+    own_p = wm(own.z, own.chunk).progress
+    other_p = [wm(part[0], part[1]).progress for part in others]
+    r = {"frames": len(own), "progress_own_true": float(own.progress.mean()), "progress_own": float(own_p.mean()),
+         "progress_other_true": float(torch.cat([part[4] for part in others]).mean()),
+         "progress_other": float(torch.cat(other_p).mean())}
+    if all(len(p) == len(own) for p in other_p):  # the copies keep every frame: compare frame by frame
+        r["own_above_every_other"] = float((own_p > torch.stack(other_p).max(0).values).float().mean())
+    return r
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--policy", required=True)
     ap.add_argument("--wm", required=True, action="append", help="repeatable: world model checkpoints")
     ap.add_argument("--candidates", required=True, help="a `wm-vla sim label-candidates` folder")
+    ap.add_argument("--dataset", default=None, help="a `wm-vla sim collect` folder with hindsight labels (see above)")
     ap.add_argument("--out", default=None, help="write the figures as JSON")
     args = ap.parse_args(argv)
     policy = load_checkpoint(Path(args.policy), expect="policy")[0]
@@ -63,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report: dict[str, object] = {"policy": args.policy, "candidates": args.candidates, "decisions": len(c), "k": c.k,
                                  "first_sample_best": float((truth[:, 0] >= best - 1e-6).float().mean()), "wm": {}}
+    rows = dataset_rows(policy, args.dataset) if args.dataset else None
     for path in args.wm:
         wm = load_checkpoint(Path(path), expect="world_model")[0]
         assert isinstance(wm, LatentWorldModel)
@@ -73,11 +103,19 @@ def main(argv: list[str] | None = None) -> int:
              "best_true_outcome_swapped_instruction": sum(hits(s) for s, _ in swapped) / len(swapped),
              "latent_relative_change": sum(float(((z - zs).norm(dim=1) / z.norm(dim=1)).mean()) for _, zs in swapped) / len(swapped),
              "latent_cosine": sum(float(F.cosine_similarity(z, zs).mean()) for _, zs in swapped) / len(swapped)}
+        if rows is not None:
+            r["dataset"] = dataset_progress(wm, *rows)
         report["wm"][path] = r  # type: ignore[index]
         print(f"{path}: the same pick with the colour swapped in {r['same_pick_when_swapped']:.0%} of {len(c)} decisions; "
               f"pick has the best true outcome {r['best_true_outcome_own_instruction']:.0%} (own instruction) vs "
               f"{r['best_true_outcome_swapped_instruction']:.0%} (swapped), first sample "
               f"{report['first_sample_best']:.0%}; latent moves {r['latent_relative_change']:.1%}")
+        if args.dataset:
+            d = r["dataset"]
+            above = f"; own above both others in {d['own_above_every_other']:.0%}" if "own_above_every_other" in d else ""
+            print(f"  {args.dataset}, {d['frames']} frames: predicted progress, own instruction {d['progress_own']:.3f} "
+                  f"(true {d['progress_own_true']:.3f}), other colours {d['progress_other']:.3f} "
+                  f"(true {d['progress_other_true']:.3f}){above}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2))

@@ -414,8 +414,9 @@ def test_candidate_labels_train_and_distil_the_world_model(policy_ckpt: Path, da
     sensitivity = _benchmark("wm_instruction_sensitivity")
     assert sensitivity.other_colour("touch the blue cube", 1) == "touch the red cube"
     assert sensitivity.main(["--policy", str(policy_ckpt), "--wm", str(tmp_path / "plain"), "--candidates", str(labels),
-                             "--out", str(tmp_path / "sens.json")]) == 0
+                             "--dataset", str(datasets["demos"]), "--out", str(tmp_path / "sens.json")]) == 0
     sens = json.loads((tmp_path / "sens.json").read_text())["wm"][str(tmp_path / "plain")]
+    assert sens["dataset"]["frames"] == frames and sens["dataset"]["progress_other_true"] < sens["dataset"]["progress_own_true"]
     assert all(0.0 <= sens[key] <= 1.0 for key in ("same_pick_when_swapped", "best_true_outcome_own_instruction",
                                                    "best_true_outcome_swapped_instruction"))
     assert sens["latent_relative_change"] > 0  # the colour word reaches the latent
