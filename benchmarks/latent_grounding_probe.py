@@ -18,6 +18,11 @@ sample. A ranker that reads the instruction beats `blind` on the relabelled inst
 
     python benchmarks/latent_grounding_probe.py --policy outputs/flare_seed1/policy \\
         --candidates outputs/hindsight/seed1_candidates --out outputs/hindsight/grounding_probe.json
+
+With `--dataset` (a `wm-vla sim collect` folder with hindsight labels; many more layouts than label folders) it
+asks the plainer question on successful recorded episodes: every frame is encoded under each colour's instruction,
+each encoding is scored with the recorded chunk, and the probe must pick the colour the motion serves (chance 1/3,
+held-out episodes). `pooled` sees z, `tokens` the context tokens, `pooled+colour` z plus the colour as a one-hot.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from wm_vla.models.checkpoint import load_checkpoint
 from wm_vla.models.flare_policy import FlarePolicy, ObsBatch
 from wm_vla.sim.tasks import ARM_COLOURS
 from wm_vla.training.candidate_labels import CandidateSet, concat_candidate_sets, load_candidate_set
+from wm_vla.training.datasets import Windows, load_frames
 
 
 def colour_index(instruction: str) -> int:
@@ -108,11 +114,79 @@ def evaluate(model: Ranker, blind: bool, rows: torch.Tensor, z: torch.Tensor, ct
     return own, alt, torch.cat([truth[rows, a] for a in copies])
 
 
+@torch.no_grad()
+def encode_frames_per_colour(policy: FlarePolicy, dataset: str, frames: int, seed: int
+                             ) -> tuple[torch.Tensor, ...]:
+    """(ctx, mask, z) under each colour's instruction (N, colours, ...), the chunks (N, 1, H, A), the colour index of
+    each encoding (N, colours), the own colour's position (N,), and each frame's episode (N,); successful episodes."""
+    store = load_frames(dataset, policy.cfg.image_size, policy.cfg.cameras, progress=False)
+    if store.relabel_tasks is None:
+        raise SystemExit(f"{dataset}: no hindsight labels (collect it with `wm-vla sim collect` without --no-hindsight)")
+    windows = Windows(store, policy.cfg.horizon)
+    gen = torch.Generator().manual_seed(seed)
+    pool = torch.nonzero(store.episode_success).flatten()
+    idx = pool[torch.randperm(len(pool), generator=gen)[:frames]].sort().values
+    texts = [[store.tasks[int(i)], *store.relabel_tasks[int(i)]] for i in idx]
+    order = torch.stack([torch.randperm(len(texts[0]), generator=gen) for _ in idx])  # own colour at a random place
+    texts = [[t[int(j)] for j in o] for t, o in zip(texts, order)]
+    enc = []
+    for c in range(len(texts[0])):
+        parts = []
+        for i in range(0, len(idx), 128):
+            obs = windows.obs(idx[i:i + 128])
+            parts.append(policy.encode(ObsBatch(obs.images, obs.state, [t[c] for t in texts[i:i + 128]])))
+        enc.append(tuple(torch.cat([p[j] for p in parts]) for j in range(3)))
+    ctx, mask, z = (torch.stack([e[j] for e in enc], 1) for j in range(3))
+    colour = torch.tensor([[colour_index(x) for x in t] for t in texts])
+    chunks = policy.norm_action(windows.chunk(idx)[0])[:, None]
+    return ctx, mask, z, chunks, colour, torch.argmin(order, dim=1), store.episode_end[idx]
+
+
+def dataset_probe(policy: FlarePolicy, dataset: str, steps: int, seed: int, frames: int) -> dict[str, object]:
+    """Which colour does the recorded motion serve? Accuracy of each probe on held-out episodes (chance 1/n)."""
+    ctx, mask, z, chunks, colour, own, episode = encode_frames_per_colour(policy, dataset, frames, seed)
+    n, colours = z.shape[:2]
+    episodes = episode.unique()
+    held_eps = episodes[torch.randperm(len(episodes), generator=torch.Generator().manual_seed(seed))[:max(1, len(episodes) // 5)]]
+    held = torch.isin(episode, held_eps)
+    train, test = torch.nonzero(~held).flatten(), torch.nonzero(held).flatten()
+    z_colour = torch.cat([z, F.one_hot(colour, len(ARM_COLOURS)).float() * 3 * float(z.std())], dim=2)
+    pc = policy.cfg
+    results: dict[str, dict[str, float]] = {}
+
+    def scores(model: Ranker, z_in: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        b = len(rows)
+        flat = model(z_in[rows].flatten(0, 1), ctx[rows].flatten(0, 1), mask[rows].flatten(0, 1),
+                     chunks[rows].repeat_interleave(colours, 0))
+        return flat.reshape(b, colours)
+
+    for name in ("pooled", "pooled+colour", "tokens"):
+        torch.manual_seed(seed)
+        extra = len(ARM_COLOURS) if name == "pooled+colour" else 0
+        model = Ranker(pc.dim, pc.latent_dim, pc.horizon * pc.action_dim, tokens=name == "tokens", extra=extra)
+        z_in = z_colour if extra else z
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+        for _ in tqdm(range(steps), desc=f"train {name}", unit="step"):
+            rows = train[torch.randint(len(train), (64,))]
+            loss = F.cross_entropy(scores(model, z_in, rows), own[rows])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            results[name] = {split: float((scores(model, z_in, rows).argmax(1) == own[rows]).float().mean())
+                             for split, rows in (("heldout", test), ("training", train))}
+    return {"policy": "", "dataset": dataset, "frames": n, "heldout_frames": len(test), "colours": colours,
+            "chance": 1.0 / colours, "steps": steps, "seed": seed, "accuracy": results}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--policy", required=True)
-    ap.add_argument("--candidates", required=True, action="append",
+    ap.add_argument("--candidates", action="append", default=[],
                     help="repeatable: label folders written with hindsight relabelling")
+    ap.add_argument("--dataset", default=None, help="instead: a `wm-vla sim collect` folder with hindsight labels")
+    ap.add_argument("--frames", type=int, default=4000, help="with --dataset: frames drawn from successful episodes")
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="write the figures as JSON")
@@ -121,6 +195,17 @@ def main(argv: list[str] | None = None) -> int:
     policy = load_checkpoint(Path(args.policy), expect="policy")[0]
     assert isinstance(policy, FlarePolicy)
     pc = policy.cfg
+    if args.dataset:
+        report = dataset_probe(policy, args.dataset, args.steps, args.seed, args.frames) | {"policy": args.policy}
+        for name, acc in report["accuracy"].items():  # type: ignore[attr-defined]
+            print(f"{name:14s} which colour the recorded motion serves, {report['colours']} colours (chance "
+                  f"{report['chance']:.0%}): held-out episodes {acc['heldout']:.0%}, training {acc['training']:.0%}")
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(report, indent=2))
+        return 0
+    if not args.candidates:
+        raise SystemExit("give --candidates (label folders) or --dataset")
     cands = concat_candidate_sets([load_candidate_set(path, pc.cameras, pc.image_size, pc.horizon, pc.action_dim,
                                                       pc.state_dim) for path in args.candidates])
     copies = [cands, *cands.hindsight()]

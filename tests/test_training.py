@@ -120,6 +120,13 @@ def test_collected_frames_are_relabelled_for_the_other_instructions(policy_ckpt:
                                                       out=str(tmp_path / "wm"), steps=3, batch_size=16,
                                                       hindsight_datasets=True, progress=False))
     assert teacher["transitions"] == 3 * len(store)  # own instruction + 2 relabelled copies
+    # every frame is also a group of its three instructions; held-out frames say whether the own one scores highest
+    assert 0.0 <= teacher["validation"]["top1_own_instruction_heldout"] <= 1.0
+    grouped = build_transitions(policy, [str(tmp_path / "touch")], progress=False, hindsight_datasets=True)
+    assert grouped.instruction_groups is not None and grouped.instruction_groups.shape == (len(store), 3)
+    assert torch.equal(grouped.instruction_groups[:, 0], torch.arange(len(store)))
+    assert torch.equal(grouped.chunk[grouped.instruction_groups[:, 1]], grouped.chunk[:len(store)])
+    assert own.instruction_groups is None
     # --no-hindsight datasets still load, and training on their (absent) copies is refused clearly
     collect(CollectConfig(world="arm", episodes=1, out=tmp_path / "plain", family="touch", image_size=64,
                           hindsight=False, progress=False))

@@ -41,6 +41,8 @@ class Transitions:
     groups: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # labelled candidates: (z, rows)
     # hindsight-relabelled copies of labelled decisions: (rows (M, K), index of the decision in cat(groups' rows))
     hindsight: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    # recorded frames and their hindsight copies: rows (M, 1 + A), the frame under its own instruction first
+    instruction_groups: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.z.shape[0])
@@ -90,6 +92,7 @@ def build_transitions(policy: FlarePolicy, datasets: list[str], progress: bool =
     all_windows = []
     groups = []
     relabelled = []
+    instruction_groups: list[torch.Tensor] = []
     decisions = 0
     pc = policy.cfg
     offset = 0
@@ -107,9 +110,15 @@ def build_transitions(policy: FlarePolicy, datasets: list[str], progress: bool =
             if not store.relabels:
                 raise DatasetFeatureError(f"{path}: no hindsight labels to train on (collect it with `wm-vla sim "
                                           "collect` without --no-hindsight, or drop --hindsight-datasets)")
-            for part in hindsight_dataset_parts(policy, store):
-                parts.append(part)
-                offset += len(part[0])
+            rows = [offset - len(idx) + idx]  # the frames' own rows, then each copy's row of the same frame
+            for copy_part, keep in zip(hindsight_dataset_parts(policy, store), (k for _c, k in store.hindsight())):
+                parts.append(copy_part)
+                row = torch.full((len(idx),), -1, dtype=torch.long)
+                row[keep] = offset + torch.arange(len(keep))
+                rows.append(row)
+                offset += len(keep)
+            stacked = torch.stack(rows, 1)
+            instruction_groups.append(stacked[(stacked >= 0).all(1)])
     for path in candidates or []:
         cands = load_candidate_set(path, pc.cameras, pc.image_size, pc.horizon, pc.action_dim, pc.state_dim)
         n, k = len(cands), cands.k
@@ -128,7 +137,8 @@ def build_transitions(policy: FlarePolicy, datasets: list[str], progress: bool =
     if not parts:
         raise DatasetFeatureError("no training data: give at least one --dataset or --candidates folder")
     cat = [torch.cat(p) for p in zip(*parts)]
-    return Transitions(*cat, windows=all_windows, groups=groups, hindsight=relabelled)
+    return Transitions(*cat, windows=all_windows, groups=groups, hindsight=relabelled,
+                       instruction_groups=torch.cat(instruction_groups) if instruction_groups else None)
 
 
 def wm_loss(out: WorldModelOutput, z_next: torch.Tensor, failure: torch.Tensor, progress: torch.Tensor,
@@ -234,7 +244,21 @@ class WorldModelTrainConfig:
     hindsight: bool = False
     # also train on the recorded datasets' hindsight copies (each frame labelled for the other instructions)
     hindsight_datasets: bool = False
+    # with hindsight_datasets: listwise loss over each recorded frame's instructions (own vs relabelled), the same
+    # chunk scored under every colour word; a pointwise fit alone does not learn to tell them apart (README)
+    instruction_rank_weight: float = 1.0
     progress: bool = True
+
+
+def split_instruction_groups(data: Transitions, val_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Instruction groups with no held-out row (for training) and those whose own row is held out."""
+    if data.instruction_groups is None:
+        empty = torch.zeros(0, 1, dtype=torch.long)
+        return empty, empty
+    held = torch.zeros(len(data), dtype=torch.bool)
+    held[val_idx] = True
+    groups = data.instruction_groups
+    return groups[~held[groups].any(1)], groups[held[groups[:, 0]]]
 
 
 def _split(n: int, val_fraction: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -275,6 +299,9 @@ def train_world_model(cfg: WorldModelTrainConfig) -> dict[str, Any]:
         if held:
             train_idx = torch.tensor([i for i in train_idx.tolist() if i not in held], dtype=torch.long)
             val_idx = torch.cat([val_idx, torch.tensor(sorted(held), dtype=torch.long)]).unique()
+    train_instr, held_instr = split_instruction_groups(data, val_idx)
+    if len(held_instr):  # a held-out frame keeps every instruction's row out of training
+        train_idx = train_idx[~torch.isin(train_idx, held_instr.flatten())]
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps, eta_min=cfg.lr * 0.05)
     history = []
@@ -287,6 +314,11 @@ def train_world_model(cfg: WorldModelTrainConfig) -> dict[str, Any]:
             listwise = listwise_true_outcome_loss(model, data, rows, cfg.rank_temperature)
             loss = loss + cfg.rank_weight * listwise
             metrics["listwise"] = float(listwise.detach())
+        if len(train_instr) and cfg.instruction_rank_weight > 0:
+            rows = train_instr[torch.randint(len(train_instr), (32,), generator=gen)]
+            by_instruction = listwise_true_outcome_loss(model, data, rows, cfg.rank_temperature)
+            loss = loss + cfg.instruction_rank_weight * by_instruction
+            metrics["listwise_instruction"] = float(by_instruction.detach())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -303,6 +335,10 @@ def train_world_model(cfg: WorldModelTrainConfig) -> dict[str, Any]:
             val["top1_true_outcome_heldout_relabelled"] = true_outcome_top1(model, data, split.held_relabelled)
             val["top1_true_outcome_first_candidate_relabelled"] = float(
                 (truth[:, 0] >= truth.max(1).values - 1e-6).float().mean())
+    truth = true_scores(data, held_instr) if len(held_instr) else torch.zeros(0, 1)
+    own_best = held_instr[truth[:, 0] > truth[:, 1:].max(1).values] if truth.shape[1] > 1 else held_instr[:0]
+    if len(own_best):  # held-out frames where only the own instruction's outcome is best: is it scored highest?
+        val["top1_own_instruction_heldout"] = true_outcome_top1(model, data, own_best)
     seconds = time.perf_counter() - t0
     save_checkpoint(model.eval(), Path(cfg.out), extra={"policy": str(cfg.policy), "train_config": asdict(cfg),
                                                         "validation": val, "train_seconds": seconds, "history": history},
