@@ -127,10 +127,19 @@ def test_collected_frames_are_relabelled_for_the_other_instructions(policy_ckpt:
     assert torch.equal(grouped.instruction_groups[:, 0], torch.arange(len(store)))
     assert torch.equal(grouped.chunk[grouped.instruction_groups[:, 1]], grouped.chunk[:len(store)])
     assert own.instruction_groups is None
+    # the probe: which colour does a recorded motion serve, from z or from the tokens (chance 1/3)
+    probe = _benchmark("latent_grounding_probe")
+    assert probe.main(["--policy", str(policy_ckpt), "--dataset", str(tmp_path / "touch"), "--frames", "30",
+                       "--steps", "3", "--out", str(tmp_path / "probe.json")]) == 0
+    report = json.loads((tmp_path / "probe.json").read_text())
+    assert report["frames"] == 30 and report["chance"] == pytest.approx(1 / 3) and 0 < report["heldout_frames"] < 30
+    assert all(0.0 <= acc[s] <= 1.0 for acc in report["accuracy"].values() for s in ("heldout", "training"))
     # --no-hindsight datasets still load, and training on their (absent) copies is refused clearly
     collect(CollectConfig(world="arm", episodes=1, out=tmp_path / "plain", family="touch", image_size=64,
                           hindsight=False, progress=False))
     assert load_frames(tmp_path / "plain", 64, progress=False).hindsight() == []
+    with pytest.raises(SystemExit, match="no hindsight labels"):
+        probe.main(["--policy", str(policy_ckpt), "--dataset", str(tmp_path / "plain"), "--steps", "1"])
     with pytest.raises(DatasetFeatureError, match="no hindsight labels"):
         train_world_model(WorldModelTrainConfig(datasets=[str(tmp_path / "plain")], policy=str(policy_ckpt),
                                                 out=str(tmp_path / "wm2"), steps=1, hindsight_datasets=True,
