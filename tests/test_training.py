@@ -29,7 +29,9 @@ from wm_vla.training.train_world_model import (
     build_transitions,
     distill,
     hindsight_dataset_parts,
+    instruction_agreement,
     ranking_outlook,
+    teacher_instruction_groups,
     train_world_model,
 )
 
@@ -127,6 +129,21 @@ def test_collected_frames_are_relabelled_for_the_other_instructions(policy_ckpt:
     assert torch.equal(grouped.instruction_groups[:, 0], torch.arange(len(store)))
     assert torch.equal(grouped.chunk[grouped.instruction_groups[:, 1]], grouped.chunk[:len(store)])
     assert own.instruction_groups is None
+    # the student inherits the teacher's choice among each frame's instructions (listwise KL across them)
+    student = distill(DistillConfig(datasets=[str(tmp_path / "touch")], policy=str(policy_ckpt),
+                                    teacher=str(tmp_path / "wm"), out=str(tmp_path / "student"), steps=3, states=4,
+                                    batch_size=16, hindsight_datasets=True, progress=False))
+    assert 0.0 <= student["top1_instruction_agreement_heldout"] <= 1.0
+    history = json.loads((tmp_path / "student" / "train_log.json").read_text())["history"]
+    assert "listwise_instruction" in history[0]
+    wm = load_checkpoint(tmp_path / "wm", expect="world_model")[0]
+    train_groups, held_groups, (train_scores, _) = teacher_instruction_groups(wm, grouped, torch.Generator())
+    assert len(train_groups) + len(held_groups) == len(store) and len(held_groups) >= 1
+    top2 = train_scores.topk(2, 1).values
+    distinct = (top2[:, 0] - top2[:, 1]) > 1e-4  # no near-ties that batch-size rounding could flip
+    assert int(distinct.sum()) >= 1
+    assert instruction_agreement(wm, grouped, train_groups[distinct], train_scores[distinct]) == 1.0  # agrees with itself
+    assert instruction_agreement(wm, grouped, train_groups[distinct], -train_scores[distinct]) == 0.0
     # the probe: which colour does a recorded motion serve, from z or from the tokens (chance 1/3)
     probe = _benchmark("latent_grounding_probe")
     assert probe.main(["--policy", str(policy_ckpt), "--dataset", str(tmp_path / "touch"), "--frames", "30",

@@ -160,7 +160,9 @@ def _train_world_model(args: argparse.Namespace) -> int:
 
     result = train_world_model(WorldModelTrainConfig(datasets=args.dataset, policy=args.policy, out=args.out,
                                                      candidates=args.candidates, hindsight=args.hindsight,
-                                                     hindsight_datasets=args.hindsight_datasets, steps=args.steps, seed=args.seed, progress=not args.no_progress))
+                                                     hindsight_datasets=args.hindsight_datasets,
+                                                     instruction_rank_weight=args.instruction_rank_weight,
+                                                     steps=args.steps, seed=args.seed, progress=not args.no_progress))
     print(f"world model (teacher) {result['out']}: {result['transitions']} transitions, {result['train_seconds']} s, "
           f"validation {json.dumps(result['validation'])}")
     outlook = ranking_outlook(result["validation"])
@@ -174,12 +176,17 @@ def _train_distill(args: argparse.Namespace) -> int:
 
     result = distill(DistillConfig(datasets=args.dataset, policy=args.policy, teacher=args.teacher, out=args.out,
                                    candidates=args.candidates, hindsight=args.hindsight,
-                                   hindsight_datasets=args.hindsight_datasets, states=args.states, k=args.k, steps=args.steps, seed=args.seed,
+                                   hindsight_datasets=args.hindsight_datasets,
+                                   instruction_rank_weight=args.instruction_rank_weight, states=args.states, k=args.k,
+                                   steps=args.steps, seed=args.seed,
                                    extra_states=args.extra_states, student_hidden=args.student_hidden, student_layers=args.student_layers,
                                    progress=not args.no_progress))
     print(f"student {result['out']}: {result['candidates']} policy candidates, {result['train_seconds']} s, "
           f"top-1 ranking agreement with the teacher: held-out states {result['top1_agreement_heldout']:.3f} "
           f"({result['heldout_states']}), training states {result['top1_agreement_train']:.3f}")
+    if "top1_instruction_agreement_heldout" in result:
+        print(f"held-out recorded frames: the student scores the same instruction highest as the teacher in "
+              f"{result['top1_instruction_agreement_heldout']:.1%}")
     return 0
 
 
@@ -716,6 +723,9 @@ def build_parser() -> argparse.ArgumentParser:
     tw.add_argument("--hindsight-datasets", action="store_true",
                     help="also train on the --dataset folders' hindsight copies (every recorded frame relabelled for "
                     "the scene's other instructions, as `wm-vla sim collect` records them)")
+    tw.add_argument("--instruction-rank-weight", type=float, default=1.0,
+                    help="with --hindsight-datasets: weight of the listwise loss across each frame's instructions "
+                    "(its own ranked above the relabelled ones); 0: pointwise copies only")
     tw.add_argument("--out", required=True)
     tw.add_argument("--steps", type=int, default=4000)
     tw.add_argument("--seed", type=int, default=0)
@@ -730,6 +740,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also distil on the label folders' hindsight copies (other instructions)")
     td.add_argument("--hindsight-datasets", action="store_true",
                     help="ground truth also on the --dataset folders' hindsight copies (other instructions)")
+    td.add_argument("--instruction-rank-weight", type=float, default=1.0,
+                    help="with --hindsight-datasets: weight of the listwise KL to the teacher across each frame's "
+                    "instructions; 0: off")
     td.add_argument("--out", required=True)
     td.add_argument("--states", type=int, default=1500)
     td.add_argument("--k", type=int, default=8)

@@ -377,6 +377,31 @@ def sample_candidates(policy: FlarePolicy, data: Transitions, states: int, k: in
     return torch.cat(cand_z), torch.cat(cand_chunks)
 
 
+@torch.no_grad()
+def teacher_instruction_groups(teacher: LatentWorldModel, data: Transitions, gen: torch.Generator,
+                               held_fraction: float = 0.1,
+                               ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """The recorded frames' instruction groups split into training / held-out ones, with the teacher's scores of
+    each ((train scores, held scores)); empty without `hindsight_datasets`."""
+    if data.instruction_groups is None or len(data.instruction_groups) == 0:
+        empty, none = torch.zeros(0, 1, dtype=torch.long), torch.zeros(0, 1)
+        return empty, empty, (none, none)
+    groups = data.instruction_groups
+    out = teacher(data.z[groups.flatten()], data.chunk[groups.flatten()])
+    score = (out.progress - out.failure_prob).reshape(groups.shape)
+    train, held = _split(len(groups), held_fraction, gen)
+    return groups[train], groups[held], (score[train], score[held])
+
+
+@torch.no_grad()
+def instruction_agreement(student: LatentWorldModel, data: Transitions, groups: torch.Tensor,
+                          teacher_score: torch.Tensor) -> float:
+    """Fraction of instruction groups where the student's highest-scored instruction is the teacher's."""
+    out = student(data.z[groups.flatten()], data.chunk[groups.flatten()])
+    picks = (out.progress - out.failure_prob).reshape(groups.shape).argmax(1)
+    return float((picks == teacher_score.argmax(1)).float().mean())
+
+
 @dataclass
 class DistillConfig:
     datasets: list[str]
@@ -396,6 +421,9 @@ class DistillConfig:
     student_layers: int | None = None
     hindsight: bool = False    # also distil on the label folders' hindsight-relabelled copies (see above)
     hindsight_datasets: bool = False  # ground truth also on the recorded datasets' hindsight copies (see above)
+    # with hindsight_datasets: listwise KL to the teacher across each recorded frame's instructions, so the student
+    # inherits which colour word the teacher scores highest for a chunk (pointwise ground truth alone averages them)
+    instruction_rank_weight: float = 1.0
     seed: int = 0
     progress: bool = True
 
@@ -442,6 +470,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
                                                   action_dim=teacher.cfg.action_dim, horizon=teacher.cfg.horizon, **size))
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps, eta_min=cfg.lr * 0.05)
+    instr_train, instr_held, instr_teacher = teacher_instruction_groups(teacher, data, gen)
     history = []
     states_per_batch = max(1, cfg.batch_size // k)
     for step in tqdm(range(cfg.steps), desc="distill student", unit="step", disable=not cfg.progress):
@@ -456,17 +485,31 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         gt_out = student(data.z[j], data.chunk[j])
         gt, _ = wm_loss(gt_out, data.z_next[j], data.failure[j], data.progress[j], z_scale, data.has_next[j])
         loss = kd + cfg.rank_weight * listwise + 0.5 * gt
+        by_instruction = None
+        if len(instr_train) and cfg.instruction_rank_weight > 0:
+            g = torch.randint(len(instr_train), (32,), generator=gen)
+            rows = instr_train[g]
+            s_out = student(data.z[rows.flatten()], data.chunk[rows.flatten()])
+            s_score = (s_out.progress - s_out.failure_prob).reshape(rows.shape)
+            by_instruction = F.kl_div(F.log_softmax(s_score / cfg.rank_temperature, dim=1),
+                                      F.softmax(instr_teacher[0][g] / cfg.rank_temperature, dim=1),
+                                      reduction="batchmean")
+            loss = loss + cfg.instruction_rank_weight * by_instruction
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         if step % 200 == 0 or step == cfg.steps - 1:
             history.append({"step": step, "distill": kd_m["loss"], "listwise_kl": float(listwise.detach()),
-                            "ground_truth": float(gt.detach())})
+                            "ground_truth": float(gt.detach()),
+                            **({} if by_instruction is None else {"listwise_instruction": float(by_instruction.detach())})})
     agree_train = top1_agreement(student, cz, cc, teacher_score, train_groups[torch.randperm(len(train_groups))[:500]], k)
     agree = top1_agreement(student, cz, cc, teacher_score, held_out, k)
     relabelled = {"top1_agreement_heldout_relabelled": top1_agreement(student, cz, cc, teacher_score, held_relabelled, k)
                   } if len(held_relabelled) else {}
+    if len(instr_held):  # held-out frames: does the student score the same instruction highest as the teacher?
+        relabelled["top1_instruction_agreement_heldout"] = instruction_agreement(student, data, instr_held,
+                                                                                 instr_teacher[1])
     seconds = time.perf_counter() - t0
     save_checkpoint(student.eval(), Path(cfg.out), extra={"policy": str(cfg.policy), "teacher": str(cfg.teacher),
                                                           "train_config": asdict(cfg), "train_seconds": seconds,
