@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from wm_vla.models.errors import ModelConfigError
 from wm_vla.sim import make_expert, make_world
 from wm_vla.sim.collect import CollectConfig, collect
 from wm_vla.training.datasets import load_frames
-from wm_vla.training.errors import DatasetFeatureError
+from wm_vla.training.errors import DatasetFeatureError, TrainingConfigError
 from wm_vla.training.train_policy import PolicyTrainConfig, train_policy
 from wm_vla.training.train_world_model import (
     DistillConfig,
@@ -306,17 +307,30 @@ def test_gym_observations_without_lerobot_keys_are_rejected() -> None:
     assert batch.images.shape == (1, 1, 3, 64, 64)
 
 
-@pytest.mark.parametrize(("task", "film", "verbs"), [(None, False, {"touch"}), ("all", True, {"touch", "push"})])
+@pytest.mark.parametrize(("task", "film", "verbs", "policy_demos"),
+                         [(None, False, {"touch"}, None), ("all", True, {"touch", "push"}, 3)])
 def test_tiny_pipeline_runs_every_stage_once_and_times_it(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                          task: str | None, film: bool, verbs: set[str]) -> None:
+                                                          task: str | None, film: bool, verbs: set[str],
+                                                          policy_demos: int | None) -> None:
     from wm_vla.training.pipeline import PipelineConfig, default_checkpoints, run_pipeline
 
+    # the FiLM case is the hindsight recipe: policies on the first 3 demos, world models on all 4 and their copies
     cfg = PipelineConfig(out=tmp_path / "tiny", task=task, film=film, demos=4, perturbed=2, policy_steps=2, wm_steps=3,
                          distill_steps=3, distill_states=4, label_episodes=1, label_k=2, jobs=1, image_size=64,
-                         ablation=True, progress=False)
+                         ablation=True, policy_demos=policy_demos, hindsight=film, progress=False)
     log = run_pipeline(cfg)
-    assert set(log["stages"]) == {"collect_demos", "collect_perturbed", "train_policy", "label_candidates",
-                                  "train_world_model", "distill", "train_policy_flare0"}
+    stages = {"collect_demos", "collect_perturbed", "train_policy", "label_candidates", "train_world_model", "distill",
+              "train_policy_flare0"}
+    assert set(log["stages"]) == stages | ({"collect_policy_demos"} if policy_demos else set())
+    def train_config(name: str) -> dict[str, Any]:
+        return dict(json.loads((tmp_path / "tiny" / name / "config.json").read_text())["extra"]["train_config"])
+
+    for name in ("policy", "policy_flare0"):
+        assert train_config(name)["dataset"].endswith("arm_expert3" if policy_demos else "arm_expert")
+    if policy_demos:
+        policy_store = load_frames(tmp_path / "tiny" / "data" / "arm_expert3", 64, progress=False)
+        assert policy_store.episode_end.unique().numel() == 3
+    assert all(train_config(name)["hindsight_datasets"] == film for name in ("wm_teacher", "wm_student"))
     assert log["task"] == (task or "touch")
     assert log["training_seconds"] <= log["total_seconds"]
     policy, student = default_checkpoints(tmp_path / "tiny")
@@ -328,7 +342,7 @@ def test_tiny_pipeline_runs_every_stage_once_and_times_it(tmp_path: Path, capsys
     assert ablation.flare_weight == 0.0 and ablation.film == film
     capsys.readouterr()
     again = run_pipeline(cfg)  # everything done: nothing is redone
-    assert again["stages"] == log["stages"] and capsys.readouterr().out.count("already done") == 7
+    assert again["stages"] == log["stages"] and capsys.readouterr().out.count("already done") == len(log["stages"])
 
 
 def test_tiny_pipeline_refuses_an_unknown_task_before_writing_anything(tmp_path: Path) -> None:
@@ -337,6 +351,9 @@ def test_tiny_pipeline_refuses_an_unknown_task_before_writing_anything(tmp_path:
 
     with pytest.raises(UnknownTaskError, match="unknown task family stack for world 'arm'; families: touch, push"):
         run_pipeline(PipelineConfig(out=tmp_path / "tiny", task="stack", progress=False))
+    assert not (tmp_path / "tiny").exists()
+    with pytest.raises(TrainingConfigError, match=r"policy_demos must be in 1..demos \(4\), got 5"):
+        run_pipeline(PipelineConfig(out=tmp_path / "tiny", demos=4, policy_demos=5, progress=False))
     assert not (tmp_path / "tiny").exists()
 
 

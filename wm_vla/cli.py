@@ -198,6 +198,7 @@ def _train_tiny(args: argparse.Namespace) -> int:
                                       label_follow=args.label_follow, seed=args.seed, wm_steps=args.wm_steps,
                                       distill_steps=args.distill_steps,
                                       ablation=args.ablation, film=args.film, jobs=args.jobs,
+                                      policy_demos=args.policy_demos, hindsight=args.hindsight,
                                       progress=not args.no_progress))
     print(f"stages (s): {log['stages']}")
     print(f"training (policy + world model + distill): {log['training_seconds']} s; everything: {log['total_seconds']} s")
@@ -771,6 +772,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="judge each candidate after N more single-sample policy decisions (0: right after it)")
     tt.add_argument("--seed", type=int, default=0, help="training seed (policy, teacher, student)")
     tt.add_argument("--ablation", action="store_true", help="also train the FLARE lambda=0 policy")
+    tt.add_argument("--policy-demos", type=int, default=None,
+                    help="the policies learn from only the first N demonstrations; the world models see all --demos")
+    tt.add_argument("--hindsight", action="store_true",
+                    help="teacher and student also train on the demonstrations relabelled for the other instructions "
+                    "(listwise across them); pays off with --film (README, issue #3)")
     tt.add_argument("--film", action="store_true", help="condition the policies' CNN on the instruction (FiLM)")
     tt.add_argument("--no-progress", action="store_true")
     tt.set_defaults(func=_train_tiny)

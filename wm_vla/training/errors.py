@@ -9,3 +9,7 @@ class TrainingError(Exception):
 
 class DatasetFeatureError(TrainingError, ValueError):
     """A dataset lacks a feature the model needs, or has one of the wrong shape."""
+
+
+class TrainingConfigError(TrainingError, ValueError):
+    """A training configuration that cannot run (inconsistent sizes or options)."""

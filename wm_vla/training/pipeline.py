@@ -22,6 +22,7 @@ from typing import Any
 from wm_vla.sim.collect import CollectConfig, collect
 from wm_vla.sim.tasks import check_families
 from wm_vla.training.candidate_labels import CandidateLabelConfig, label_candidates
+from wm_vla.training.errors import TrainingConfigError
 from wm_vla.training.train_policy import PolicyTrainConfig, train_policy
 from wm_vla.training.train_world_model import (
     DistillConfig,
@@ -57,6 +58,12 @@ class PipelineConfig:
     seed: int = 0           # training seed of the policy, teacher and student (the data's seeds are fixed)
     ablation: bool = False
     film: bool = False      # the policies' CNN is conditioned on the instruction (FiLM)
+    # the policies learn from only the first N demonstrations (a teleop session's worth); the world models still
+    # see all `demos` (None: the policies see all of them too)
+    policy_demos: int | None = None
+    # teacher and student also train on every recorded frame relabelled for the scene's other instructions, with
+    # a listwise loss across them (needs a latent that carries the instruction, e.g. --film; README, issue #3)
+    hindsight: bool = False
     progress: bool = True
 
 
@@ -75,6 +82,8 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     task = cfg.task or BENCHMARK_TASKS[cfg.world]
     family = None if task == ALL_TASKS else task  # collect draws from every family with None
     tasks = check_families(cfg.world, family)
+    if cfg.policy_demos is not None and not 0 < cfg.policy_demos <= cfg.demos:
+        raise TrainingConfigError(f"policy_demos must be in 1..demos ({cfg.demos}), got {cfg.policy_demos}")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "pipeline.json"
@@ -83,6 +92,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     demos, perturbed = out / "data" / f"{cfg.world}_expert", out / "data" / f"{cfg.world}_perturbed"
     labels = out / "data" / f"{cfg.world}_candidates"
     data = [str(demos), str(perturbed)]
+    policy_data = demos if cfg.policy_demos is None else out / "data" / f"{cfg.world}_expert{cfg.policy_demos}"
 
     def stage(name: str, done: Path, fn: Callable[[], Any]) -> None:
         if done.exists():
@@ -100,25 +110,29 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     stage("collect_perturbed", perturbed / "collect_stats.json", lambda: collect(CollectConfig(
         world=cfg.world, episodes=cfg.perturbed, out=perturbed, seed=5000, noise=cfg.noise, family=family,
         image_size=cfg.image_size, progress=cfg.progress, overwrite=True)))
+    if cfg.policy_demos is not None:  # the same seeds as the first `policy_demos` of the demonstrations
+        stage("collect_policy_demos", policy_data / "collect_stats.json", lambda: collect(CollectConfig(
+            world=cfg.world, episodes=int(cfg.policy_demos or 0), out=policy_data, family=family,
+            image_size=cfg.image_size, progress=cfg.progress, overwrite=True)))
     stage("train_policy", out / POLICY / "train_log.json", lambda: train_policy(PolicyTrainConfig(
-        dataset=str(demos), out=str(out / POLICY), steps=cfg.policy_steps, seed=cfg.seed, film=cfg.film,
+        dataset=str(policy_data), out=str(out / POLICY), steps=cfg.policy_steps, seed=cfg.seed, film=cfg.film,
         progress=cfg.progress)))
     stage("label_candidates", labels / "meta.json", lambda: label_candidates(CandidateLabelConfig(
         policy=str(out / POLICY), out=str(labels), world=cfg.world, episodes=cfg.label_episodes, k=cfg.label_k,
         tasks=tasks, jobs=cfg.jobs, follow=cfg.label_follow, progress=cfg.progress)))
     stage("train_world_model", out / TEACHER / "train_log.json", lambda: train_world_model(WorldModelTrainConfig(
         datasets=data, candidates=[str(labels)], policy=str(out / POLICY), out=str(out / TEACHER), steps=cfg.wm_steps,
-        seed=cfg.seed, progress=cfg.progress)))
+        seed=cfg.seed, hindsight_datasets=cfg.hindsight, progress=cfg.progress)))
     stage("distill", out / STUDENT / "train_log.json", lambda: distill(DistillConfig(
         datasets=data, candidates=[str(labels)], policy=str(out / POLICY), teacher=str(out / TEACHER),
         out=str(out / STUDENT), steps=cfg.distill_steps, states=cfg.distill_states, seed=cfg.seed,
-        progress=cfg.progress)))
+        hindsight_datasets=cfg.hindsight, progress=cfg.progress)))
     teacher_log = out / TEACHER / "train_log.json"
     if teacher_log.is_file():
         log["ranking_outlook"] = ranking_outlook(json.loads(teacher_log.read_text()).get("validation", {}))
     if cfg.ablation:
         stage("train_policy_flare0", out / ABLATION / "train_log.json", lambda: train_policy(PolicyTrainConfig(
-            dataset=str(demos), out=str(out / ABLATION), steps=cfg.policy_steps, flare_weight=0.0, seed=cfg.seed,
+            dataset=str(policy_data), out=str(out / ABLATION), steps=cfg.policy_steps, flare_weight=0.0, seed=cfg.seed,
             film=cfg.film, progress=cfg.progress)))
     main = ("train_policy", "train_world_model", "distill")
     log["training_seconds"] = round(sum(log["stages"].get(s, 0.0) for s in main), 1)
