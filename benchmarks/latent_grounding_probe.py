@@ -200,9 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, acc in report["accuracy"].items():  # type: ignore[attr-defined]
             print(f"{name:14s} which colour the recorded motion serves, {report['colours']} colours (chance "
                   f"{report['chance']:.0%}): held-out episodes {acc['heldout']:.0%}, training {acc['training']:.0%}")
-        if args.out:
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps(report, indent=2))
+        write_report(args.out, report)
         return 0
     if not args.candidates:
         raise SystemExit("give --candidates (label folders) or --dataset")
@@ -257,10 +255,15 @@ def main(argv: list[str] | None = None) -> int:
         fit = f"; training decisions, relabelled {r['relabelled_training_decisions']:.0%}" if name != "first_sample" else ""
         print(f"{name:14s} held-out pick is the best true outcome: own instruction {r['own_instruction']:.0%}, "
               f"relabelled instructions {r['relabelled']:.0%}{fit}")
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=2))
+    write_report(args.out, report)
     return 0
+
+
+def write_report(out: str | None, report: dict[str, object]) -> None:
+    """Write the report as JSON to `out` (nothing without it)."""
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
