@@ -160,21 +160,29 @@ def true_scores(data: Transitions, rows: torch.Tensor) -> torch.Tensor:
     return torch.where(data.failure[rows] > 0.5, -torch.ones_like(data.progress[rows]), data.progress[rows])
 
 
+def group_scores(model: LatentWorldModel, z: torch.Tensor, chunk: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The ranker's score (progress - failure probability) of the rows `rows` (G, K) of (z, chunk), shaped (G, K)."""
+    out = model(z[rows.flatten()], chunk[rows.flatten()])
+    return (out.progress - out.failure_prob).reshape(rows.shape)
+
+
+def listwise_kl(score: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(softmax(target / T) || softmax(score / T)) over each group (dim 1)."""
+    return F.kl_div(F.log_softmax(score / temperature, dim=1), F.softmax(target / temperature, dim=1),
+                    reduction="batchmean")
+
+
 def listwise_true_outcome_loss(model: LatentWorldModel, data: Transitions, rows: torch.Tensor,
                                temperature: float) -> torch.Tensor:
     """KL(softmax(true / T) || softmax(score / T)) over each decision's K candidates (rows: (G, K))."""
-    out = model(data.z[rows.flatten()], data.chunk[rows.flatten()])
-    score = (out.progress - out.failure_prob).reshape(rows.shape)
-    return F.kl_div(F.log_softmax(score / temperature, dim=1), F.softmax(true_scores(data, rows) / temperature, dim=1),
-                    reduction="batchmean")
+    return listwise_kl(group_scores(model, data.z, data.chunk, rows), true_scores(data, rows), temperature)
 
 
 @torch.no_grad()
 def true_outcome_top1(model: LatentWorldModel, data: Transitions, rows: torch.Tensor) -> float:
     """Fraction of decisions where the model's pick has the best true outcome (ties count as hits)."""
     model.eval()
-    out = model(data.z[rows.flatten()], data.chunk[rows.flatten()])
-    picks = (out.progress - out.failure_prob).reshape(rows.shape).argmax(1)
+    picks = group_scores(model, data.z, data.chunk, rows).argmax(1)
     truth = true_scores(data, rows)
     model.train()
     return float((truth.gather(1, picks[:, None])[:, 0] >= truth.max(1).values - 1e-6).float().mean())
@@ -352,9 +360,8 @@ def train_world_model(cfg: WorldModelTrainConfig) -> dict[str, Any]:
 def top1_agreement(student: LatentWorldModel, cz: torch.Tensor, cc: torch.Tensor, teacher_score: torch.Tensor,
                    groups: torch.Tensor, k: int) -> float:
     """Fraction of candidate groups (states) where the student's pick is the teacher's pick."""
-    rows = (groups[:, None] * k + torch.arange(k)[None]).reshape(-1)
-    out = student(cz[rows], cc[rows])
-    picks = (out.progress - out.failure_prob).reshape(-1, k).argmax(1)
+    rows = groups[:, None] * k + torch.arange(k)[None]
+    picks = group_scores(student, cz, cc, rows).argmax(1)
     return float((picks == teacher_score[groups].argmax(1)).float().mean())
 
 
@@ -387,8 +394,7 @@ def teacher_instruction_groups(teacher: LatentWorldModel, data: Transitions, gen
         empty, none = torch.zeros(0, 1, dtype=torch.long), torch.zeros(0, 1)
         return empty, empty, (none, none)
     groups = data.instruction_groups
-    out = teacher(data.z[groups.flatten()], data.chunk[groups.flatten()])
-    score = (out.progress - out.failure_prob).reshape(groups.shape)
+    score = group_scores(teacher, data.z, data.chunk, groups)
     train, held = _split(len(groups), held_fraction, gen)
     return groups[train], groups[held], (score[train], score[held])
 
@@ -397,8 +403,7 @@ def teacher_instruction_groups(teacher: LatentWorldModel, data: Transitions, gen
 def instruction_agreement(student: LatentWorldModel, data: Transitions, groups: torch.Tensor,
                           teacher_score: torch.Tensor) -> float:
     """Fraction of instruction groups where the student's highest-scored instruction is the teacher's."""
-    out = student(data.z[groups.flatten()], data.chunk[groups.flatten()])
-    picks = (out.progress - out.failure_prob).reshape(groups.shape).argmax(1)
+    picks = group_scores(student, data.z, data.chunk, groups).argmax(1)
     return float((picks == teacher_score.argmax(1)).float().mean())
 
 
@@ -480,20 +485,15 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         out = student(cz[i], cc[i])
         kd, kd_m = wm_loss(out, soft.next_latent[i], soft.failure_prob[i], soft.progress[i], z_scale)
         student_score = (out.progress - out.failure_prob).reshape(-1, k)
-        listwise = F.kl_div(F.log_softmax(student_score / cfg.rank_temperature, dim=1),
-                            F.softmax(teacher_score[s_idx] / cfg.rank_temperature, dim=1), reduction="batchmean")
+        listwise = listwise_kl(student_score, teacher_score[s_idx], cfg.rank_temperature)
         gt_out = student(data.z[j], data.chunk[j])
         gt, _ = wm_loss(gt_out, data.z_next[j], data.failure[j], data.progress[j], z_scale, data.has_next[j])
         loss = kd + cfg.rank_weight * listwise + 0.5 * gt
         by_instruction = None
         if len(instr_train) and cfg.instruction_rank_weight > 0:
             g = torch.randint(len(instr_train), (32,), generator=gen)
-            rows = instr_train[g]
-            s_out = student(data.z[rows.flatten()], data.chunk[rows.flatten()])
-            s_score = (s_out.progress - s_out.failure_prob).reshape(rows.shape)
-            by_instruction = F.kl_div(F.log_softmax(s_score / cfg.rank_temperature, dim=1),
-                                      F.softmax(instr_teacher[0][g] / cfg.rank_temperature, dim=1),
-                                      reduction="batchmean")
+            by_instruction = listwise_kl(group_scores(student, data.z, data.chunk, instr_train[g]), instr_teacher[0][g],
+                                         cfg.rank_temperature)
             loss = loss + cfg.instruction_rank_weight * by_instruction
         opt.zero_grad(set_to_none=True)
         loss.backward()
