@@ -74,9 +74,19 @@ def run_config(cfg: DemoConfig, rank: bool, log_dir: Path) -> tuple[list[dict[st
         return json.loads(out.read_text()), cpu.cores_busy()
 
 
-def inprocess_decision_ms(cfg: DemoConfig, n: int = 30) -> list[dict[str, float]]:
+def decision_period_s(policy_dir: str, profile_rate_hz: float) -> float:
+    """vla_node's default decision period: the policy's execution horizon at the robot's policy rate."""
+    cfg = json.loads((Path(policy_dir) / "config.json").read_text())["config"]
+    return int(cfg.get("exec_horizon", cfg["horizon"])) / profile_rate_hz
+
+
+def inprocess_decision_ms(cfg: DemoConfig, n: int = 30, paced: bool = True) -> list[dict[str, float]]:
     """The same decision (encode, K samples, world model, GPC-RANK) in one process on sim observations: per decision,
-    its stage times (ms: encode, sample, wm_rollout, score, total)."""
+    its stage times (ms: encode, sample, wm_rollout, score, total).
+
+    `paced`: one decision per decision period, the CPU idle in between, as vla_node decides (one per chunk). Back to
+    back (`paced=False`) the same decision is ~12 % faster on the 2-vCPU VM: after an idle gap the core runs it cold
+    (docs/ros_stack.md), which is the hardware, not ROS, so the ROS/in-process ratio compares paced with paced."""
     import torch
 
     from wm_vla.eval.closed_loop import obs_batch
@@ -94,13 +104,18 @@ def inprocess_decision_ms(cfg: DemoConfig, n: int = 30) -> list[dict[str, float]
     world = make_world("arm")
     pipe = DecisionPipeline(backend, KinematicPenalty(world.profile))
     spec = backend.spec
+    period = decision_period_s(cfg.policy or str(policy), world.profile.policy_rate_hz) if paced else 0.0
     times: list[dict[str, float]] = []
+    start = time.perf_counter()
     for i in range(n + 3):
         obs = world.reset(cfg.seed + i % max(1, cfg.episodes))
         batch = obs_batch(obs, spec.cameras, spec.image_size)
         noise = candidate_noise(spec.horizon, spec.action_dim, cfg.k, i)
+        if i >= 3:  # after the warm-up: one decision per period
+            time.sleep(max(0.0, start + period - time.perf_counter()))
+        start = time.perf_counter()
         decision = pipe.decide(batch.images.numpy(), batch.state.numpy(), obs.instruction, noise)
-        if i >= 3:  # warm-up
+        if i >= 3:
             times.append(decision.stage_ms)
     world.close()
     backend.close()
@@ -153,6 +168,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     # the in-process reference is taken before and after the ROS runs: a shared machine's speed drifts by tens of
     # percent over minutes, and one side of a ratio taken at another time would carry that drift
     stages = inprocess_decision_ms(cfg, n=15)
+    back_to_back = inprocess_decision_ms(cfg, n=10, paced=False)
     for name, rank in (("ranked", True), ("single", False)):
         domain = cfg.domain_id if cfg.domain_id is not None else demo_domain()
         print(f"[demo] {name}: starting the ROS 2 stack (K={cfg.k if rank else 1}) for {cfg.episodes} episodes "
@@ -168,14 +184,18 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
                   f"; all nodes {cores.get(TOTAL, float('nan')):.2f}", flush=True)
     ranked, single = rows["ranked"], rows["single"]
     stages += inprocess_decision_ms(cfg, n=15)
+    back_to_back += inprocess_decision_ms(cfg, n=10, paced=False)
     inproc = [s["total"] for s in stages]
+    inproc_b2b = _p([s["total"] for s in back_to_back], 50)
     inproc_parts = {"inference": _p([s["encode"] + s["sample"] for s in stages], 50),
                     "ranking": _p([s.get("wm_rollout", 0.0) + s.get("score", 0.0) for s in stages], 50),
                     "decision": _p(inproc, 50)}
     # on the sim clock the ROS decision time is in sim time: no ratio to a wall-clock in-process time
     ratio = ranked["decision_ms_p50"] / _p(inproc, 50) if cfg.rate_scale == 1.0 else float("nan")
+    ratio_b2b = ranked["decision_ms_p50"] / inproc_b2b if cfg.rate_scale == 1.0 else float("nan")
     print(f"[demo] decision camera->RankingResult over ROS p50 {ranked['decision_ms_p50']:.1f} ms vs in-process "
-          f"{_p(inproc, 50):.1f} ms: ratio {ratio:.2f}", flush=True)
+          f"{_p(inproc, 50):.1f} ms (one decision per period, as the stack decides): ratio {ratio:.2f}; in-process "
+          f"back to back {inproc_b2b:.1f} ms: ratio {ratio_b2b:.2f}", flush=True)
     parts = ranked["decision_breakdown_ms_p50"]
     nan = float("nan")
     node_ratio = nan
@@ -195,6 +215,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
               "latency": "camera stamp -> command receipt, first command of each chunk, ranked stack",
               "decision_ms_ros_p50": ranked["decision_ms_p50"], "decision_ms_inprocess_p50": _p(inproc, 50),
               "decision_ratio_ros_over_inprocess": ratio,
+              "decision_ms_inprocess_back_to_back_p50": inproc_b2b,
+              "decision_ratio_ros_over_inprocess_back_to_back": ratio_b2b,
               "decision_ratio_ros_over_node_compute": node_ratio,
               "decision_breakdown_ms_p50": {"ros": parts, "inprocess": inproc_parts},
               "cpu_threads": os.cpu_count(), "wall_s": round(time.perf_counter() - t0, 1), "configs": [ranked, single]}

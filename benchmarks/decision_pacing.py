@@ -1,0 +1,110 @@
+"""Does a decision cost the same when it follows an idle gap? The in-process K=16 decision (encode, K samples, world
+model, GPC-RANK) timed three ways in one process, interleaved in random order: back to back; one per decision period
+with the CPU idle in between (as vla_node decides, one per chunk); one per period with the gap filled by sim steps
+(busy, as the direct eval runs). The ratios say which reference the ROS stack's decision time should be divided by.
+
+    python benchmarks/decision_pacing.py --rounds 8 --per-round 4 --out outputs/bench/decision_pacing
+
+Writes OUT.json (per-mode times and p50 ratios) and OUT.png (the times per mode).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+
+MODES = ("back_to_back", "idle_gap", "busy_gap")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--backend", default="torch")
+    ap.add_argument("--k", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--per-round", type=int, default=4, help="decisions per mode and round")
+    ap.add_argument("--period", type=float, default=0.0, help="decision period, s (0: the policy's, as vla_node)")
+    ap.add_argument("--out", default="outputs/bench/decision_pacing")
+    args = ap.parse_args(argv)
+
+    import matplotlib
+    import torch
+    from tqdm import tqdm
+
+    from wm_vla.eval.closed_loop import obs_batch
+    from wm_vla.eval.ros_demo import decision_period_s
+    from wm_vla.runtime.decision import DecisionPipeline
+    from wm_vla.runtime.loading import open_backend
+    from wm_vla.runtime.ranker import KinematicPenalty
+    from wm_vla.runtime.spec import candidate_noise
+    from wm_vla.sim.registry import make_world
+    from wm_vla.training.pipeline import default_checkpoints
+
+    torch.set_num_threads(1)  # like the nodes
+    policy, wm = default_checkpoints()
+    backend = open_backend(args.backend, str(policy), str(wm), threads=1).backend
+    world = make_world("arm")
+    pipe = DecisionPipeline(backend, KinematicPenalty(world.profile))
+    period = args.period or decision_period_s(str(policy), world.profile.policy_rate_hz)
+    spec = backend.spec
+    obs = world.reset(1_000_000)
+    batch = obs_batch(obs, spec.cameras, spec.image_size)
+    hold = np.asarray(obs.state, dtype=np.float32)
+    images, state = batch.images.numpy(), batch.state.numpy()
+
+    def decide(i: int) -> float:
+        noise = candidate_noise(spec.horizon, spec.action_dim, args.k, i)
+        return float(pipe.decide(images, state, obs.instruction, noise).stage_ms["total"])
+
+    for i in range(3):  # warm-up
+        decide(i)
+    times: dict[str, list[float]] = {m: [] for m in MODES}
+    rng = random.Random(0)
+    n = 0
+    for _ in tqdm(range(args.rounds), desc="rounds", unit="round"):
+        for mode in rng.sample(MODES, len(MODES)):
+            start = time.perf_counter()
+            for _ in range(args.per_round):
+                if mode == "idle_gap":
+                    time.sleep(max(0.0, start + period - time.perf_counter()))
+                elif mode == "busy_gap":
+                    while time.perf_counter() < start + period:
+                        if world.step(hold).done:  # physics + camera render, like the sim beside the stack
+                            world.reset(1_000_000)
+                start = time.perf_counter()
+                times[mode].append(decide(n))
+                n += 1
+    world.close()
+    backend.close()
+
+    p50 = {m: float(np.percentile(v, 50)) for m, v in times.items()}
+    ratios = {f"{m}/back_to_back": p50[m] / p50["back_to_back"] for m in MODES[1:]}
+    for m in MODES:
+        print(f"{m:>13}: p50 {p50[m]:7.1f} ms  p90 {np.percentile(times[m], 90):7.1f} ms  ({len(times[m])} decisions)")
+    print(f"decision period {period:.2f} s, K={args.k}, {args.backend}; ratios of p50s: " +
+          ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = {"backend": args.backend, "k": args.k, "period_s": period, "p50_ms": p50, "ratios": ratios,
+              "times_ms": times}
+    out.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.boxplot([times[m] for m in MODES])
+    ax.set_xticks(range(1, len(MODES) + 1), [m.replace("_", " ") for m in MODES])
+    ax.set_ylabel("decision time, ms")
+    ax.set_title(f"K={args.k} {args.backend} decision, one per {period:.1f} s vs back to back")
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"), dpi=120)
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
