@@ -66,8 +66,9 @@ def main() -> int:
             while not stop.wait(args.sample_s):
                 rss = {}
                 for name, proc in procs.items():
-                    try:
-                        rss[name] = proc.memory_info().rss / 2**20
+                    try:  # with its children: vla_node's sampler process holds the policy
+                        family = [proc, *proc.children(recursive=True)]
+                        rss[name] = sum(p.memory_info().rss for p in family) / 2**20
                     except psutil.Error:
                         continue
                 with client.cond:  # the episode client keeps every node's latest /diagnostics values

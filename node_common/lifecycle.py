@@ -31,6 +31,9 @@ class ModelNode(LifecycleNode):
         """Log why configure fails (kept for the exit diagnostic) and fail the transition: the node never runs."""
         self.configure_error = message
         self.get_logger().error(message)
+        if self.backend is not None:  # loaded before the check that failed (a sampler process, a GPU context)
+            self.backend.close()
+            self.backend = None
         return TransitionCallbackReturn.FAILURE
 
     def p(self, name: str) -> Any:

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import os
-import signal
-import sys
 import time
 from collections.abc import Callable, Sequence
 
@@ -14,21 +10,9 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, Si
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
 
+from wm_vla.lifetime import exit_with_parent
 
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def exit_with_parent(sig: signal.Signals = signal.SIGTERM) -> None:
-    """Ask Linux to send `sig` when the launching process dies (a killed test run or launcher must not leave
-    nodes spinning, or commanding a robot, with nobody supervising them). No-op off Linux."""
-    if not sys.platform.startswith("linux"):
-        return
-    parent = os.getppid()
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
-        return
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os.kill(os.getpid(), sig)
+__all__ = ["exit_with_parent", "report_failure", "run"]
 
 
 def report_failure(node: Node, message: str, repeats: int = 5, period_s: float = 0.1, discovery_s: float = 10.0,

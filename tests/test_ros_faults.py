@@ -7,11 +7,14 @@ reaction times are printed as `[fault] ...` lines (quoted in docs/SAFETY.md)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from sensor_msgs.msg import Image, JointState
@@ -215,11 +218,38 @@ def test_burst_of_1000_observations_serves_the_newest_without_a_backlog(chain: C
     chain.wait_tracking(chain.probe.now())
 
 
+def _sampler_pids(node_pid: int) -> list[int]:
+    """vla_node's sampler process (a multiprocessing spawn child; not its resource tracker)."""
+    return [c.pid for c in psutil.Process(node_pid).children(recursive=True) if "spawn_main" in " ".join(c.cmdline())]
+
+
+def test_sampler_process_killed_vla_node_restarts_it_and_candidates_resume(chain: Chain) -> None:
+    _resume(chain)
+    vla = chain.stack.procs["vla_node"].pid
+    (child,) = _sampler_pids(vla)  # the policy runs in one child process of vla_node (inference_process)
+    t_kill = chain.probe.now()
+    os.kill(child, signal.SIGKILL)
+    chain.probe.wait(lambda: any("sampler process" in s.message and s.level == DiagnosticStatus.WARN
+                                 for s in statuses(chain.diag, "vla_node", t_kill)), 30.0,
+                     "a WARN diagnostic from vla_node about its sampler process")
+    t_moving = chain.wait_tracking(chain.probe.now())
+    assert not chain.stack.failed()
+    (new_child,) = _sampler_pids(vla)
+    assert new_child != child
+    assert "sampler process restarted" in chain.stack.log("vla_node")
+    print(f"\n[fault] sampler process killed: vla_node restarted it, motion again {t_moving - t_kill:.1f} s after the kill")
+
+
 def test_vla_node_killed_mid_episode_world_model_holds_then_resumes_on_restart(chain: Chain) -> None:
     _resume(chain)
     time.sleep(0.5)
+    children = _sampler_pids(chain.stack.procs["vla_node"].pid)
     t_kill = chain.probe.now()
     chain.stack.kill("vla_node")
+    deadline = time.monotonic() + 10.0  # its sampler process dies with it (PR_SET_PDEATHSIG), leaving no orphan
+    while any(psutil.pid_exists(c) and psutil.Process(c).status() != psutil.STATUS_ZOMBIE for c in children):
+        assert time.monotonic() < deadline, f"vla_node's sampler process {children} outlived it"
+        time.sleep(0.1)
     chain.probe.wait(lambda: chain.held_from(t_kill) is not None, 10.0, "the arm to hold after vla_node died")
     held = chain.held_from(t_kill)
     assert held is not None

@@ -28,8 +28,8 @@ from node_common.spin import run
 from node_common.worker import WORKER_PARAMETERS, NewestWorker
 from perception_node.node import OBSERVATION_TOPIC
 from wm_vla.robots import load_profile
-from wm_vla.runtime.decision import warm_up
-from wm_vla.runtime.errors import InstructionError, LatencyConfigError, RuntimeErrorBase
+from wm_vla.runtime.errors import InstructionError, LatencyConfigError, RuntimeErrorBase, SamplerProcessError
+from wm_vla.runtime.sampler_process import SamplerConfig, open_sampler
 from wm_vla.runtime.spec import candidate_noise
 
 CANDIDATES_TOPIC = "/wm_vla/action_candidates"
@@ -48,8 +48,12 @@ PARAMETERS: list[tuple[str, object]] = [
     ("observation", OBSERVATION_TOPIC), ("output", CANDIDATES_TOPIC),
     # live latency budget on encode + sample (node_common.budget): fewer candidates (K levels, then 1) when over it
     *BUDGET_PARAMETERS,
-    # inference thread's added nice value (node_common.worker): I/O first under CPU contention
+    # inference thread's (or process's) added nice value (node_common.worker): I/O first under CPU contention
     *WORKER_PARAMETERS,
+    # encode + sample in a child process of the node (wm_vla.runtime.sampler_process): a crash or hang in inference
+    # is isolated, reported and restarted, and the sampler does not share the GIL with the executor. false: on the
+    # worker thread
+    ("inference_process", True),
     # fault injection (tests, drills): extra ms inside the sampling stage; settable at run time
     ("inject_sample_delay_ms", 0.0)]
 
@@ -70,16 +74,16 @@ class VlaNode(ModelNode):
 
     # ----- lifecycle -----
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        from wm_vla.runtime.loading import open_backend
-
         self.profile = load_profile(self.p("robot"))
-        try:
-            sel = open_backend(self.p("backend"), self.p("policy") or default_policy(), None,
-                               self.p("onnx_dir") or None, self.p("device"), self.p("threads") or None,
-                               steps=int(self.p("denoise_steps")) or None)
+        own_process = bool(self.p("inference_process"))
+        cfg = SamplerConfig(self.p("backend"), self.p("policy") or default_policy(), self.p("onnx_dir") or None,
+                            self.p("device"), self.p("threads") or None, int(self.p("denoise_steps")) or None,
+                            warm_k=int(self.p("k")), nice=int(self.p("worker_nice")) if own_process else 0)
+        try:  # loads, then warms up: the first decision would otherwise pay for lazy initialisation (~0.6 s, torch)
+            self.backend = open_sampler(cfg, own_process)
         except (RuntimeErrorBase, OSError, ValueError) as exc:
             return self.refuse(f"cannot load the policy: {exc}")
-        self.backend, spec = sel.backend, sel.backend.spec
+        spec = self.backend.spec
         if spec.action_dim != len(self.profile.action.names) or spec.state_dim != len(self.profile.state.names):
             return self.refuse(f"policy (state {spec.state_dim}, action {spec.action_dim}) does not fit robot "
                                f"{self.profile.name} (state {len(self.profile.state.names)}, action "
@@ -98,18 +102,16 @@ class VlaNode(ModelNode):
             self.budget = NodeBudget.from_node(self, self.diag, k=self.k)
         except LatencyConfigError as exc:
             return self.refuse(f"bad latency budget settings: {exc}")
-        try:  # the first decision would otherwise pay for lazy initialisation (~0.6 s on the tiny torch policy)
-            warm_s = warm_up(self.backend, self.k, rollout=False)
-        except (RuntimeErrorBase, ValueError) as exc:
-            return self.refuse(f"the policy does not run on a blank observation: {exc}")
         self.pub = self.create_lifecycle_publisher(ActionCandidates, self.p("output"), COMMAND_QOS)
         self.create_subscription(Observation, self.p("observation"), self._on_obs, SENSOR_QOS)
         self.create_subscription(String, self.profile.topics.instruction, self._on_instruction, LATCHED_QOS)
-        self.worker = NewestWorker(self._infer, "vla_inference", self._worker_failed, int(self.p("worker_nice")))
+        # in its own process the sampler is niced there; this thread only waits on the pipe
+        self.worker = NewestWorker(self._infer, "vla_inference", self._worker_failed,
+                                   0 if own_process else int(self.p("worker_nice")))
         self.create_timer(1.0, self._diagnostics)
         self.get_logger().info(f"policy loaded on {self.backend.describe()} (fallbacks: "
-                               f"{[f.candidate for f in sel.fallbacks]}); K={self.k}, {spec.steps} Euler steps, "
-                               f"decision period {self.period} s, warmed up in {warm_s:.2f} s")
+                               f"{self.backend.fallbacks}); K={self.k}, {spec.steps} Euler steps, "
+                               f"decision period {self.period} s, warmed up in {self.backend.warm_s:.2f} s")
         return TransitionCallbackReturn.SUCCESS
 
     def _exec_horizon(self) -> int:
@@ -170,28 +172,38 @@ class VlaNode(ModelNode):
             t_in = time.perf_counter()
             images, state = self._inputs(msg)
             t0 = time.perf_counter()
-            enc = self.backend.encode(images, state, self.instruction)
-            t1 = time.perf_counter()
             seed = int(self.p("seed")) + self.decisions
             k = self.budget.mode.k if self.budget is not None else self.k
             noise = candidate_noise(self.spec.horizon, self.spec.action_dim, k, seed)
-            cand = self.backend.sample(enc, noise)
+            out = self.backend.sample(images, state, self.instruction, noise)
             delay = float(self.p("inject_sample_delay_ms"))
             if delay > 0:
                 time.sleep(delay / 1e3)
             t2 = time.perf_counter()
+        except SamplerProcessError as exc:  # the process died or hung: no candidates (the robot holds), restart it
+            self._drop("sampler_process_failed", f"{exc}; restarting it")
+            self._restart_sampler()
+            return
         except (RuntimeErrorBase, ValueError) as exc:
             self._drop("bad_observation", str(exc))
             return
         self.decisions += 1
         self.spacing.decided(stamp)
-        for name, ms in (("obs_age", age), ("inputs", t0 - t_in), ("encode", t1 - t0), ("sample", t2 - t1),
-                         ("total", t2 - t0)):
-            self.stage_ms[name].append(1e3 * ms)
+        sample_ms = out.sample_ms + (delay if delay > 0 else 0.0)
+        for name, ms in (("obs_age", 1e3 * age), ("inputs", 1e3 * (t0 - t_in)), ("encode", out.encode_ms),
+                         ("sample", sample_ms), ("total", 1e3 * (t2 - t0))):  # total: with the pipe, if any
+            self.stage_ms[name].append(ms)
         if self.budget is not None:
-            self.budget.record({"encode": 1e3 * (t1 - t0), "sample": 1e3 * (t2 - t1)})
-        self.pub.publish(self._message(msg, enc.obs_latent, cand.actions, cand.future_latents, seed))
+            self.budget.record({"encode": out.encode_ms, "sample": sample_ms})
+        self.pub.publish(self._message(msg, out.obs_latent, out.actions, out.future_latents, seed))
         self.stage_ms["publish"].append(1e3 * (time.perf_counter() - t2))  # build + serialize + hand to DDS
+
+    def _restart_sampler(self) -> None:
+        try:
+            self.backend.restart()
+            self.get_logger().warn(f"sampler process restarted: {self.backend.describe()}")
+        except SamplerProcessError as exc:
+            self.get_logger().error(f"sampler process restart failed (will retry on the next observation): {exc}")
 
     def _inputs(self, msg: Observation) -> tuple[np.ndarray, np.ndarray]:
         by_name = dict(zip(msg.camera_names, msg.images))

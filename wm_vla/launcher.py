@@ -66,16 +66,25 @@ class Stack:
         return {name: p.returncode for name, p in self.procs.items() if p.poll() is not None}
 
     def cpu_seconds(self) -> dict[str, float]:
-        """CPU time (user + system, s) each running node process has used so far."""
+        """CPU time (user + system, s) each running node process, with its child processes (vla_node's sampler
+        process), has used so far."""
         import psutil
 
         used = {}
         for name, p in self.procs.items():
             try:
-                t = psutil.Process(p.pid).cpu_times()
+                proc = psutil.Process(p.pid)
+                t = proc.cpu_times()
+                total = t.user + t.system
+                for child in proc.children(recursive=True):
+                    try:
+                        t = child.cpu_times()
+                        total += t.user + t.system
+                    except (psutil.NoSuchProcess, psutil.AccessDenied):
+                        continue  # exited between the listing and the read
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
-            used[name] = t.user + t.system
+            used[name] = total
         return used
 
     def log(self, name: str) -> str:

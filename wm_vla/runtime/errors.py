@@ -85,3 +85,11 @@ class SafetyError(RuntimeErrorBase, ValueError):
 
 class InvalidJointStateError(SafetyError):
     """A joint state with missing joints, mismatched lengths, or NaN/inf values."""
+
+
+class SamplerProcessError(RuntimeErrorBase):
+    """A sampler child process that could not load the policy, died, hung or answered garbage."""
+
+
+class SamplerInputError(RuntimeErrorBase, ValueError):
+    """Inputs the sampler process's backend refused (the process itself is fine)."""
