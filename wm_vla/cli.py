@@ -115,7 +115,8 @@ def _demo(args: argparse.Namespace) -> int:
     _default_checkpoints(args)
     report = run_demo(DemoConfig(episodes=args.episodes, k=args.k, seed=args.seed, backend=args.backend,
                                  denoise_steps=args.denoise_steps,
-                                 policy=args.policy, world_model=args.wm, out=args.out, rate_scale=args.rate_scale))
+                                 policy=args.policy, world_model=args.wm, out=args.out, rate_scale=args.rate_scale,
+                                 params_file=args.params_file))
     print(f"success ranked (K={report['k']}): {100 * report['success_rate_ranked']:.0f}%  single: "
           f"{100 * report['success_rate_single']:.0f}%  over {report['episodes']} episodes each")
     print(f"camera stamp -> command: p50 {report['latency_ms_p50']:.1f} ms, p99 {report['latency_ms_p99']:.1f} ms "
@@ -967,6 +968,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--policy", default=None, help="default: the default checkpoints")
     d.add_argument("--wm", default=None)
     d.add_argument("--rate-scale", type=float, default=1.0, help="< 1: sim on its own /clock, slower than real time")
+    d.add_argument("--params-file", default=None,
+                   help="YAML {node: {ros__parameters: {...}}} overrides for both stacks (as `wm-vla up`)")
     d.set_defaults(func=_demo)
 
     _add_bag_commands(groups)

@@ -41,6 +41,7 @@ class DemoConfig:
     episode_timeout_s: float = 60.0
     rate_scale: float = 1.0     # < 1 runs the sim on its own /clock (latencies then in sim time)
     domain_id: int | None = None  # None: $ROS_DOMAIN_ID if set, else a private one (see demo_domain)
+    params_file: str | None = None  # YAML node parameter overrides (wm_vla.bringup), both stacks
 
 
 def demo_domain() -> int:
@@ -56,7 +57,7 @@ def run_config(cfg: DemoConfig, rank: bool, log_dir: Path) -> tuple[list[dict[st
     plan = build_plan(BringupArgs(robot="sim", backend=cfg.backend, k=cfg.k if rank else 1, rank=rank, seed=cfg.seed,
                                   denoise_steps=cfg.denoise_steps,
                                   policy=cfg.policy, world_model=cfg.world_model, use_sim_time=sim_time,
-                                  rate_scale=cfg.rate_scale))
+                                  rate_scale=cfg.rate_scale, params_file=cfg.params_file))
     env = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
            "ROS_DOMAIN_ID": str(cfg.domain_id if cfg.domain_id is not None else demo_domain())}
     with Stack(plan, log_dir=log_dir, env=env) as stack, tempfile.TemporaryDirectory() as tmp:
