@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from wm_vla.bringup import BringupArgs, build_plan
+from wm_vla.bringup import BringupArgs, NodeSpec, build_plan
 from wm_vla.eval.closed_loop import HELDOUT_SEED
 from wm_vla.eval.node_cpu import TOTAL, NodeCpuSampler
 from wm_vla.eval.plots import Bar, write_json_and_bars
@@ -50,14 +50,19 @@ def demo_domain() -> int:
     return int(os.environ["ROS_DOMAIN_ID"]) if os.environ.get("ROS_DOMAIN_ID") else 101 + os.getpid() % 100
 
 
+def demo_plan(cfg: DemoConfig, rank: bool) -> list[NodeSpec]:
+    """The sim stack of one configuration (ranked: K candidates and the world model; else K=1, passthrough)."""
+    return build_plan(BringupArgs(robot="sim", backend=cfg.backend, k=cfg.k if rank else 1, rank=rank, seed=cfg.seed,
+                                  denoise_steps=cfg.denoise_steps, policy=cfg.policy, world_model=cfg.world_model,
+                                  use_sim_time=cfg.rate_scale != 1.0, rate_scale=cfg.rate_scale,
+                                  params_file=cfg.params_file))
+
+
 def run_config(cfg: DemoConfig, rank: bool, log_dir: Path) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """One stack start, N episodes (the autostarted one first), one stop. Returns the episodes and the cores each node
     kept busy while they ran (median over 1 s intervals, `wm_vla.eval.node_cpu`)."""
     sim_time = cfg.rate_scale != 1.0
-    plan = build_plan(BringupArgs(robot="sim", backend=cfg.backend, k=cfg.k if rank else 1, rank=rank, seed=cfg.seed,
-                                  denoise_steps=cfg.denoise_steps,
-                                  policy=cfg.policy, world_model=cfg.world_model, use_sim_time=sim_time,
-                                  rate_scale=cfg.rate_scale, params_file=cfg.params_file))
+    plan = demo_plan(cfg, rank)
     env = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
            "ROS_DOMAIN_ID": str(cfg.domain_id if cfg.domain_id is not None else demo_domain())}
     with Stack(plan, log_dir=log_dir, env=env) as stack, tempfile.TemporaryDirectory() as tmp:
@@ -162,6 +167,8 @@ def _p(values: list[float], q: float) -> float:
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
+    for rank in (True, False):  # a bad params file or argument fails here, before anything runs or is written
+        demo_plan(cfg, rank)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
