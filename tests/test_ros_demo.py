@@ -31,3 +31,12 @@ def test_demo_writes_the_report(ros_domain: int, tmp_path: Path, capsys: pytest.
         assert cores["vla_node"] > 0 and cores["all nodes"] >= max(v for n, v in cores.items() if n != "all nodes")
     out = capsys.readouterr().out
     assert "camera stamp -> command" in out and "cores busy per node" in out
+
+
+def test_inprocess_reference_beside_the_running_stack(ros_domain: int, tmp_path: Path) -> None:
+    from wm_vla.eval.ros_demo import DemoConfig, inprocess_beside_stack
+
+    stages = inprocess_beside_stack(DemoConfig(k=1, episodes=1, out=str(tmp_path)), tmp_path / "logs", n=2,
+                                    settle_s=5.0)
+    assert len(stages) == 2 and all(s["total"] > 0 for s in stages)
+    assert (tmp_path / "logs" / "sim_robot.log").is_file()  # the stack did run beside it
