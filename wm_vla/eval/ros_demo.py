@@ -91,8 +91,8 @@ def inprocess_decision_ms(cfg: DemoConfig, n: int = 30, paced: bool = True) -> l
     its stage times (ms: encode, sample, wm_rollout, score, total).
 
     `paced`: one decision per decision period, the CPU idle in between, as vla_node decides (one per chunk). Back to
-    back (`paced=False`) the same decision is ~12 % faster on the 2-vCPU VM: after an idle gap the core runs it cold
-    (docs/ros_stack.md), which is the hardware, not ROS, so the ROS/in-process ratio compares paced with paced."""
+    back (`paced=False`) the same decision was 3-14 % faster on the 2-vCPU VM (`benchmarks/decision_pacing.py`),
+    which is the machine, not ROS, so the ROS/in-process ratio compares paced with paced."""
     import torch
 
     from wm_vla.eval.closed_loop import obs_batch
