@@ -32,24 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import matplotlib
-    import torch
     from tqdm import tqdm
 
     from wm_vla.eval.closed_loop import obs_batch
-    from wm_vla.eval.ros_demo import decision_period_s
-    from wm_vla.runtime.decision import DecisionPipeline
-    from wm_vla.runtime.loading import open_backend
-    from wm_vla.runtime.ranker import KinematicPenalty
+    from wm_vla.eval.ros_demo import DemoConfig, reference_decision
     from wm_vla.runtime.spec import candidate_noise
-    from wm_vla.sim.registry import make_world
-    from wm_vla.training.pipeline import default_checkpoints
 
-    torch.set_num_threads(1)  # like the nodes
-    policy, wm = default_checkpoints()
-    backend = open_backend(args.backend, str(policy), str(wm), threads=1).backend
-    world = make_world("arm")
-    pipe = DecisionPipeline(backend, KinematicPenalty(world.profile))
-    period = args.period or decision_period_s(str(policy), world.profile.policy_rate_hz)
+    backend, world, pipe, policy_period = reference_decision(DemoConfig(backend=args.backend, k=args.k))
+    period = args.period or policy_period
     spec = backend.spec
     obs = world.reset(1_000_000)
     batch = obs_batch(obs, spec.cameras, spec.image_size)

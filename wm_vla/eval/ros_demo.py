@@ -86,20 +86,14 @@ def decision_period_s(policy_dir: str, profile_rate_hz: float) -> float:
     return int(cfg.get("exec_horizon", cfg["horizon"])) / profile_rate_hz
 
 
-def inprocess_decision_ms(cfg: DemoConfig, n: int = 30, paced: bool = True) -> list[dict[str, float]]:
-    """The same decision (encode, K samples, world model, GPC-RANK) in one process on sim observations: per decision,
-    its stage times (ms: encode, sample, wm_rollout, score, total).
-
-    `paced`: one decision per decision period, the CPU idle in between, as vla_node decides (one per chunk). Back to
-    back (`paced=False`) the same decision was 3-14 % faster on the 2-vCPU VM (`benchmarks/decision_pacing.py`),
-    which is the machine, not ROS, so the ROS/in-process ratio compares paced with paced."""
+def reference_decision(cfg: DemoConfig) -> tuple[Any, Any, Any, float]:
+    """What the in-process reference decides with, set up as the nodes run (one thread): the backend (policy + world
+    model), the arm world, the DecisionPipeline (GPC-RANK with kinematic penalties) and vla_node's decision period."""
     import torch
 
-    from wm_vla.eval.closed_loop import obs_batch
     from wm_vla.runtime.decision import DecisionPipeline
     from wm_vla.runtime.loading import open_backend
     from wm_vla.runtime.ranker import KinematicPenalty
-    from wm_vla.runtime.spec import candidate_noise
     from wm_vla.sim.registry import make_world
     from wm_vla.training.pipeline import default_checkpoints
 
@@ -109,8 +103,22 @@ def inprocess_decision_ms(cfg: DemoConfig, n: int = 30, paced: bool = True) -> l
                            steps=cfg.denoise_steps or None).backend
     world = make_world("arm")
     pipe = DecisionPipeline(backend, KinematicPenalty(world.profile))
+    return backend, world, pipe, decision_period_s(cfg.policy or str(policy), world.profile.policy_rate_hz)
+
+
+def inprocess_decision_ms(cfg: DemoConfig, n: int = 30, paced: bool = True) -> list[dict[str, float]]:
+    """The same decision (encode, K samples, world model, GPC-RANK) in one process on sim observations: per decision,
+    its stage times (ms: encode, sample, wm_rollout, score, total).
+
+    `paced`: one decision per decision period, the CPU idle in between, as vla_node decides (one per chunk). Back to
+    back (`paced=False`) the same decision was 3-14 % faster on the 2-vCPU VM (`benchmarks/decision_pacing.py`),
+    which is the machine, not ROS, so the ROS/in-process ratio compares paced with paced."""
+    from wm_vla.eval.closed_loop import obs_batch
+    from wm_vla.runtime.spec import candidate_noise
+
+    backend, world, pipe, period = reference_decision(cfg)
+    period = period if paced else 0.0
     spec = backend.spec
-    period = decision_period_s(cfg.policy or str(policy), world.profile.policy_rate_hz) if paced else 0.0
     times: list[dict[str, float]] = []
     start = time.perf_counter()
     for i in range(n + 3):
