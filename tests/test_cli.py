@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from wm_vla.cli import main
+from wm_vla.models.release import SHIPPED_DIR
 
 
 def test_help_lists_every_group() -> None:
@@ -48,6 +49,10 @@ def test_core_never_imports_rclpy() -> None:
 
 @pytest.mark.parametrize(("args", "message"), [
     (["eval", "sim", "--policy", "/nonexistent/policy", "--episodes", "1"], "does not exist"),
+    (["eval", "sim", "--wm", str(SHIPPED_DIR / "wm_student"), "/nonexistent/wm", "--episodes", "1"],
+     "/nonexistent/wm does not exist"),
+    (["eval", "sim", "--wm", str(SHIPPED_DIR / "wm_student"), str(SHIPPED_DIR / "policy"),
+      "--episodes", "1"], "expected a world_model"),
     (["train", "policy", "--dataset", "/nonexistent/data", "--out", "/tmp/unused_ckpt", "--steps", "1"], "not a LeRobot dataset"),
     (["train", "world-model", "--dataset", "/nonexistent/data", "--policy", "/nonexistent/policy", "--out", "/tmp/x"],
      "does not exist"),

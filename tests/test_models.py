@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from wm_vla.models.checkpoint import load_checkpoint, save_checkpoint
+from wm_vla.models.checkpoint import load_checkpoint, load_world_models, save_checkpoint
 from wm_vla.models.config import PolicyConfig, from_dict, policy_preset, world_model_preset
 from wm_vla.models.encoders import instruction_vector
 from wm_vla.models.errors import CheckpointError, ModelConfigError, ObservationError
 from wm_vla.models.flare_policy import FlarePolicy, ObsBatch
-from wm_vla.models.world_model import LatentWorldModel
+from wm_vla.models.world_model import LatentWorldModel, WorldModelEnsemble
 from wm_vla.robots import load_profile
 from wm_vla.runtime.errors import RankerError
 from wm_vla.runtime.ranker import GpcRanker, KinematicPenalty, RankerConfig
@@ -158,6 +158,47 @@ def test_checkpoint_round_trip_is_bit_exact(tmp_path: Path, film: bool) -> None:
     save_checkpoint(wm, tmp_path / "w")
     wm2, _, _ = load_checkpoint(tmp_path / "w", expect="world_model")
     assert all(torch.equal(a, b) for a, b in zip(wm.state_dict().values(), wm2.state_dict().values(), strict=True))
+
+
+def test_an_ensemble_of_world_models_predicts_their_mean(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    a, b = (LatentWorldModel(world_model_preset("student", latent_dim=16, action_dim=7, horizon=8)) for _ in range(2))
+    z, chunks = torch.randn(5, 16), torch.randn(5, 8, 7)
+    out_a, out_b = a.eval()(z, chunks), b.eval()(z, chunks)
+    both = WorldModelEnsemble([a, b]).eval()(z, chunks)
+    assert torch.allclose(both.progress, (out_a.progress + out_b.progress) / 2)
+    assert torch.allclose(both.failure_prob, (out_a.failure_prob + out_b.failure_prob) / 2, atol=1e-6)
+    assert torch.allclose(both.next_latent, (out_a.next_latent + out_b.next_latent) / 2)
+    # from checkpoints: one path gives the model itself, several their ensemble, ranked like any world model
+    save_checkpoint(a, tmp_path / "a")
+    save_checkpoint(b, tmp_path / "b")
+    single, _ = load_world_models(tmp_path / "a")
+    assert isinstance(single, LatentWorldModel)
+    loaded, tensors = load_world_models([tmp_path / "a", str(tmp_path / "b")])
+    assert isinstance(loaded, WorldModelEnsemble) and tensors == {}
+    assert torch.allclose(loaded(z, chunks).progress, both.progress)
+    policy = small_policy()
+    ranking = GpcRanker(loaded, policy.action_mean, policy.action_std).rank(z[0], chunks)
+    with torch.no_grad():
+        out = loaded(z[0].expand(5, -1), (chunks - policy.action_mean) / policy.action_std)
+    expected = (out.progress - out.failure_prob).numpy()
+    assert ranking.chosen == int(np.argmax(expected)) and np.allclose(ranking.scores, expected, atol=1e-5)
+
+
+def test_world_models_that_cannot_be_ensembled_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ModelConfigError, match="at least one"):
+        WorldModelEnsemble([])
+    save_checkpoint(LatentWorldModel(world_model_preset("student", latent_dim=16, action_dim=7, horizon=8)), tmp_path / "a")
+    save_checkpoint(LatentWorldModel(world_model_preset("student", latent_dim=32, action_dim=7, horizon=8)), tmp_path / "b")
+    with pytest.raises(CheckpointError, match="cannot be ensembled.*latent_dim"):
+        load_world_models([tmp_path / "a", tmp_path / "b"])
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_world_models([tmp_path / "a", tmp_path / "missing"])
+    with pytest.raises(CheckpointError, match="no world-model checkpoint"):
+        load_world_models([])
+    save_checkpoint(small_policy(), tmp_path / "p")
+    with pytest.raises(CheckpointError, match="expected a world_model"):
+        load_world_models([tmp_path / "a", tmp_path / "p"])
 
 
 def test_bad_checkpoints_are_refused_with_clear_errors(tmp_path: Path) -> None:

@@ -222,6 +222,10 @@ def test_eval_writes_the_documented_json(policy_ckpt: Path, world_models: tuple[
     names = [(r["name"], r["k"]) for r in report["configs"]]
     assert names == [("single", 1), ("rank", 2), ("oracle", 2)]
     sequential = evaluate(EvalConfig(**cfg, teacher=str(world_models[0])))  # type: ignore[arg-type]
+    # an ensemble of two copies of the student predicts what the student does: the same episodes
+    twice = evaluate(EvalConfig(**{**cfg, "wm": [str(world_models[1])] * 2}))  # type: ignore[arg-type]
+    assert [r["per_episode_success"] for r in twice["configs"]] == [r["per_episode_success"] for r in report["configs"]]
+    assert [r["switched_decisions"] for r in twice["configs"]] == [r["switched_decisions"] for r in report["configs"]]
     rank_row = sequential["configs"][1]
     assert rank_row["teacher_agreement_decisions"] > 0 and 0.0 <= rank_row["teacher_agreement"] <= 1.0
     keep = ("name", "k", "successes", "events", "switched_decisions")
@@ -481,6 +485,24 @@ def test_candidate_labels_train_and_distil_the_world_model(policy_ckpt: Path, da
                                   teacher=str(tmp_path / "teacher"), out=str(tmp_path / "student_x"), steps=5,
                                   batch_size=32, progress=False))
     assert extra["candidates"] == 3 * (len(cands) + 4) and extra["heldout_states"] == max(1, len(cands) // 10)
+    # an ensemble: a second seed on the first one's held-out split; the benchmark reproduces both members' validation
+    seed1 = train_world_model(WorldModelTrainConfig(datasets=data, candidates=[str(labels)], policy=str(policy_ckpt),
+                                                    out=str(tmp_path / "plain_s1"), steps=5, batch_size=32, seed=1,
+                                                    split_seed=0, progress=False))
+    members = [str(tmp_path / "plain"), str(tmp_path / "plain_s1")]
+    ensemble = _benchmark("wm_ensemble")
+    assert ensemble.main(["--policy", str(policy_ckpt), "--dataset", data[0], "--candidates", str(labels),
+                          "--wm", members[0], "--wm", members[1], "--out", str(tmp_path / "ens.json")]) == 0
+    ens = json.loads((tmp_path / "ens.json").read_text())
+    assert ens["best_true_outcome"][members[0]] == plain["validation"]["top1_true_outcome_heldout"]
+    assert ens["best_true_outcome"][members[1]] == seed1["validation"]["top1_true_outcome_heldout"]
+    assert ens["best_true_outcome"]["first_sample"] == plain["validation"]["top1_true_outcome_first_candidate"]
+    assert ens["heldout_decisions"] == max(1, int(len(cands) * 0.1)) and 0.0 <= ens["best_true_outcome"]["ensemble"] <= 1.0
+    assert set(ens["same_pick_pairs"]) == {" | ".join(members)}
+    from_both = distill(DistillConfig(datasets=data, candidates=[str(labels)], policy=str(policy_ckpt), teacher=members,
+                                      out=str(tmp_path / "student_ens"), steps=5, batch_size=32, progress=False))
+    assert 0.0 <= from_both["top1_agreement_heldout"] <= 1.0
+    assert load_checkpoint(tmp_path / "student_ens", expect="world_model")[1]["teacher"] == members
 
 
 def test_bad_candidate_label_folders_fail_with_typed_errors(policy_ckpt: Path, tmp_path: Path) -> None:

@@ -163,7 +163,8 @@ def _train_world_model(args: argparse.Namespace) -> int:
                                                      candidates=args.candidates, hindsight=args.hindsight,
                                                      hindsight_datasets=args.hindsight_datasets,
                                                      instruction_rank_weight=args.instruction_rank_weight,
-                                                     steps=args.steps, seed=args.seed, progress=not args.no_progress))
+                                                     steps=args.steps, seed=args.seed, split_seed=args.split_seed,
+                                                     progress=not args.no_progress))
     print(f"world model (teacher) {result['out']}: {result['transitions']} transitions, {result['train_seconds']} s, "
           f"validation {json.dumps(result['validation'])}")
     outlook = ranking_outlook(result["validation"])
@@ -175,7 +176,8 @@ def _train_world_model(args: argparse.Namespace) -> int:
 def _train_distill(args: argparse.Namespace) -> int:
     from wm_vla.training.train_world_model import DistillConfig, distill
 
-    result = distill(DistillConfig(datasets=args.dataset, policy=args.policy, teacher=args.teacher, out=args.out,
+    result = distill(DistillConfig(datasets=args.dataset, policy=args.policy, teacher=_one_or_ensemble(args.teacher) or "",
+                                   out=args.out,
                                    candidates=args.candidates, hindsight=args.hindsight,
                                    hindsight_datasets=args.hindsight_datasets,
                                    instruction_rank_weight=args.instruction_rank_weight, states=args.states, k=args.k,
@@ -245,10 +247,16 @@ def _default_checkpoints(args: argparse.Namespace) -> None:
         args.policy, args.wm = str(policy), args.wm or (str(wm) if (wm / "config.json").is_file() else None)
 
 
+def _one_or_ensemble(paths: str | list[str] | None) -> str | list[str] | None:
+    """A `nargs="+"` world-model argument: one path as a string (as before), several as the ensemble's list."""
+    return paths[0] if isinstance(paths, list) and len(paths) == 1 else paths
+
+
 def _eval_sim(args: argparse.Namespace) -> int:
     from wm_vla.eval.closed_loop import EvalConfig, evaluate
 
     _default_checkpoints(args)
+    args.wm, args.teacher = _one_or_ensemble(args.wm), _one_or_ensemble(args.teacher)
     report = evaluate(EvalConfig(policy=args.policy, wm=args.wm, world=args.world, episodes=args.episodes, seed=args.seed,
                                  ks=tuple(args.k), oracle_k=args.oracle_k, ablation_policy=args.ablation_policy,
                                  out=args.out, progress=not args.no_progress, jobs=args.jobs,
@@ -731,12 +739,16 @@ def build_parser() -> argparse.ArgumentParser:
     tw.add_argument("--out", required=True)
     tw.add_argument("--steps", type=int, default=4000)
     tw.add_argument("--seed", type=int, default=0)
+    tw.add_argument("--split-seed", type=int, default=None,
+                    help="seed of the train / held-out split (default: --seed); give every member of an ensemble "
+                    "the same one so that they hold out the same decisions")
     tw.add_argument("--no-progress", action="store_true")
     tw.set_defaults(func=_train_world_model)
     td = train_cmds.add_parser("distill", help="student world model from the teacher on policy candidates")
     td.add_argument("--dataset", required=True, action="append")
     td.add_argument("--policy", required=True)
-    td.add_argument("--teacher", required=True)
+    td.add_argument("--teacher", required=True, nargs="+",
+                    help="teacher world model; several (e.g. seeds): distil from their ensemble's mean prediction")
     td.add_argument("--candidates", action="append", default=[], help="label folders: distil on their candidates")
     td.add_argument("--hindsight", action="store_true",
                     help="also distil on the label folders' hindsight copies (other instructions)")
@@ -803,7 +815,8 @@ def build_parser() -> argparse.ArgumentParser:
     es = ev_cmds.add_parser("sim", help="single-sample vs GPC-RANK(K) vs oracle ranking on held-out seeds")
     es.add_argument("--world", default="arm")
     es.add_argument("--policy", default=None, help="default: the shipped tiny policy (wm_vla/models/weights/tiny)")
-    es.add_argument("--wm", default=None, help="(student) world model; default: the shipped tiny student with the default policy")
+    es.add_argument("--wm", default=None, nargs="+", help="(student) world model; several: rank with their ensemble "
+                    "(mean prediction); default: the shipped tiny student with the default policy")
     es.add_argument("--episodes", type=int, default=100)
     es.add_argument("--seed", type=int, default=1_000_000, help="first held-out seed")
     es.add_argument("--k", type=int, nargs="+", default=[4, 16, 64])
@@ -815,8 +828,8 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--jobs", type=int, default=1, help="evaluate configurations in N parallel processes")
     es.add_argument("--exec-horizon", type=int, default=None, help="override: actions executed per decision")
     es.add_argument("--denoise-steps", type=int, default=None, help="override: Euler steps per sample")
-    es.add_argument("--teacher", default=None, help="also rank each decision with this (teacher) world model and "
-                    "report top-1 agreement with --wm on the real decisions")
+    es.add_argument("--teacher", default=None, nargs="+", help="also rank each decision with this (teacher) world "
+                    "model, or the ensemble of several, and report top-1 agreement with --wm on the real decisions")
     es.add_argument("--switch-margin", type=float, default=0.0,
                     help="ranker keeps the policy's first sample unless another scores this much higher")
     es.add_argument("--task", default=None, help="task families, comma-separated (arm: touch,push,place); "

@@ -19,10 +19,9 @@ from tqdm import tqdm
 
 from wm_vla.eval.plots import Bar, write_json_and_bars
 from wm_vla.eval.stats import paired, wilson
-from wm_vla.models.checkpoint import load_checkpoint
+from wm_vla.models.checkpoint import load_checkpoint, load_world_models
 from wm_vla.models.flare_policy import FlarePolicy, ObsBatch
 from wm_vla.models.preprocess import resize_uint8
-from wm_vla.models.world_model import LatentWorldModel
 from wm_vla.runtime.ranker import GpcRanker, KinematicPenalty, RankerConfig
 from wm_vla.sim.registry import make_world
 from wm_vla.sim.tasks import Task, check_families, families_in_vocab
@@ -180,7 +179,7 @@ def run_episode(world: SimWorld, policy: FlarePolicy, mode: str, k: int, seed: i
 @dataclass
 class EvalConfig:
     policy: str
-    wm: str | None = None
+    wm: str | list[str] | None = None       # several: their ensemble (mean prediction) ranks
     world: str = "arm"
     episodes: int = 100
     seed: int = HELDOUT_SEED
@@ -194,7 +193,7 @@ class EvalConfig:
     denoise_steps: int | None = None     # override the policy's Euler steps
     switch_margin: float = 0.0           # ranker keeps candidate 0 unless another scores this much higher
     oracle_follow: int = 0               # oracle follows each candidate with the policy for N more decisions
-    teacher: str | None = None           # shadow-rank with this (teacher) model: top-1 agreement on the real decisions
+    teacher: str | list[str] | None = None  # shadow-rank with this (teacher) model: top-1 agreement on the real decisions
     tasks: tuple[str, ...] | None = None  # task families drawn; None: those the policy was trained on (its vocabulary)
 
 
@@ -238,9 +237,8 @@ def _plan(cfg: EvalConfig) -> list[tuple[str, int, str]]:
     return plan
 
 
-def _ranker(path: str, policy: FlarePolicy, world: SimWorld, switch_margin: float) -> GpcRanker:
-    wm, _, _ = load_checkpoint(Path(path), expect="world_model")
-    assert isinstance(wm, LatentWorldModel)
+def _ranker(path: str | list[str], policy: FlarePolicy, world: SimWorld, switch_margin: float) -> GpcRanker:
+    wm, _ = load_world_models(path)
     return GpcRanker(wm, policy.action_mean, policy.action_std, KinematicPenalty(world.profile),
                      RankerConfig(switch_margin=switch_margin))
 
@@ -274,6 +272,9 @@ def eval_tasks_for(world: str, tasks: tuple[str, ...] | None, policy: FlarePolic
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     plan = _plan(cfg)
     main_policy = load_policy(cfg.policy)
+    for models in (cfg.wm, cfg.teacher):  # a missing or mismatched world model fails now, not after an eval
+        if models is not None:
+            load_world_models(models)
     cfg = EvalConfig(**{**cfg.__dict__, "tasks": eval_tasks_for(cfg.world, cfg.tasks, main_policy)})
     if cfg.jobs > 1:
         from concurrent.futures import ProcessPoolExecutor

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from wm_vla.models.config import PolicyConfig, WorldModelConfig, from_dict, to_dict
 from wm_vla.models.errors import CheckpointError, ModelConfigError
 from wm_vla.models.flare_policy import FlarePolicy
-from wm_vla.models.world_model import LatentWorldModel
+from wm_vla.models.world_model import AnyWorldModel, LatentWorldModel, WorldModelEnsemble
 from wm_vla.pickle_guard import pickle_kind, pickled_siblings, refusal
 
 FORMAT_VERSION = 1
@@ -88,3 +88,24 @@ def load_checkpoint(directory: Path, expect: str | None = None, map_location: st
                               + ", ".join(f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}" for k in bad[:5]))
     model.load_state_dict(state)
     return model.eval(), meta["extra"], extra_tensors
+
+
+def load_world_models(paths: str | Path | list[str] | list[Path], map_location: str = "cpu"
+                      ) -> tuple[AnyWorldModel, dict[str, torch.Tensor]]:
+    """One world-model checkpoint, or several as a `WorldModelEnsemble` (their mean prediction), plus the first
+    one's extra tensors. CheckpointError for a missing or mismatched member, naming it."""
+    dirs = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    if not dirs:
+        raise CheckpointError("no world-model checkpoint given")
+    members, tensors = [], []
+    for d in dirs:
+        model, _, extra = load_checkpoint(d, expect="world_model", map_location=map_location)
+        assert isinstance(model, LatentWorldModel)
+        members.append(model)
+        tensors.append(extra)
+    if len(members) == 1:
+        return members[0], tensors[0]
+    try:
+        return WorldModelEnsemble(members).eval(), tensors[0]
+    except ModelConfigError as exc:
+        raise CheckpointError(f"world models {[str(d) for d in dirs]} cannot be ensembled: {exc}") from exc

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from wm_vla.models.config import WorldModelConfig
-from wm_vla.models.errors import ObservationError
+from wm_vla.models.errors import ModelConfigError, ObservationError
 
 
 @dataclass
@@ -56,3 +56,32 @@ class LatentWorldModel(nn.Module):
             raise ObservationError(f"world model expects chunks (B, {c.horizon}, {c.action_dim}), got {tuple(chunk_n.shape)}")
         h = self.norm(self.blocks(self.inp(torch.cat([z, chunk_n.flatten(1)], dim=1))))
         return WorldModelOutput(z + self.delta(h), torch.sigmoid(self.progress(h))[:, 0], self.failure(h)[:, 0])
+
+
+class WorldModelEnsemble(nn.Module):
+    """Several world models trained on the same data (e.g. different seeds) used as one: the mean predicted latent,
+    mean progress and mean failure probability. Same call and `cfg` as one `LatentWorldModel`, so the ranker and the
+    distillation take either. Members must share latent size, horizon and action size."""
+
+    def __init__(self, members: list[LatentWorldModel]) -> None:
+        super().__init__()
+        if not members:
+            raise ModelConfigError("a world-model ensemble needs at least one member")
+        first = members[0].cfg
+        for m in members[1:]:
+            c = m.cfg
+            if (c.latent_dim, c.horizon, c.action_dim) != (first.latent_dim, first.horizon, first.action_dim):
+                raise ModelConfigError(
+                    "world-model ensemble members disagree on (latent_dim, horizon, action_dim): "
+                    f"{(first.latent_dim, first.horizon, first.action_dim)} vs {(c.latent_dim, c.horizon, c.action_dim)}")
+        self.members = nn.ModuleList(members)
+        self.cfg = first
+
+    def forward(self, z: torch.Tensor, chunk_n: torch.Tensor) -> WorldModelOutput:
+        outs = [m(z, chunk_n) for m in self.members]
+        fail = torch.stack([o.failure_prob for o in outs]).mean(0).clamp(1e-6, 1 - 1e-6)
+        return WorldModelOutput(torch.stack([o.next_latent for o in outs]).mean(0),
+                                torch.stack([o.progress for o in outs]).mean(0), torch.logit(fail))
+
+
+AnyWorldModel = LatentWorldModel | WorldModelEnsemble

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from wm_vla.models.world_model import LatentWorldModel
+from wm_vla.models.world_model import AnyWorldModel, LatentWorldModel
 from wm_vla.robots import Kinematics, RobotProfile
 from wm_vla.runtime.errors import RankerError
 
@@ -86,9 +86,9 @@ def score_candidates(progress: np.ndarray, failure_prob: np.ndarray, chunks: np.
 
 
 class GpcRanker:
-    """Ranks candidate chunks of one observation with a latent world model."""
+    """Ranks candidate chunks of one observation with a latent world model (or an ensemble of them)."""
 
-    def __init__(self, world_model: LatentWorldModel, action_mean: torch.Tensor, action_std: torch.Tensor,
+    def __init__(self, world_model: AnyWorldModel, action_mean: torch.Tensor, action_std: torch.Tensor,
                  penalty: KinematicPenalty | None = None, config: RankerConfig | None = None) -> None:
         self.wm = world_model.eval()
         self.mean, self.std = action_mean, action_std

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from wm_vla.models.checkpoint import load_checkpoint, save_checkpoint
+from wm_vla.models.checkpoint import load_checkpoint, load_world_models, save_checkpoint
 from wm_vla.models.config import world_model_preset
 from wm_vla.models.flare_policy import FlarePolicy, ObsBatch
-from wm_vla.models.world_model import LatentWorldModel, WorldModelOutput
+from wm_vla.models.world_model import AnyWorldModel, LatentWorldModel, WorldModelOutput
 from wm_vla.training.candidate_labels import CandidateSet, load_candidate_set
 from wm_vla.training.common import seed_everything
 from wm_vla.training.errors import DatasetFeatureError
@@ -160,7 +160,7 @@ def true_scores(data: Transitions, rows: torch.Tensor) -> torch.Tensor:
     return torch.where(data.failure[rows] > 0.5, -torch.ones_like(data.progress[rows]), data.progress[rows])
 
 
-def group_scores(model: LatentWorldModel, z: torch.Tensor, chunk: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+def group_scores(model: AnyWorldModel, z: torch.Tensor, chunk: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """The ranker's score (progress - failure probability) of the rows `rows` (G, K) of (z, chunk), shaped (G, K)."""
     out = model(z[rows.flatten()], chunk[rows.flatten()])
     return (out.progress - out.failure_prob).reshape(rows.shape)
@@ -179,7 +179,7 @@ def listwise_true_outcome_loss(model: LatentWorldModel, data: Transitions, rows:
 
 
 @torch.no_grad()
-def true_outcome_top1(model: LatentWorldModel, data: Transitions, rows: torch.Tensor) -> float:
+def true_outcome_top1(model: AnyWorldModel, data: Transitions, rows: torch.Tensor) -> float:
     """Fraction of decisions where the model's pick has the best true outcome (ties count as hits)."""
     model.eval()
     picks = group_scores(model, data.z, data.chunk, rows).argmax(1)
@@ -244,6 +244,9 @@ class WorldModelTrainConfig:
     batch_size: int = 256
     lr: float = 1e-3
     seed: int = 0
+    # seed of the train / held-out split (None: `seed`); the same for every member of an ensemble trained with
+    # different `seed`s, so that all of them (and the ensemble) are validated on decisions none of them saw
+    split_seed: int | None = None
     val_fraction: float = 0.1
     rank_weight: float = 1.0        # listwise loss on labelled candidate groups (their true outcome order)
     rank_temperature: float = 0.1
@@ -267,6 +270,14 @@ def split_instruction_groups(data: Transitions, val_idx: torch.Tensor) -> tuple[
     held[val_idx] = True
     groups = data.instruction_groups
     return groups[~held[groups].any(1)], groups[held[groups[:, 0]]]
+
+
+def validation_split(data: Transitions, val_fraction: float, gen: torch.Generator
+                     ) -> tuple[torch.Tensor, torch.Tensor, DecisionSplit | None]:
+    """The world model's (training rows, held-out rows, labelled-decision split), in the generator's first draws:
+    a generator seeded like `train_world_model`'s split reproduces its held-out decisions."""
+    train_idx, val_idx = _split(len(data), val_fraction, gen)
+    return train_idx, val_idx, split_decisions(data, val_fraction, gen)
 
 
 def _split(n: int, val_fraction: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -300,8 +311,8 @@ def train_world_model(cfg: WorldModelTrainConfig) -> dict[str, Any]:
                                                 horizon=pc.horizon))
     known = data.has_next > 0
     z_scale = data.z_next[known].std(0).clamp_min(1e-3) if int(known.sum()) > 1 else torch.ones(data.z.shape[1])
-    train_idx, val_idx = _split(len(data), cfg.val_fraction, gen)
-    split = split_decisions(data, cfg.val_fraction, gen)
+    split_gen = gen if cfg.split_seed is None else torch.Generator().manual_seed(cfg.split_seed)
+    train_idx, val_idx, split = validation_split(data, cfg.val_fraction, split_gen)
     if split is not None:  # hold out whole decisions (all their candidates, every relabelled copy) from training
         held = set(split.held_rows.flatten().tolist()) | set(split.held_relabelled.flatten().tolist())
         if held:
@@ -385,7 +396,7 @@ def sample_candidates(policy: FlarePolicy, data: Transitions, states: int, k: in
 
 
 @torch.no_grad()
-def teacher_instruction_groups(teacher: LatentWorldModel, data: Transitions, gen: torch.Generator,
+def teacher_instruction_groups(teacher: AnyWorldModel, data: Transitions, gen: torch.Generator,
                                held_fraction: float = 0.1,
                                ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
     """The recorded frames' instruction groups split into training / held-out ones, with the teacher's scores of
@@ -411,7 +422,7 @@ def instruction_agreement(student: LatentWorldModel, data: Transitions, groups: 
 class DistillConfig:
     datasets: list[str]
     policy: str
-    teacher: str
+    teacher: str | list[str]   # several: distil from their ensemble (mean prediction)
     out: str
     candidates: list[str] = field(default_factory=list)  # label folders: distil on these states' candidates
     states: int = 1500         # dataset states at which the policy proposes candidates
@@ -437,8 +448,8 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     """Student <- teacher on policy candidates (soft targets) + ground truth on recorded chunks."""
     gen = seed_everything(cfg.seed)
     policy, _, _ = load_checkpoint(Path(cfg.policy), expect="policy")
-    teacher, _, t_tensors = load_checkpoint(Path(cfg.teacher), expect="world_model")
-    assert isinstance(policy, FlarePolicy) and isinstance(teacher, LatentWorldModel)
+    teacher, t_tensors = load_world_models(cfg.teacher)
+    assert isinstance(policy, FlarePolicy)
     t0 = time.perf_counter()
     data = build_transitions(policy, cfg.datasets, cfg.progress, cfg.candidates, cfg.hindsight,
                              cfg.hindsight_datasets)
@@ -511,7 +522,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         relabelled["top1_instruction_agreement_heldout"] = instruction_agreement(student, data, instr_held,
                                                                                  instr_teacher[1])
     seconds = time.perf_counter() - t0
-    save_checkpoint(student.eval(), Path(cfg.out), extra={"policy": str(cfg.policy), "teacher": str(cfg.teacher),
+    save_checkpoint(student.eval(), Path(cfg.out), extra={"policy": str(cfg.policy), "teacher": cfg.teacher if isinstance(cfg.teacher, list) else str(cfg.teacher),
                                                           "train_config": asdict(cfg), "train_seconds": seconds,
                                                           "top1_agreement_heldout": agree,
                                                           "top1_agreement_train": agree_train, **relabelled,
