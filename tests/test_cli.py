@@ -53,6 +53,7 @@ def test_core_never_imports_rclpy() -> None:
      "/nonexistent/wm does not exist"),
     (["eval", "sim", "--wm", str(SHIPPED_DIR / "wm_student"), str(SHIPPED_DIR / "policy"),
       "--episodes", "1"], "expected a world_model"),
+    (["eval", "sim", "--disagreement-weight", "1", "--episodes", "1"], "disagreement_weight needs an ensemble"),
     (["train", "policy", "--dataset", "/nonexistent/data", "--out", "/tmp/unused_ckpt", "--steps", "1"], "not a LeRobot dataset"),
     (["train", "world-model", "--dataset", "/nonexistent/data", "--policy", "/nonexistent/policy", "--out", "/tmp/x"],
      "does not exist"),

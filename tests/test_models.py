@@ -183,6 +183,18 @@ def test_an_ensemble_of_world_models_predicts_their_mean(tmp_path: Path) -> None
         out = loaded(z[0].expand(5, -1), (chunks - policy.action_mean) / policy.action_std)
     expected = (out.progress - out.failure_prob).numpy()
     assert ranking.chosen == int(np.argmax(expected)) and np.allclose(ranking.scores, expected, atol=1e-5)
+    # pessimism: each candidate's mean score minus the weight times its spread over the members
+    with torch.no_grad():
+        per_member = torch.stack([o.progress - o.failure_prob for o in loaded.member_outputs(
+            z[0].expand(5, -1), (chunks - policy.action_mean) / policy.action_std)]).numpy()
+    cautious = GpcRanker(loaded, policy.action_mean, policy.action_std,
+                         config=RankerConfig(disagreement_weight=2.0)).rank(z[0], chunks)
+    assert np.allclose(cautious.scores, per_member.mean(0) - 2.0 * per_member.std(0), atol=1e-5)
+    assert cautious.chosen == int(np.argmax(cautious.scores))
+    # one world model has no spread: the weight changes nothing
+    alone = GpcRanker(single, policy.action_mean, policy.action_std, config=RankerConfig(disagreement_weight=2.0))
+    plain = GpcRanker(single, policy.action_mean, policy.action_std)
+    assert np.array_equal(alone.rank(z[0], chunks).scores, plain.rank(z[0], chunks).scores)
 
 
 def test_world_models_that_cannot_be_ensembled_are_refused(tmp_path: Path) -> None:

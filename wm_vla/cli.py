@@ -263,6 +263,7 @@ def _eval_sim(args: argparse.Namespace) -> int:
                                  exec_horizon=args.exec_horizon, denoise_steps=args.denoise_steps,
                                  tasks=tuple(args.task.split(",")) if args.task else None,
                                  switch_margin=args.switch_margin, teacher=args.teacher,
+                                 disagreement_weight=args.disagreement_weight,
                                  oracle_follow=args.oracle_follow))
     print(f"{'config':22s} {'success':>24s} {'decision p50':>13s}")
     for r in report["configs"]:
@@ -832,6 +833,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "model, or the ensemble of several, and report top-1 agreement with --wm on the real decisions")
     es.add_argument("--switch-margin", type=float, default=0.0,
                     help="ranker keeps the policy's first sample unless another scores this much higher")
+    es.add_argument("--disagreement-weight", type=float, default=0.0,
+                    help="with several --wm: subtract this times the members' spread of each candidate's score")
     es.add_argument("--task", default=None, help="task families, comma-separated (arm: touch,push,place); "
                     "default: the families in the policy's training instructions")
     es.add_argument("--no-progress", action="store_true")

@@ -22,6 +22,7 @@ from wm_vla.eval.stats import paired, wilson
 from wm_vla.models.checkpoint import load_checkpoint, load_world_models
 from wm_vla.models.flare_policy import FlarePolicy, ObsBatch
 from wm_vla.models.preprocess import resize_uint8
+from wm_vla.runtime.errors import RankerError
 from wm_vla.runtime.ranker import GpcRanker, KinematicPenalty, RankerConfig
 from wm_vla.sim.registry import make_world
 from wm_vla.sim.tasks import Task, check_families, families_in_vocab
@@ -192,6 +193,7 @@ class EvalConfig:
     exec_horizon: int | None = None      # override the policy's execution horizon (actions run per decision)
     denoise_steps: int | None = None     # override the policy's Euler steps
     switch_margin: float = 0.0           # ranker keeps candidate 0 unless another scores this much higher
+    disagreement_weight: float = 0.0     # ensemble --wm: score minus this times the members' spread
     oracle_follow: int = 0               # oracle follows each candidate with the policy for N more decisions
     teacher: str | list[str] | None = None  # shadow-rank with this (teacher) model: top-1 agreement on the real decisions
     tasks: tuple[str, ...] | None = None  # task families drawn; None: those the policy was trained on (its vocabulary)
@@ -237,10 +239,11 @@ def _plan(cfg: EvalConfig) -> list[tuple[str, int, str]]:
     return plan
 
 
-def _ranker(path: str | list[str], policy: FlarePolicy, world: SimWorld, switch_margin: float) -> GpcRanker:
+def _ranker(path: str | list[str], policy: FlarePolicy, world: SimWorld, switch_margin: float,
+            disagreement_weight: float = 0.0) -> GpcRanker:
     wm, _ = load_world_models(path)
     return GpcRanker(wm, policy.action_mean, policy.action_std, KinematicPenalty(world.profile),
-                     RankerConfig(switch_margin=switch_margin))
+                     RankerConfig(switch_margin=switch_margin, disagreement_weight=disagreement_weight))
 
 
 def _run_config(cfg: EvalConfig, name: str, k: int, label: str, threads: int | None = None) -> dict[str, Any]:
@@ -251,9 +254,9 @@ def _run_config(cfg: EvalConfig, name: str, k: int, label: str, threads: int | N
     ranker = shadow = None
     world = make_world(cfg.world)
     if cfg.wm is not None and name == "rank":
-        ranker = _ranker(cfg.wm, policy, world, cfg.switch_margin)
+        ranker = _ranker(cfg.wm, policy, world, cfg.switch_margin, cfg.disagreement_weight)
         if cfg.teacher is not None:
-            shadow = _ranker(cfg.teacher, policy, world, cfg.switch_margin)
+            shadow = _ranker(cfg.teacher, policy, world, cfg.switch_margin, cfg.disagreement_weight)
     seeds = range(cfg.seed, cfg.seed + cfg.episodes)
     tasks = eval_tasks_for(cfg.world, cfg.tasks, policy)
     outcomes = [run_episode(world, policy, name, k, s, ranker, family=tasks, shadow=shadow, oracle_follow=cfg.oracle_follow)
@@ -272,6 +275,8 @@ def eval_tasks_for(world: str, tasks: tuple[str, ...] | None, policy: FlarePolic
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     plan = _plan(cfg)
     main_policy = load_policy(cfg.policy)
+    if cfg.disagreement_weight and not isinstance(cfg.wm, list):
+        raise RankerError("disagreement_weight needs an ensemble: give several world models (--wm A B ...)")
     for models in (cfg.wm, cfg.teacher):  # a missing or mismatched world model fails now, not after an eval
         if models is not None:
             load_world_models(models)
@@ -298,6 +303,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
               "seeds": [cfg.seed, cfg.seed + cfg.episodes - 1], "policy_flare_weight": policy_cfg.flare_weight,
               "exec_horizon": cfg.exec_horizon or policy_cfg.exec_horizon,
               "denoise_steps": cfg.denoise_steps or policy_cfg.denoise_steps, "switch_margin": cfg.switch_margin,
+              "disagreement_weight": cfg.disagreement_weight,
               "oracle_follow": cfg.oracle_follow, "teacher": cfg.teacher, "configs": rows,
               "paired_vs_single": paired_vs_single(rows)}
     if cfg.out:

@@ -77,8 +77,16 @@ class WorldModelEnsemble(nn.Module):
         self.members = nn.ModuleList(members)
         self.cfg = first
 
+    def member_outputs(self, z: torch.Tensor, chunk_n: torch.Tensor) -> list[WorldModelOutput]:
+        """Each member's prediction (for their disagreement)."""
+        return [m(z, chunk_n) for m in self.members]
+
     def forward(self, z: torch.Tensor, chunk_n: torch.Tensor) -> WorldModelOutput:
-        outs = [m(z, chunk_n) for m in self.members]
+        return self.combine(self.member_outputs(z, chunk_n))
+
+    @staticmethod
+    def combine(outs: list[WorldModelOutput]) -> WorldModelOutput:
+        """The ensemble's prediction from its members': mean latent, progress and failure probability."""
         fail = torch.stack([o.failure_prob for o in outs]).mean(0).clamp(1e-6, 1 - 1e-6)
         return WorldModelOutput(torch.stack([o.next_latent for o in outs]).mean(0),
                                 torch.stack([o.progress for o in outs]).mean(0), torch.logit(fail))

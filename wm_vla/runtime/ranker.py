@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from wm_vla.models.world_model import AnyWorldModel, LatentWorldModel
+from wm_vla.models.world_model import AnyWorldModel, LatentWorldModel, WorldModelEnsemble
 from wm_vla.robots import Kinematics, RobotProfile
 from wm_vla.runtime.errors import RankerError
 
@@ -28,6 +28,9 @@ class RankerConfig:
     goal_weight: float = 0.0
     kinematic_stride: int = 4       # check every n-th action of a chunk
     switch_margin: float = 0.0      # keep the policy's first sample unless another scores at least this much higher
+    # with an ensemble world model: subtract this times the members' standard deviation of each candidate's score
+    # (pessimism where the members disagree); 0: rank by the mean alone
+    disagreement_weight: float = 0.0
 
 
 @dataclass
@@ -69,10 +72,13 @@ class KinematicPenalty:
 
 
 def score_candidates(progress: np.ndarray, failure_prob: np.ndarray, chunks: np.ndarray,
-                     penalty: KinematicPenalty | None, cfg: RankerConfig, goal_similarity: np.ndarray | None = None
-                     ) -> Ranking:
-    """The GPC-RANK score and choice from world-model outputs (any backend) for raw chunks (K, H, A)."""
+                     penalty: KinematicPenalty | None, cfg: RankerConfig, goal_similarity: np.ndarray | None = None,
+                     disagreement: np.ndarray | None = None) -> Ranking:
+    """The GPC-RANK score and choice from world-model outputs (any backend) for raw chunks (K, H, A); `disagreement`
+    is an ensemble's per-candidate spread of scores (weighted by `cfg.disagreement_weight`)."""
     score = cfg.progress_weight * progress - cfg.failure_weight * failure_prob
+    if disagreement is not None and cfg.disagreement_weight:
+        score = score - cfg.disagreement_weight * disagreement
     if goal_similarity is not None and cfg.goal_weight:
         score = score + cfg.goal_weight * goal_similarity
     pen = np.zeros(len(chunks))
@@ -108,13 +114,22 @@ class GpcRanker:
         """Score K raw-unit candidates (K, H, A) for observation latent z (latent_dim,)."""
         self._check(z, chunks)
         t0 = time.perf_counter()
-        out = self.wm(z.expand(chunks.shape[0], -1), (chunks - self.mean) / self.std)
+        zk, chunks_n = z.expand(chunks.shape[0], -1), (chunks - self.mean) / self.std
+        disagreement = None
+        if isinstance(self.wm, WorldModelEnsemble) and self.cfg.disagreement_weight:
+            members = self.wm.member_outputs(zk, chunks_n)
+            out = WorldModelEnsemble.combine(members)
+            c = self.cfg
+            scores = torch.stack([c.progress_weight * m.progress - c.failure_weight * m.failure_prob for m in members])
+            disagreement = scores.std(0, unbiased=False).cpu().numpy()
+        else:
+            out = self.wm(zk, chunks_n)
         t1 = time.perf_counter()
         goal_sim = None
         if goal is not None and self.cfg.goal_weight:
             goal_sim = torch.nn.functional.cosine_similarity(out.next_latent, goal[None], dim=-1).cpu().numpy()
         ranking = score_candidates(out.progress.cpu().numpy(), out.failure_prob.cpu().numpy(), chunks.cpu().numpy(),
-                                   self.penalty, self.cfg, goal_sim)
+                                   self.penalty, self.cfg, goal_sim, disagreement)
         ranking.stage_ms = {"wm_rollout": 1e3 * (t1 - t0), "score": 1e3 * (time.perf_counter() - t1)}
         return ranking
 
