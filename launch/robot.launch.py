@@ -1,4 +1,4 @@
-"""ros2 launch wm_vla robot.launch.py robot:=arm|quadruped|sim backend:=torch k:=16 denoise_steps:=0 params_file:=<yaml> use_sim_time:=false record_bag:=<dir>
+"""ros2 launch wm_vla robot.launch.py robot:=arm|quadruped|sim backend:=torch k:=16 denoise_steps:=0 params_file:=<yaml> use_sim_time:=false record_bag:=<dir> inference_cpus:=auto
 
 Maps the ONE bringup plan (`wm_vla.bringup.build_plan`) to launch_ros Node actions; `wm-vla up` runs the same plan
 without system ROS. Lifecycle nodes configure and activate themselves on start. robot_state_publisher gets the
@@ -14,7 +14,7 @@ from wm_vla.bringup import NodeSpec, bringup_args, build_plan
 # launch argument -> default (strings, as launch passes them); names are BringupArgs fields
 ARGUMENTS = {"robot": "sim", "backend": "torch", "k": "16", "denoise_steps": "0", "params_file": "",
              "use_sim_time": "false", "rank": "true", "seed": "1000000", "policy": "", "world_model": "", "record_bag": "",
-             "command_interface": ""}
+             "command_interface": "", "inference_cpus": "auto"}
 
 
 def plan_for(values: dict[str, str]) -> list[NodeSpec]:

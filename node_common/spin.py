@@ -10,9 +10,10 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, Si
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
 
+from wm_vla.cpus import CpuAffinityError, format_cpu_list, parse_cpu_list, pin_process
 from wm_vla.lifetime import exit_with_parent
 
-__all__ = ["exit_with_parent", "report_failure", "run"]
+__all__ = ["apply_cpu_affinity", "exit_with_parent", "report_failure", "run"]
 
 
 def report_failure(node: Node, message: str, repeats: int = 5, period_s: float = 0.1, discovery_s: float = 10.0,
@@ -48,6 +49,23 @@ def report_failure(node: Node, message: str, repeats: int = 5, period_s: float =
     pub.wait_for_all_acked(Duration(seconds=ack_s))
 
 
+def apply_cpu_affinity(node: Node) -> str:
+    """Pin the whole node process (all its threads; later threads and child processes inherit it) to the CPUs of its
+    `cpu_affinity` parameter, a taskset-style list ("" leaves it alone). Returns the list applied. CpuAffinityError
+    for a malformed list or CPUs this process may not use."""
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    if not node.has_parameter("cpu_affinity"):  # any type: YAML gives `cpu_affinity: 3` as an integer
+        node.declare_parameter("cpu_affinity", "", ParameterDescriptor(dynamic_typing=True))
+    value = node.get_parameter("cpu_affinity").value
+    text = ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value if value is not None else "")
+    cpus = parse_cpu_list(text)
+    if cpus:
+        threads = pin_process(cpus)
+        node.get_logger().info(f"pinned to CPUs {format_cpu_list(cpus)} ({threads} threads)")
+    return format_cpu_list(cpus)
+
+
 def run(factory: Callable[[], Node], args: Sequence[str] | None = None, autostart: bool = True, threads: int = 1) -> None:
     """`rclpy.init`, build the node, (configure + activate a lifecycle node when `autostart`), spin, shut down.
 
@@ -57,6 +75,14 @@ def run(factory: Callable[[], Node], args: Sequence[str] | None = None, autostar
     exit_with_parent()
     rclpy.init(args=args)
     node = factory()
+    try:
+        apply_cpu_affinity(node)
+    except CpuAffinityError as exc:
+        name = node.get_name()
+        report_failure(node, f"bad cpu_affinity: {exc}")
+        node.destroy_node()
+        rclpy.try_shutdown()
+        raise SystemExit(f"{name}: bad cpu_affinity: {exc}") from None
     executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
     executor.add_node(node)
     try:

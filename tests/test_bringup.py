@@ -34,6 +34,7 @@ def cli_plan(argv: list[str], capsys: pytest.CaptureFixture[str]) -> list[dict[s
     ({"robot": "arm", "backend": "onnxruntime", "k": "8"}, ["--robot", "arm", "--backend", "onnxruntime", "--k", "8"]),
     ({"robot": "sim", "command_interface": "joint_trajectory"}, ["--command-interface", "joint_trajectory"]),
     ({"robot": "sim", "denoise_steps": "5"}, ["--denoise-steps", "5"]),
+    ({"robot": "sim", "inference_cpus": "off"}, ["--inference-cpus", "off"]),
     ({"robot": "quadruped", "use_sim_time": "true", "rank": "false"},
      ["--robot", "quadruped", "--use-sim-time", "--no-rank"]),
 ])
@@ -53,6 +54,29 @@ def test_sim_plan_has_the_full_stack_with_sim_cameras_and_the_urdf() -> None:
     assert plan["robot_state_publisher"].external and not plan["vla_node"].external
     real = {n.name for n in build_plan(BringupArgs(robot="arm"))}
     assert "sim_robot" not in real  # a real robot brings its own drivers and controllers
+
+
+def test_vla_node_gets_its_own_cpu_and_the_other_nodes_the_rest(tmp_path: Path) -> None:
+    import os
+
+    from wm_vla.cpus import parse_cpu_list, usable_cpus
+
+    plan = {n.name: n for n in build_plan(BringupArgs(robot="sim"))}
+    allowed = sorted(os.sched_getaffinity(0))
+    assert "cpu_affinity" not in plan["robot_state_publisher"].parameters  # not ours to pin
+    if usable_cpus() >= 2:
+        mine = parse_cpu_list(plan["vla_node"].parameters["cpu_affinity"])
+        assert mine == (allowed[usable_cpus() - 1],)
+        for name in ("sim_robot", "perception_node", "world_model_node"):
+            assert set(parse_cpu_list(plan[name].parameters["cpu_affinity"])) == set(allowed) - set(mine), name
+    off = {n.name: n for n in build_plan(BringupArgs(robot="sim", inference_cpus="off"))}
+    assert all("cpu_affinity" not in n.parameters for n in off.values())
+    params = tmp_path / "p.yaml"  # a params file still decides per node
+    params.write_text("world_model_node:\n  ros__parameters:\n    cpu_affinity: ''\n")
+    custom = {n.name: n for n in build_plan(BringupArgs(robot="sim", params_file=str(params)))}
+    assert custom["world_model_node"].parameters["cpu_affinity"] == ""
+    teleop_only = build_plan(BringupArgs(robot="sim", teleop="keyboard", record=str(tmp_path / "rec")))
+    assert all("cpu_affinity" not in n.parameters for n in teleop_only)  # no policy process to isolate
 
 
 def test_params_file_overrides_and_ros_args(tmp_path: Path) -> None:
@@ -84,6 +108,8 @@ def test_bad_params_file_is_a_clear_error(tmp_path: Path, text: str, message: st
     ({"denoise_steps": "-2"}, "denoise_steps must be >= 1"),
     ({"k": "many"}, "k must be an integer, got 'many'"),
     ({"rate_scale": "fast"}, "rate_scale must be a number"),
+    ({"inference_cpus": "first"}, "inference_cpus: CPU list 'first'"),
+    ({"inference_cpus": "4096"}, "not available to this process"),
 ])
 def test_bad_bringup_arguments_are_clear_errors(values: dict[str, str], message: str) -> None:
     with pytest.raises(ProfileError, match=message):

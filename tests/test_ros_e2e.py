@@ -3,6 +3,9 @@ the bringup plan as subprocesses (what `wm-vla up --robot sim` runs), with the d
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +24,8 @@ from wm_vla.bringup import BringupArgs, build_plan, camera_topic
 from wm_vla.launcher import Stack
 from wm_vla.robots import load_profile
 from wm_vla.training.pipeline import default_checkpoints
+
+REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = [pytest.mark.ros, pytest.mark.e2e]
 # Direct eval (`wm-vla eval sim`, touch, shipped checkpoints): GPC-RANK K=16 succeeds on seeds 1000003..1000007.
@@ -98,8 +103,31 @@ def test_arm_completes_a_seeded_episode_and_commands_carry_the_camera_stamp(arm_
         assert {to_ns(m.header.stamp) for _, m in ranks.since(0)} >= lineages
         assert all(m.ranker == "gpc_rank" and len(m.scores) == 16 for _, m in ranks.since(0))
         assert result["latency_ms"], "camera -> command latency measured from the lineage"
+        # the plan's CPU split holds for every thread of vla_node, its sampler process, and the other nodes
+        plan = {n.name: n for n in arm_stack.plan}
+        for name in ("vla_node", "world_model_node", "sim_robot"):
+            want = plan[name].parameters.get("cpu_affinity", "")
+            if want:
+                pid = arm_stack.procs[name].pid
+                pids = [pid, *(int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split())]
+                assert {cpus_allowed(p) for p in pids} == {want}, (name, pids)
     finally:
         probe.close()
+
+
+def cpus_allowed(pid: int) -> str:
+    """The one CPU list all threads of process `pid` may run on (as a CPU list string), or their differing lists."""
+    from wm_vla.cpus import format_cpu_list
+
+    masks = {tuple(sorted(os.sched_getaffinity(int(t)))) for t in os.listdir(f"/proc/{pid}/task")}
+    return format_cpu_list(list(masks.pop())) if len(masks) == 1 else repr(sorted(masks))
+
+
+def test_a_node_with_a_bad_cpu_affinity_exits_with_the_reason(ros_domain: int) -> None:
+    proc = subprocess.run([sys.executable, "-m", "perception_node.node", "--ros-args", "-p", "cpu_affinity:=4096"],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode != 0
+    assert "bad cpu_affinity: CPU list '4096': CPUs [4096] are not available" in proc.stderr + proc.stdout
 
 
 def test_quadruped_moves_toward_its_goal_over_ros(ros_domain: int, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ subprocesses in a pip venv. robot: `arm` | `quadruped` (real robots: drivers and
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,9 @@ class BringupArgs:
     record_fps: int = 0             # dataset fps (0: the profile's policy rate)
     teleop_max_linear: float = 0.15  # arm teleop: gripper speed (m/s) at full deflection (teleop_node max_linear)
     command_interface: str = ""     # arm: position_commands | joint_trajectory (world_model_node; "": its default)
+    # CPUs of vla_node (and its sampler process); every other node gets the remaining ones (`cpu_affinity` parameter):
+    # "auto" = the last usable CPU when there are >= 2, "" / "off" = no pinning, or a CPU list such as "3" or "2-3"
+    inference_cpus: str = "auto"
 
 
 def policy_tasks(world: str, policy: str | None) -> tuple[str, ...]:
@@ -126,9 +129,26 @@ def build_plan(args: BringupArgs) -> list[NodeSpec]:
     if args.record_bag:
         nodes.append(NodeSpec("bag_recorder", "bag_recorder", "bag_player.record",
                               {**common, "sim": sim, "out": str(Path(args.record_bag).resolve())}))
+    nodes = _pin_inference(nodes, args.inference_cpus)
     if args.params_file:
         nodes = _override(nodes, Path(args.params_file))
     return nodes
+
+
+def _pin_inference(nodes: list[NodeSpec], spec: str) -> list[NodeSpec]:
+    """Every wm_vla node's `cpu_affinity`: vla_node's CPUs from `spec`, the rest for the others (none: unchanged)."""
+    from wm_vla.cpus import CpuAffinityError, inference_split
+
+    try:
+        split = inference_split(spec)
+    except CpuAffinityError as exc:
+        raise ProfileError(f"inference_cpus: {exc}") from exc
+    if split is None or not any(n.name == "vla_node" for n in nodes):
+        return nodes
+    inference, others = split
+    return [n if n.external else replace(n, parameters={**n.parameters, "cpu_affinity":
+                                                          inference if n.name == "vla_node" else others})
+            for n in nodes]
 
 
 def teleop_record_nodes(args: BringupArgs, common: dict[str, Any], perception: dict[str, Any]) -> list[NodeSpec]:

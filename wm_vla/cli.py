@@ -94,7 +94,8 @@ def _up(args: argparse.Namespace) -> int:
                                   record_bag=args.record_bag or "", teleop=args.teleop or "",
                                   record=args.record or "", intervene=args.intervene, record_fps=args.record_fps,
                                   teleop_max_linear=args.teleop_max_linear,
-                                  command_interface=args.command_interface or ""))
+                                  command_interface=args.command_interface or "",
+                                  inference_cpus=args.inference_cpus))
     if args.dry_run:
         print(json.dumps([n.to_dict() for n in plan], indent=1))
         return 0
@@ -970,6 +971,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --teleop on the arm: gripper speed at full deflection, m/s")
     up.add_argument("--command-interface", default=None, choices=("position_commands", "joint_trajectory"),
                     help="arm output: forward position controllers (default) or JointTrajectory to the JTC")
+    up.add_argument("--inference-cpus", default="auto",
+                    help="CPUs of vla_node and its sampler process; the other nodes get the rest. auto: the last "
+                    "usable CPU when there are 2 or more; off: no pinning; or a list such as 3 or 2-3")
     up.add_argument("--dry-run", action="store_true", help="print the plan as JSON and exit")
     up.set_defaults(func=_up)
 

@@ -58,3 +58,80 @@ def node_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     defaults = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                 "LP_NUM_THREADS": str(usable_cpus())}
     return {k: v for k, v in defaults.items() if k not in base}
+
+
+class CpuAffinityError(ValueError):
+    """A CPU list that is malformed or names CPUs this process may not run on."""
+
+
+def allowed_cpus() -> tuple[int, ...]:
+    """The CPUs this process may run on (its affinity mask), sorted."""
+    try:
+        return tuple(sorted(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return tuple(range(os.cpu_count() or 1))
+
+
+def parse_cpu_list(text: str) -> tuple[int, ...]:
+    """A taskset-style CPU list ("1", "0,2", "0-3"; "" -> ()) checked against the CPUs this process may use."""
+    cpus: set[int] = set()
+    for part in (p.strip() for p in str(text).split(",")):
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        try:
+            first, last = int(lo), int(hi if sep else lo)
+        except ValueError:
+            raise CpuAffinityError(f"CPU list {text!r}: {part!r} is not a CPU number or range (e.g. 1, 0-3)") from None
+        if first < 0 or last < first:
+            raise CpuAffinityError(f"CPU list {text!r}: bad range {part!r}")
+        cpus.update(range(first, last + 1))
+    allowed = allowed_cpus()
+    outside = sorted(cpus - set(allowed))
+    if outside:
+        raise CpuAffinityError(f"CPU list {text!r}: CPUs {outside} are not available to this process "
+                               f"(it may use {format_cpu_list(allowed)})")
+    return tuple(sorted(cpus))
+
+
+def format_cpu_list(cpus: tuple[int, ...] | list[int]) -> str:
+    return ",".join(str(c) for c in sorted(cpus))
+
+
+def pin_process(cpus: tuple[int, ...]) -> int:
+    """Restrict every thread of this process (DDS, executor and worker threads alike) to `cpus`; threads and child
+    processes started later inherit it. Returns the number of threads pinned."""
+    tids = [int(t) for t in os.listdir("/proc/self/task")] if os.path.isdir("/proc/self/task") else [0]
+    pinned = 0
+    for tid in tids:
+        try:
+            os.sched_setaffinity(tid, cpus)
+            pinned += 1
+        except ProcessLookupError:  # the thread ended meanwhile
+            continue
+    return pinned
+
+
+def inference_split(spec: str) -> tuple[str, str] | None:
+    """(inference CPUs, every other node's CPUs) as CPU lists for the bringup plan, or None (no pinning).
+
+    "auto": on a machine with at least 2 usable CPUs the last one runs the policy (vla_node and its sampler process)
+    alone, the others run everything else: other processes' thread wake-ups then never preempt the sampling (on the
+    2-vCPU VM they slowed a K=16 decision by 10-20 %, docs/ros_stack.md). "" or "off": no pinning. A CPU list: those
+    CPUs for inference, the rest for the other nodes."""
+    spec = (spec or "").strip().lower()
+    if spec in ("", "off", "none"):
+        return None
+    allowed = allowed_cpus()
+    if spec == "auto":
+        usable = allowed[:usable_cpus()] if len(allowed) >= usable_cpus() else allowed
+        if len(usable) < 2:
+            return None
+        inference = (usable[-1],)
+    else:
+        inference = parse_cpu_list(spec)
+    others = tuple(c for c in allowed if c not in inference)
+    if not inference or not others:
+        raise CpuAffinityError(f"inference CPUs {spec!r} must leave at least one of the CPUs "
+                               f"{format_cpu_list(allowed)} to the other nodes")
+    return format_cpu_list(inference), format_cpu_list(others)

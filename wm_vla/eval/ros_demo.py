@@ -70,14 +70,26 @@ def run_config(cfg: DemoConfig, rank: bool, log_dir: Path) -> tuple[list[dict[st
         cmd = [sys.executable, "-m", "sim_node.episodes", "--episodes", str(cfg.episodes), "--timeout",
                str(cfg.episode_timeout_s), "--out", str(out), "--first-autostarted",
                *(["--use-sim-time"] if sim_time else [])]
-        with NodeCpuSampler(stack.cpu_seconds) as cpu:
-            proc = subprocess.run(cmd, env=stack.env, check=False)
+        cpus = harness_cpus(plan)
+        with NodeCpuSampler(stack.cpu_seconds) as cpu:  # the episode client runs beside the sim, off the policy's CPU
+            proc = subprocess.run(cmd, env=stack.env, check=False,
+                                  preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
         if proc.returncode != 0 or not out.is_file():
             logs = "\n".join(f"--- {n}: {stack.log(n)[-1500:]}" for n in stack.procs)
             raise RuntimeError(f"episode client failed (exit {proc.returncode}); node logs:\n{logs}")
         if stack.failed():
             raise RuntimeError(f"nodes exited during the demo: {stack.failed()}")
         return json.loads(out.read_text()), cpu.cores_busy()
+
+
+def harness_cpus(plan: list[NodeSpec]) -> tuple[int, ...]:
+    """The CPUs of the plan's nodes other than vla_node (their `cpu_affinity`), for the demo's own helper processes;
+    () when the plan pins nothing."""
+    from wm_vla.cpus import parse_cpu_list
+
+    lists = {str(n.parameters.get("cpu_affinity", "")) for n in plan if n.name != "vla_node" and not n.external}
+    lists.discard("")
+    return parse_cpu_list(lists.pop()) if len(lists) == 1 else ()
 
 
 def decision_period_s(policy_dir: str, profile_rate_hz: float) -> float:
