@@ -23,6 +23,7 @@ import torch
 
 from wm_vla.models.checkpoint import load_checkpoint, load_world_models
 from wm_vla.models.flare_policy import FlarePolicy
+from wm_vla.models.world_model import WorldModelEnsemble
 from wm_vla.training.train_world_model import (
     build_transitions,
     group_scores,
@@ -69,7 +70,7 @@ def ensemble_report(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("no held-out labelled decisions: pass the label folders with --candidates")
     rows = split.held_rows
     members = [load_world_models(p)[0] for p in args.wm]
-    ensemble, _ = load_world_models(args.wm)
+    ensemble = WorldModelEnsemble(members).eval()
     truth = true_scores(data, rows)
     first = float((truth[:, 0] >= truth.max(1).values - 1e-6).float().mean())
     picks = {p: group_scores(m.eval(), data.z, data.chunk, rows).argmax(1) for p, m in zip(args.wm, members)}

@@ -124,7 +124,7 @@ def inference_split(spec: str) -> tuple[str, str] | None:
         return None
     allowed = allowed_cpus()
     if spec == "auto":
-        usable = allowed[:usable_cpus()] if len(allowed) >= usable_cpus() else allowed
+        usable = allowed[:usable_cpus()]  # usable_cpus() <= len(allowed): the cgroup quota may cap it
         if len(usable) < 2:
             return None
         inference = (usable[-1],)
