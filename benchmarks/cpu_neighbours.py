@@ -1,0 +1,125 @@
+"""What another process costs the in-process K=16 decision, by where it runs and how often it wakes.
+
+The decision (encode, K samples, world model, GPC-RANK) is pinned to the last usable CPU, as `inference_cpus: auto`
+pins vla_node. Beside it, in turn (modes interleaved in random order per round, one process): nothing; a busy loop
+on another CPU; a process waking N times a second (a few microseconds of work each time) on another CPU; the same on
+the decision's own CPU. The ratios show why the bringup plan keeps the other nodes off the policy's CPU
+(docs/ros_stack.md, "Where a decision's time goes").
+
+    python benchmarks/cpu_neighbours.py --rounds 3 --per-round 8 --out outputs/bench/cpu_neighbours
+
+Writes OUT.json (per-mode times, p50 ratios to "alone") and OUT.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+WAKER = ("import sys, time\nimport numpy as np\nbuf = np.random.rand(65536)\nperiod = float(sys.argv[1])\n"
+         "while True:\n    time.sleep(period)\n    buf.sum()\n")
+BUSY = "while True:\n    pass\n"
+
+
+def modes(rate_hz: float, low_rate_hz: float) -> dict[str, tuple[str, str, float] | None]:
+    """mode -> (which CPU: "other" | "same", code, wake period s) or None (nothing beside the decision)."""
+    return {"alone": None, "busy_other_cpu": ("other", BUSY, 0.0),
+            f"wake_{rate_hz:g}hz_other_cpu": ("other", WAKER, 1 / rate_hz),
+            f"wake_{low_rate_hz:g}hz_same_cpu": ("same", WAKER, 1 / low_rate_hz),
+            f"wake_{rate_hz:g}hz_same_cpu": ("same", WAKER, 1 / rate_hz)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--backend", default="torch")
+    ap.add_argument("--k", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--per-round", type=int, default=8, help="decisions per mode and round")
+    ap.add_argument("--rate", type=float, default=1000.0, help="wake-ups per second of the neighbour")
+    ap.add_argument("--low-rate", type=float, default=200.0, help="a second, lower rate on the decision's CPU")
+    ap.add_argument("--out", default="outputs/bench/cpu_neighbours")
+    args = ap.parse_args(argv)
+
+    from wm_vla.cpus import allowed_cpus, usable_cpus
+
+    cpus = allowed_cpus()[:usable_cpus()]
+    if len(cpus) < 2:
+        raise SystemExit(f"needs at least 2 usable CPUs, this process has {len(cpus)}")
+    mine, other = cpus[-1], cpus[0]
+    os.sched_setaffinity(0, {mine})
+
+    import matplotlib
+    from tqdm import tqdm
+
+    from wm_vla.eval.closed_loop import obs_batch
+    from wm_vla.eval.ros_demo import DemoConfig, reference_decision
+    from wm_vla.runtime.spec import candidate_noise
+
+    backend, world, pipe, _ = reference_decision(DemoConfig(backend=args.backend, k=args.k))
+    spec = backend.spec
+    obs = world.reset(1_000_000)
+    batch = obs_batch(obs, spec.cameras, spec.image_size)
+    images, state = batch.images.numpy(), batch.state.numpy()
+
+    def decide(i: int) -> float:
+        noise = candidate_noise(spec.horizon, spec.action_dim, args.k, i)
+        return float(pipe.decide(images, state, obs.instruction, noise).stage_ms["total"])
+
+    for i in range(3):  # warm-up
+        decide(i)
+    table = modes(args.rate, args.low_rate)
+    times: dict[str, list[float]] = {m: [] for m in table}
+    rng, n = random.Random(0), 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    for _ in tqdm(range(args.rounds), desc="rounds", unit="round"):
+        for mode in rng.sample(list(table), len(table)):
+            neighbour = None
+            if table[mode] is not None:
+                where, code, period = table[mode]  # type: ignore[misc]
+                neighbour = subprocess.Popen([sys.executable, "-c", code, str(period)], env=env)
+                os.sched_setaffinity(neighbour.pid, {mine if where == "same" else other})
+                time.sleep(0.5)
+            try:
+                for _ in range(args.per_round):
+                    times[mode].append(decide(n))
+                    n += 1
+            finally:
+                if neighbour is not None:
+                    neighbour.kill()
+                    neighbour.wait()
+    world.close()
+    backend.close()
+
+    p50 = {m: float(np.percentile(v, 50)) for m, v in times.items()}
+    ratios = {m: p50[m] / p50["alone"] for m in table}
+    for m in table:
+        print(f"{m:>24}: p50 {p50[m]:7.1f} ms  ratio {ratios[m]:.2f}  ({len(times[m])} decisions)")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = {"backend": args.backend, "k": args.k, "decision_cpu": mine, "other_cpu": other, "p50_ms": p50,
+              "ratio_to_alone": ratios, "times_ms": times}
+    out.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    ax.boxplot([times[m] for m in table])
+    ax.set_xticks(range(1, len(table) + 1), [m.replace("_", " ") for m in table], fontsize=8)
+    ax.set_ylabel("decision time, ms")
+    ax.set_title(f"K={args.k} {args.backend} decision on CPU {mine}, with a neighbour process")
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"), dpi=120)
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
