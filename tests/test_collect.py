@@ -155,7 +155,12 @@ def test_cli_collects_50_arm_episodes_that_lerobot_loads(tmp_path: Path) -> None
 
 
 def test_video_storage_round_trips(tmp_path: Path) -> None:
+    import os
+
+    before = (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority)
     stats = collect(CollectConfig(world="quadruped", episodes=1, out=tmp_path / "v", use_videos=True, progress=False))
+    # SVT-AV1 run as root leaves the encoding thread at SCHED_FIFO 99 unless the writer puts it back
+    assert (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority) == before
     ds = load_dataset(tmp_path / "v", delta_timestamps={"action": [0.0, 0.1]})
     assert ds.meta.video_keys == ["observation.images.head"]
     assert len(ds) == stats["frames_written"]

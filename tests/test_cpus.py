@@ -15,6 +15,7 @@ from wm_vla.cpus import (
     inference_split,
     node_environment,
     parse_cpu_list,
+    thread_scheduling_kept,
     usable_cpus,
 )
 
@@ -94,3 +95,18 @@ def test_pinning_a_process_pins_its_existing_threads_and_later_children(tmp_path
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}).stdout.split(maxsplit=1)
     assert int(out[0]) >= 2  # the main thread and the one started before pinning
     assert out[1].strip() == f"[({cpu},)] [{cpu}]"
+
+
+def test_a_thread_gets_its_scheduling_back_after_a_block_that_changed_it() -> None:
+    before = (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority)
+    with thread_scheduling_kept() as found:  # SCHED_BATCH: allowed without privilege, like what a library might do
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    assert found.left_policy == os.SCHED_BATCH
+    assert (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority) == before
+    with thread_scheduling_kept() as found:
+        pass
+    assert found.left_policy is None
+    with pytest.raises(KeyError), thread_scheduling_kept():  # also when the block fails
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+        raise KeyError("x")
+    assert (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority) == before

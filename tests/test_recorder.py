@@ -206,3 +206,29 @@ def test_kill9_during_the_first_episode_then_a_fresh_start(tmp_path: Path) -> No
     out = json.loads(child("--root", str(root), "--episodes", "1", "--frames", "5").stdout)
     assert out["resumed_at"] == 0 and out["saved"] == [5]
     assert episode_lengths(root) == [5]
+
+
+def test_encoding_a_one_camera_video_episode_leaves_the_saving_thread_normally_scheduled(tmp_path: Path) -> None:
+    """One video camera is encoded in the thread that saves (two or more go to a process pool). SVT-AV1, run as root,
+    leaves that thread at SCHED_FIFO 99: on a robot computer the recorder would then outrank the control loop."""
+    from wm_vla.data.recorder import RecorderConfig
+
+    cfg = RecorderConfig(tmp_path / "ds", fps=10, cameras=("front",), state_names=("a", "b", "c"), action_names=ACTION,
+                         robot_type="test_arm", image_size=32, task="pick the cube", max_age_s=0.15, use_videos=True)
+    rec = EpisodeRecorder(cfg)
+    rng = np.random.default_rng(0)
+    before = (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority)
+    t = 0.0
+    for i in range(7):
+        rec.add_image("front", t, rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+        rec.add_state(t, np.full(3, t))
+        rec.add_action(t, np.full(len(ACTION), t), intervention=False)
+        if i == 0:
+            rec.start()
+        else:
+            rec.tick(t)
+        t += 0.1
+    assert rec.stop() == 6
+    assert (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority) == before
+    rec.close()
+    assert len(list((tmp_path / "ds" / "videos").rglob("*.mp4"))) == 1

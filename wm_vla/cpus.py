@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -135,3 +138,32 @@ def inference_split(spec: str) -> tuple[str, str] | None:
         raise CpuAffinityError(f"inference CPUs {spec!r} must leave at least one of the CPUs "
                                f"{format_cpu_list(allowed)} to the other nodes")
     return format_cpu_list(inference), format_cpu_list(others)
+
+
+@dataclass
+class SchedulingRestored:
+    """What `thread_scheduling_kept` found after its block: the policy the block left (None: unchanged)."""
+
+    left_policy: int | None = None
+
+
+@contextmanager
+def thread_scheduling_kept() -> Iterator[SchedulingRestored]:
+    """Run the block, then give the calling thread back the scheduling policy and priority it had before.
+
+    Why: SVT-AV1 (lerobot's AV1 video encoder; v3.0 in PyAV's wheels), run as root, leaves the thread that encodes at
+    SCHED_FIFO priority 99. A recorder or collector thread would then outrank every normal thread on its CPU,
+    the control loop's included, and every process it starts afterwards would inherit the real-time policy. Lowering
+    a thread's policy needs no privilege. Outside Linux this does nothing."""
+    found = SchedulingRestored()
+    if not hasattr(os, "sched_getscheduler"):
+        yield found
+        return
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)  # pid 0: the calling thread (Linux)
+    try:
+        yield found
+    finally:
+        now = os.sched_getscheduler(0)
+        if now != policy or os.sched_getparam(0).sched_priority != param.sched_priority:
+            found.left_policy = now
+            os.sched_setscheduler(0, policy, param)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from wm_vla.cpus import thread_scheduling_kept
 from wm_vla.data.errors import DatasetExistsError, DatasetMismatchError, DiskFullError, RecorderError
 from wm_vla.data.lerobot_io import prepare_output_dir
 
@@ -128,10 +129,12 @@ class DurableDataset:
         if n == 0:
             raise RecorderError("cannot save an empty episode")
         try:
-            with warnings.catch_warnings():  # lerobot's stats cast bool labels to uint8 and says so every episode
+            # video encoding (SVT-AV1) as root would leave this thread real-time: thread_scheduling_kept
+            with warnings.catch_warnings(), thread_scheduling_kept():
+                # lerobot's stats cast bool labels to uint8 and says so every episode
                 warnings.filterwarnings("ignore", message="Converting input from bool", category=RuntimeWarning)
                 self.dataset.save_episode()
-            self.dataset.finalize()
+                self.dataset.finalize()
             self.commit()
         except Exception as exc:
             full = _is_disk_full(exc) or shutil.disk_usage(self.root).free < LOW_SPACE_BYTES

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from wm_vla.cpus import thread_scheduling_kept
 from wm_vla.data.errors import DatasetExistsError, DatasetFormatError, DatasetLocationError
 from wm_vla.pickle_guard import pickle_kind, refusal
 
@@ -81,13 +82,16 @@ class LeRobotWriter:
         """Add every frame (dicts keyed by feature name plus "task") and save them as one episode."""
         for frame in frames:
             self.dataset.add_frame(frame)
-        with warnings.catch_warnings():  # lerobot's stats cast our bool labels to uint8 and says so every episode
+        # video encoding (SVT-AV1) as root would leave this thread real-time: thread_scheduling_kept
+        with warnings.catch_warnings(), thread_scheduling_kept():
+            # lerobot's stats cast our bool labels to uint8 and says so every episode
             warnings.filterwarnings("ignore", message="Converting input from bool", category=RuntimeWarning)
             self.dataset.save_episode()
         self.episodes += 1
 
     def finalize(self) -> None:
-        self.dataset.finalize()
+        with thread_scheduling_kept():
+            self.dataset.finalize()
 
 
 def load_dataset(root: Path, repo_id: str | None = None, delta_timestamps: dict[str, list[float]] | None = None) -> Any:
