@@ -24,9 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
-WAKER = ("import sys, time\nimport numpy as np\nbuf = np.random.rand(65536)\nperiod = float(sys.argv[1])\n"
-         "while True:\n    time.sleep(period)\n    buf.sum()\n")
-BUSY = "while True:\n    pass\n"
+# Every neighbour (argv: wake period s, CPU, the benchmark's pid) first arranges to die with the benchmark
+# (PR_SET_PDEATHSIG), even one killed by a test's timeout, then moves itself onto its CPU.
+PRELUDE = ("import ctypes, os, signal, sys\n"
+           "ctypes.CDLL(None).prctl(1, signal.SIGKILL)\n"
+           "if os.getppid() != int(sys.argv[3]):\n    sys.exit(0)\n"
+           "os.sched_setaffinity(0, {int(sys.argv[2])})\n")
+WAKER = PRELUDE + ("import time\nimport numpy as np\nbuf = np.random.rand(65536)\nperiod = float(sys.argv[1])\n"
+                   "while True:\n    time.sleep(period)\n    buf.sum()\n")
+BUSY = PRELUDE + "while True:\n    pass\n"
 
 
 def modes(rate_hz: float, low_rate_hz: float) -> dict[str, tuple[str, str, float] | None]:
@@ -55,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"needs at least 2 usable CPUs, this process has {len(cpus)}")
     mine, other = cpus[-1], cpus[0]
     os.sched_setaffinity(0, {mine})
+    if os.sched_getscheduler(0) != os.SCHED_OTHER:  # e.g. started from a thread a library left real-time
+        print("[cpu_neighbours] this thread was not normally scheduled; measuring with SCHED_OTHER", flush=True)
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
 
     import matplotlib
     from tqdm import tqdm
@@ -84,9 +93,10 @@ def main(argv: list[str] | None = None) -> int:
             neighbour = None
             if table[mode] is not None:
                 where, code, period = table[mode]  # type: ignore[misc]
-                neighbour = subprocess.Popen([sys.executable, "-c", code, str(period)], env=env)
-                os.sched_setaffinity(neighbour.pid, {mine if where == "same" else other})
-                time.sleep(0.5)
+                cpu = mine if where == "same" else other
+                neighbour = subprocess.Popen([sys.executable, "-c", code, str(period), str(cpu), str(os.getpid())],
+                                             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+                time.sleep(0.5)  # started and on its CPU
             try:
                 for _ in range(args.per_round):
                     times[mode].append(decide(n))
