@@ -70,7 +70,12 @@ class Probe:
             time.sleep(0.02)
 
     def close(self) -> None:
+        """Stop the spin thread before destroying the node. A node destroyed while that thread still waits on its
+        handles is finalised later on that thread, holding the GIL; once, Fast DDS's participant teardown there
+        (`set_listener`) spun forever against discovery of the stack's nodes going away, and no other Python thread,
+        pytest-timeout's included, ran again."""
         self.executor.shutdown()
+        self.thread.join(timeout=10)
         self.node.destroy_node()
         rclpy.shutdown(context=self.context)
 
