@@ -14,7 +14,6 @@ Writes OUT.json (per-mode times, p50 ratios to "alone") and OUT.png.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import subprocess
@@ -65,10 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         print("[cpu_neighbours] this thread was not normally scheduled; measuring with SCHED_OTHER", flush=True)
         os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
 
-    import matplotlib
     from tqdm import tqdm
 
     from wm_vla.eval.closed_loop import obs_batch
+    from wm_vla.eval.plots import write_json_and_boxes
     from wm_vla.eval.ros_demo import DemoConfig, reference_decision
     from wm_vla.runtime.spec import candidate_noise
 
@@ -112,22 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     ratios = {m: p50[m] / p50["alone"] for m in table}
     for m in table:
         print(f"{m:>24}: p50 {p50[m]:7.1f} ms  ratio {ratios[m]:.2f}  ({len(times[m])} decisions)")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     report = {"backend": args.backend, "k": args.k, "decision_cpu": mine, "other_cpu": other, "p50_ms": p50,
               "ratio_to_alone": ratios, "times_ms": times}
-    out.with_suffix(".json").write_text(json.dumps(report, indent=1))
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 3.8))
-    ax.boxplot([times[m] for m in table])
-    ax.set_xticks(range(1, len(table) + 1), [m.replace("_", " ") for m in table], fontsize=8)
-    ax.set_ylabel("decision time, ms")
-    ax.set_title(f"K={args.k} {args.backend} decision on CPU {mine}, with a neighbour process")
-    fig.tight_layout()
-    fig.savefig(out.with_suffix(".png"), dpi=120)
-    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
+    title = f"K={args.k} {args.backend} decision on CPU {mine}, with a neighbour process"
+    json_path, png_path = write_json_and_boxes(report, times, title, Path(args.out), figsize=(8, 3.8))
+    print(f"wrote {json_path} and {png_path}")
     return 0
 
 

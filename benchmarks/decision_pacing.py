@@ -11,7 +11,6 @@ Writes OUT.json (per-mode times and p50 ratios) and OUT.png (the times per mode)
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import time
 from pathlib import Path
@@ -31,10 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="outputs/bench/decision_pacing")
     args = ap.parse_args(argv)
 
-    import matplotlib
     from tqdm import tqdm
 
     from wm_vla.eval.closed_loop import obs_batch
+    from wm_vla.eval.plots import write_json_and_boxes
     from wm_vla.eval.ros_demo import DemoConfig, reference_decision
     from wm_vla.runtime.spec import candidate_noise
 
@@ -77,22 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{m:>13}: p50 {p50[m]:7.1f} ms  p90 {np.percentile(times[m], 90):7.1f} ms  ({len(times[m])} decisions)")
     print(f"decision period {period:.2f} s, K={args.k}, {args.backend}; ratios of p50s: " +
           ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     report = {"backend": args.backend, "k": args.k, "period_s": period, "p50_ms": p50, "ratios": ratios,
               "times_ms": times}
-    out.with_suffix(".json").write_text(json.dumps(report, indent=1))
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.boxplot([times[m] for m in MODES])
-    ax.set_xticks(range(1, len(MODES) + 1), [m.replace("_", " ") for m in MODES])
-    ax.set_ylabel("decision time, ms")
-    ax.set_title(f"K={args.k} {args.backend} decision, one per {period:.1f} s vs back to back")
-    fig.tight_layout()
-    fig.savefig(out.with_suffix(".png"), dpi=120)
-    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
+    title = f"K={args.k} {args.backend} decision, one per {period:.1f} s vs back to back"
+    json_path, png_path = write_json_and_boxes(report, times, title, Path(args.out))
+    print(f"wrote {json_path} and {png_path}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Report files: JSON next to a PNG bar chart of success rates with 95% Wilson whiskers."""
+"""Report files: JSON next to a PNG, a bar chart of success rates with 95% Wilson whiskers or a box plot of times."""
 
 from __future__ import annotations
 
@@ -48,5 +48,22 @@ def write_json_and_bars(report: dict[str, Any], bars: list[Bar], title: str, out
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+    return json_path, png_path
+
+
+def write_json_and_boxes(report: dict[str, Any], times_ms: dict[str, list[float]], title: str, out: Path,
+                         figsize: tuple[float, float] = (6, 3.5)) -> tuple[Path, Path]:
+    """Write `<out>.json` (the report) and `<out>.png` (one box of decision times per entry of `times_ms`)."""
+    json_path, png_path = write_json(report, out)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=figsize)
+    ax.boxplot(list(times_ms.values()))
+    ax.set_xticks(range(1, len(times_ms) + 1), [m.replace("_", " ") for m in times_ms], fontsize=8)
+    ax.set_ylabel("decision time, ms")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=120)
     plt.close(fig)
     return json_path, png_path
