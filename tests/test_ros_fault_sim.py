@@ -18,7 +18,8 @@ from std_msgs.msg import Float64MultiArray
 from wm_vla_interfaces.msg import ActionCandidates, Observation
 
 from node_common.msgs import COMMAND_QOS, SENSOR_QOS, f32, from_ns
-from ros_stack_helpers import Feeder, Probe
+from ros_stack_helpers import Feeder, Probe, Received
+from sim_node.episodes import lineage_ns
 from wm_vla.bringup import NodeSpec
 from wm_vla.launcher import Stack
 from wm_vla.robots import load_profile
@@ -48,12 +49,26 @@ def watchdog_feed(probe: Probe) -> Feeder:
     return Feeder(feed, 30.0)
 
 
-def send_chunk(probe: Probe, pub: Any, names: list[str], chunk: np.ndarray) -> float:
-    """Publish one chunk (H, A) as a K=1 ActionCandidates stamped now; returns the probe time."""
+def send_chunk(probe: Probe, pub: Any, names: list[str], chunk: np.ndarray, commands: Received,
+               timeout: float = 15.0) -> float:
+    """Publish one chunk (H, A) as a K=1 ActionCandidates stamped now, again each second until a command computed from
+    it (its stamp lineage) is received; returns the probe time of the first publish. A message published right after
+    discovery can be lost: the writer may see the match (`get_subscription_count`) before the reader does."""
     msg = ActionCandidates(k=1, h=chunk.shape[0], a=chunk.shape[1], action_names=names, actions=f32(chunk[None]))
-    msg.header.stamp = from_ns(probe.node.get_clock().now().nanoseconds)
+    stamp_ns = probe.node.get_clock().now().nanoseconds
+    msg.header.stamp = from_ns(stamp_ns)
     t = probe.now()
-    pub.publish(msg)
+
+    def answered() -> bool:
+        return any(lineage_ns(m) == stamp_ns for _, m in commands.since(t))
+    deadline = time.monotonic() + timeout
+    while not answered():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no command computed from the chunk within {timeout} s")
+        pub.publish(msg)
+        again = min(deadline, time.monotonic() + 1.0)
+        while time.monotonic() < again and not answered():
+            time.sleep(0.02)
     return t
 
 
@@ -75,7 +90,7 @@ def test_world_model_node_killed_the_base_stops_within_the_command_timeout(ros_d
             assert not stack.failed(), stack.log("sim_robot") + stack.log("world_model_node")
             probe.wait(lambda: "new task" in stack.log("world_model_node"), 30, "the sim's episode instruction to "
                        "reach the world_model_node (a new task clears chunks)")
-            t_go = send_chunk(probe, cand_pub, list(QUAD.action.names), np.tile([0.4, 0.0, 0.0], (80, 1)))  # 8 s
+            t_go = send_chunk(probe, cand_pub, list(QUAD.action.names), np.tile([0.4, 0.0, 0.0], (80, 1)), twists)  # 8 s
             probe.wait(lambda: any(v > 0.2 for _, v in vx(t_go)), 15.0, "the base to drive")
             time.sleep(0.5)
             t_kill = probe.now()
@@ -125,7 +140,7 @@ def test_world_model_node_killed_mid_chunk_the_arm_holds_its_last_target(ros_dom
             q0 = q(joints.items[-1][1])
             chunk = np.tile(q0, (80, 1))    # 8 s: shoulder_pan swings 0.8 rad at a steady pace, the rest stays
             chunk[:, 0] += np.linspace(0.0, 0.8, 80)
-            t_go = send_chunk(probe, cand_pub, names, chunk)
+            t_go = send_chunk(probe, cand_pub, names, chunk, commands)
             probe.wait(lambda: any(q(m)[0] > q0[0] + 0.15 for _, m in joints.since(t_go)), 15.0, "the arm to swing")
             t_kill = probe.now()
             stack.kill("world_model_node")
@@ -148,7 +163,7 @@ def test_world_model_node_killed_mid_chunk_the_arm_holds_its_last_target(ros_dom
             assert np.abs(held[-1][:6] - after[-1, :6]).max() < 0.02, "the restarted node holds where the arm is"
             back = np.tile(after[-1], (20, 1))
             back[:, 0] = np.linspace(after[-1, 0], q0[0], 20)
-            t_again = send_chunk(probe, cand_pub, names, back)
+            t_again = send_chunk(probe, cand_pub, names, back, commands)
             probe.wait(lambda: any(q(m)[0] < after[-1, 0] - 0.1 for _, m in joints.since(t_again)), 15.0,
                        "the arm to move again under the restarted node")
     finally:
