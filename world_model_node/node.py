@@ -201,7 +201,7 @@ class WorldModelNode(ModelNode):
         self._realtime()
         gc.freeze()  # the models and ROS objects loaded so far are never scanned again: shorter collector pauses
         due = time.monotonic()
-        while not self.control_stop.is_set():
+        while not self.control_stop.is_set() and self.context.ok():
             due += self.control_dt
             late = time.monotonic() - due
             if late > self.control_dt:  # far behind (the process was stalled): restart the schedule, no burst
@@ -216,7 +216,12 @@ class WorldModelNode(ModelNode):
                 if wait <= 0:
                     break
             if self.active:
-                self._control()
+                try:
+                    self._control()
+                except Exception:
+                    if self.context.ok():
+                        raise
+                    return  # SIGINT shut the context down under this tick: nothing can be published any more
 
     def _take_pending(self, now: float) -> None:
         """Submit the chunk the ranking thread left (if any) and command its first action at `now`."""
