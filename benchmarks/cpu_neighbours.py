@@ -66,23 +66,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    from wm_vla.eval.closed_loop import obs_batch
     from wm_vla.eval.plots import write_json_and_boxes
-    from wm_vla.eval.ros_demo import DemoConfig, reference_decision
-    from wm_vla.runtime.spec import candidate_noise
+    from wm_vla.eval.ros_demo import DemoConfig, fixed_decision
 
-    backend, world, pipe, _ = reference_decision(DemoConfig(backend=args.backend, k=args.k))
-    spec = backend.spec
-    obs = world.reset(1_000_000)
-    batch = obs_batch(obs, spec.cameras, spec.image_size)
-    images, state = batch.images.numpy(), batch.state.numpy()
-
-    def decide(i: int) -> float:
-        noise = candidate_noise(spec.horizon, spec.action_dim, args.k, i)
-        return float(pipe.decide(images, state, obs.instruction, noise).stage_ms["total"])
-
-    for i in range(3):  # warm-up
-        decide(i)
+    ref = fixed_decision(DemoConfig(backend=args.backend, k=args.k))
     table = modes(args.rate, args.low_rate)
     times: dict[str, list[float]] = {m: [] for m in table}
     rng, n = random.Random(0), 0
@@ -98,14 +85,13 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.5)  # started and on its CPU
             try:
                 for _ in range(args.per_round):
-                    times[mode].append(decide(n))
+                    times[mode].append(ref.decide(n))
                     n += 1
             finally:
                 if neighbour is not None:
                     neighbour.kill()
                     neighbour.wait()
-    world.close()
-    backend.close()
+    ref.close()
 
     p50 = {m: float(np.percentile(v, 50)) for m, v in times.items()}
     ratios = {m: p50[m] / p50["alone"] for m in table}

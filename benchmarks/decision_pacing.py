@@ -32,25 +32,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    from wm_vla.eval.closed_loop import obs_batch
     from wm_vla.eval.plots import write_json_and_boxes
-    from wm_vla.eval.ros_demo import DemoConfig, reference_decision
-    from wm_vla.runtime.spec import candidate_noise
+    from wm_vla.eval.ros_demo import DemoConfig, fixed_decision
 
-    backend, world, pipe, policy_period = reference_decision(DemoConfig(backend=args.backend, k=args.k))
-    period = args.period or policy_period
-    spec = backend.spec
-    obs = world.reset(1_000_000)
-    batch = obs_batch(obs, spec.cameras, spec.image_size)
-    hold = np.asarray(obs.state, dtype=np.float32)
-    images, state = batch.images.numpy(), batch.state.numpy()
-
-    def decide(i: int) -> float:
-        noise = candidate_noise(spec.horizon, spec.action_dim, args.k, i)
-        return float(pipe.decide(images, state, obs.instruction, noise).stage_ms["total"])
-
-    for i in range(3):  # warm-up
-        decide(i)
+    ref = fixed_decision(DemoConfig(backend=args.backend, k=args.k))
+    period = args.period or ref.period_s
+    hold = np.asarray(ref.obs.state, dtype=np.float32)
     times: dict[str, list[float]] = {m: [] for m in MODES}
     rng = random.Random(0)
     n = 0
@@ -62,13 +49,12 @@ def main(argv: list[str] | None = None) -> int:
                     time.sleep(max(0.0, start + period - time.perf_counter()))
                 elif mode == "busy_gap":
                     while time.perf_counter() < start + period:
-                        if world.step(hold).done:  # physics + camera render, like the sim beside the stack
-                            world.reset(1_000_000)
+                        if ref.world.step(hold).done:  # physics + camera render, like the sim beside the stack
+                            ref.world.reset(1_000_000)
                 start = time.perf_counter()
-                times[mode].append(decide(n))
+                times[mode].append(ref.decide(n))
                 n += 1
-    world.close()
-    backend.close()
+    ref.close()
 
     p50 = {m: float(np.percentile(v, 50)) for m, v in times.items()}
     ratios = {f"{m}/back_to_back": p50[m] / p50["back_to_back"] for m in MODES[1:]}

@@ -118,6 +118,42 @@ def reference_decision(cfg: DemoConfig) -> tuple[Any, Any, Any, float]:
     return backend, world, pipe, decision_period_s(cfg.policy or str(policy), world.profile.policy_rate_hz)
 
 
+@dataclass
+class FixedDecision:
+    """The reference decision on one fixed arm observation (the benchmarks' workload): `decide(i)` runs it with
+    candidate noise seed i and returns its total ms."""
+
+    backend: Any
+    world: Any
+    obs: Any
+    period_s: float  # the policy's decision period
+    decide: Any      # Callable[[int], float]
+
+    def close(self) -> None:
+        self.world.close()
+        self.backend.close()
+
+
+def fixed_decision(cfg: DemoConfig, warm_up: int = 3) -> FixedDecision:
+    """`reference_decision` on the arm's observation of seed 1 000 000, run `warm_up` times before it is returned."""
+    from wm_vla.eval.closed_loop import obs_batch
+    from wm_vla.runtime.spec import candidate_noise
+
+    backend, world, pipe, period = reference_decision(cfg)
+    spec = backend.spec
+    obs = world.reset(1_000_000)
+    batch = obs_batch(obs, spec.cameras, spec.image_size)
+    images, state = batch.images.numpy(), batch.state.numpy()
+
+    def decide(i: int) -> float:
+        noise = candidate_noise(spec.horizon, spec.action_dim, cfg.k, i)
+        return float(pipe.decide(images, state, obs.instruction, noise).stage_ms["total"])
+
+    for i in range(warm_up):
+        decide(i)
+    return FixedDecision(backend, world, obs, period, decide)
+
+
 def inprocess_decision_ms(cfg: DemoConfig, n: int = 30, paced: bool = True) -> list[dict[str, float]]:
     """The same decision (encode, K samples, world model, GPC-RANK) in one process on sim observations: per decision,
     its stage times (ms: encode, sample, wm_rollout, score, total).
