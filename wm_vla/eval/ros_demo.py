@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -127,7 +128,7 @@ class FixedDecision:
     world: Any
     obs: Any
     period_s: float  # the policy's decision period
-    decide: Any      # Callable[[int], float]
+    decide: Callable[[int], float]
 
     def close(self) -> None:
         self.world.close()
