@@ -245,6 +245,7 @@ class RecorderNode(Node):
             except RecorderError as exc:
                 self.last_error = str(exc)
                 self.diag.warn(f"{action}: {exc}", ERROR)
+                self.get_logger().error(f"{action} failed: {exc}")  # the operator's terminal, not only /diagnostics
                 return False, f"{type(exc).__name__}: {exc}"
         self.get_logger().info(text)
         return True, text

@@ -10,7 +10,10 @@ velocity-commanded base stops (zero twist) after `cmd_timeout_s` without command
 world step, like a 30 Hz camera watching a 10 Hz simulation. With
 `sim_clock` it publishes /clock (one world step per tick, `rate_scale` x real time) and stamps everything with it;
 the other nodes then run with use_sim_time, so a slow machine slows the world instead of adding latency. The commands' observation stamp is recorded in the
-status (`last_command_obs_ns`) so lineage is visible end to end.
+status (`last_command_obs_ns`) so lineage is visible end to end. A command whose lineage is older than the episode's
+reset was computed from an earlier episode (a teleop stick still deflected, a chunk still streaming when the reset
+came): it is ignored and counted (`stale_commands` in the status), so it neither starts the new episode's clock nor
+moves its arm.
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ class SimRobot(Node):
         self.trajectory: list[tuple[int, dict[str, float]]] = []   # (absolute ns, joint targets)
         self.last_lineage_ns = 0
         self.commands = 0
+        self.episode_start_ns = 0  # stamp of the current episode's reset: older lineages belong to an earlier one
+        self.stale_commands = 0
         self.cmd_timeout_s = float(params["cmd_timeout_s"])  # velocity commands: like diff_drive's cmd_vel_timeout
         self.last_command_s = time.monotonic()
         self.timed_out = False
@@ -95,7 +100,7 @@ class SimRobot(Node):
 
     def _set(self, values: dict[str, float], lineage_ns: int | None = None) -> None:
         """Apply command values; `lineage_ns` 0 marks a hold (it does not start the episode clock)."""
-        if self.target is None:
+        if self.target is None or self._stale(lineage_ns):
             return
         if lineage_ns is not None:
             self.last_lineage_ns = lineage_ns
@@ -109,6 +114,13 @@ class SimRobot(Node):
         if self.timed_out:
             self.timed_out = False
             self.get_logger().info("velocity commands resumed")
+
+    def _stale(self, lineage_ns: int | None) -> bool:
+        """True (and counted) for a command computed from an observation taken before this episode's reset."""
+        if not lineage_ns or lineage_ns >= self.episode_start_ns:
+            return False
+        self.stale_commands += 1
+        return True
 
     def _command_watchdog(self) -> None:
         """A velocity-commanded base stops when its commands stop (`cmd_timeout_s`, 0 = never): a dead controller
@@ -142,6 +154,8 @@ class SimRobot(Node):
                                       f"({len(msg.points)} points{', unknown joints ' + str(bad) if bad else ''})")
             return
         lineage = to_ns(msg.header.stamp)
+        if self._stale(lineage):
+            return
         start = lineage or self.now_ns()
         self.last_lineage_ns = lineage
         self.episode_commands += int(lineage != 0)
@@ -164,6 +178,7 @@ class SimRobot(Node):
 
     def reset(self) -> dict[str, Any]:
         self.episode += 1
+        self.episode_start_ns = self.now_ns()  # the new episode's first frames are stamped at or after this
         obs = self.world.reset(self.base_seed + self.episode, family=self.task)
         self.result = StepResult(obs, False, False, False, None)
         kind = self.profile.action.kind
@@ -178,7 +193,7 @@ class SimRobot(Node):
         r = self.result
         return {"episode": self.episode, "seed": self.world.episode.seed, "instruction": self.world.task.instruction,
                 "step": self.world.episode.steps, "done": bool(r and r.done), "success": bool(r and r.success),
-                "event": (r.event if r else None), "commands": self.commands,
+                "event": (r.event if r else None), "commands": self.commands, "stale_commands": self.stale_commands,
                 "last_command_obs_ns": self.last_lineage_ns, "progress": round(self.world.progress(), 4)}
 
     def now_ns(self) -> int:

@@ -130,11 +130,16 @@ def test_scripted_joystick_teleop_records_five_episodes(sim: tuple[Stack, Robot,
     ex, thread = spin_in_thread(operator)
     try:
         with Stack(plan, log_dir=logs / "joy") as stack:
+            logs_now = lambda: stack.log("recorder_node")[-3000:] + stack.log("teleop_node")[-3000:]  # noqa: E731
             for episode in range(5):
                 r = operator.episode(timeout=60)
                 assert r["instruction"] == r["expected_instruction"]
+                assert not r["timed_out"], f"episode {episode} never ended: {r}\n{logs_now()}"
                 results.append(r)
-                operator.wait(lambda e=episode: committed_episodes(root) == e + 1, 60, f"episode {episode} saved")
+                try:
+                    operator.wait(lambda e=episode: committed_episodes(root) == e + 1, 60, f"episode {episode} saved")
+                except TimeoutError as exc:
+                    pytest.fail(f"{exc}; the sim reported {r}\n{logs_now()}")
             assert not stack.failed(), stack.log("recorder_node")[-3000:] + stack.log("teleop_node")[-3000:]
     finally:
         ex.shutdown()
@@ -183,6 +188,48 @@ def test_keyboard_teleop_through_a_pty_moves_the_arm(sim: tuple[Stack, Robot, Pa
     dx, dz = after_w - start, after_r - after_w
     assert dx[0] > 0.05 and abs(dx[1]) < 0.02 and abs(dx[2]) < 0.02, (start, after_w)
     assert dz[2] > 0.03 and abs(dz[0]) < 0.02, (after_w, after_r)
+
+
+def test_the_sim_ignores_commands_computed_before_its_reset(sim: tuple[Stack, Robot, Path]) -> None:
+    """A command whose lineage predates the reset (a stick still deflected, a chunk still streaming) neither starts
+    the new episode's clock nor moves its arm; one computed from the new episode's joint state does both. (Before,
+    the last episode's commands could drive the freshly reset arm into a cube before the operator's first move.)"""
+    from std_msgs.msg import MultiArrayDimension
+
+    _, robot, _ = sim
+    js = robot.probe.record(JointState, ARM.topics.joint_states, SENSOR_QOS)
+    t_reset = robot.probe.now()
+    episode = json.loads(robot.call("/sim/reset").message)["episode"]
+    robot.probe.wait(lambda: bool(js.since(t_reset)) and robot.status.get("episode") == episode, 30, "the reset")
+    first = js.since(t_reset)[-1][1]
+    q0 = np.array([dict(zip(first.name, first.position))[j] for j in ARM.arm_joints])
+    new_ns = first.header.stamp.sec * 10**9 + first.header.stamp.nanosec
+    pub = robot.probe.node.create_publisher(Float64MultiArray, "/forward_position_controller/commands", COMMAND_QOS)
+    target = q0 + np.array([0.4, 0, 0, 0, 0, 0])
+
+    def command(lineage_ns: int) -> Float64MultiArray:
+        msg = Float64MultiArray(data=target.tolist())
+        msg.layout.dim = [MultiArrayDimension(label=f"obs_stamp_ns={lineage_ns}", size=6, stride=6)]
+        return msg
+
+    stale0 = int(robot.status.get("stale_commands", 0))
+    for _ in range(40):  # from the last episode: 50 ms before this one's reset
+        pub.publish(command(new_ns - 50_000_000))
+        if int(robot.status.get("stale_commands", 0)) > stale0 + 3:
+            break
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert robot.status["step"] == 0 and robot.status["episode"] == episode, robot.status  # the clock did not start
+    assert robot.q is not None and np.allclose(robot.q[:6], q0, atol=1e-3)
+    assert int(robot.status["stale_commands"]) > stale0 + 3, robot.status
+    for _ in range(40):  # computed from this episode's first joint state
+        pub.publish(command(new_ns))
+        if robot.status.get("step", 0) > 2:
+            break
+        time.sleep(0.05)
+    robot.probe.wait(lambda: robot.q is not None and robot.q[0] - q0[0] > 0.2, 10, "the arm to follow")
+    assert robot.status["last_command_obs_ns"] == new_ns
+    robot.probe.node.destroy_publisher(pub)
 
 
 SYNTHETIC_TOPICS = ("/joint_states", "/forward_position_controller/commands", "/gripper_controller/commands")
@@ -331,6 +378,8 @@ def test_teleop_takes_over_from_the_policy_and_hands_back_and_recorder_reports_a
             probe.wait(lambda: rejected() >= 1, 10, "the rejected joy message on /diagnostics")
             res = call_trigger(probe, "/recorder_missing/start")
             assert not res.success and "MissingStreamError" in res.message and "camera front" in res.message
+            probe.wait(lambda: "start failed: cannot start an episode" in stack.log("recorder_missing"), 10,
+                       "the refused start in the recorder's log")  # the operator's terminal, not only /diagnostics
             assert not stack.failed(), stack.log("teleop_mux")
     finally:
         feed.stop()
