@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from script_helpers import load_script
 from wm_vla.bringup import BringupArgs, bringup_args, build_plan, params_yaml, ros_args
 from wm_vla.cli import main
 from wm_vla.robots.errors import ProfileError
@@ -17,11 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def launch_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("robot_launch", REPO / "launch" / "robot.launch.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # importable without launch_ros: it is only needed to build the actions
-    return module
+    return load_script("launch/robot.launch.py", "robot_launch")  # importable without launch_ros (needed for actions)
 
 
 def cli_plan(argv: list[str], capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
@@ -132,11 +128,7 @@ def test_bringup_launcher_demo_and_command_path_stay_ros_free() -> None:
 
 
 def teleop_launch_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("teleop_launch", REPO / "launch" / "teleop_record.launch.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("launch/teleop_record.launch.py", "teleop_launch")
 
 
 def test_teleop_record_launch_and_wm_vla_up_build_the_same_plan(tmp_path: Path,

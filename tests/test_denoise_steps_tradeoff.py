@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "denoise_steps_tradeoff.py"
+from script_helpers import load_script
 
 
 def _module() -> Any:
-    spec = importlib.util.spec_from_file_location("denoise_steps_tradeoff", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/denoise_steps_tradeoff.py")
 
 
 def _results(out: Path, steps: int, p99_ranked: float, ratio: float | None) -> None:

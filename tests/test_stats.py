@@ -35,15 +35,11 @@ def test_wilson_rejects_impossible_counts() -> None:
 
 
 def test_pool_paired_pools_reports_and_refuses_ones_without_per_episode_outcomes(tmp_path, capsys) -> None:
-    import importlib.util
     import json
-    from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location(
-        "pool_paired", Path(__file__).resolve().parents[1] / "benchmarks" / "pool_paired.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from script_helpers import load_script
+
+    module = load_script("benchmarks/pool_paired.py")
     report = {"configs": [{"name": "single", "policy": "main", "k": 1, "per_episode_success": [True, False, False],
                            "events": {"success": 1, "touched_wrong_cube": 1, "hit_obstacle": 1}},
                           {"name": "rank", "policy": "main", "k": 16, "per_episode_success": [True, True, False],

@@ -378,13 +378,9 @@ def test_policy_rollouts_are_recorded_as_a_labelled_lerobot_dataset(policy_ckpt:
 
 def _benchmark(name: str):  # type: ignore[no-untyped-def]
     """Import benchmarks/<name>.py (a script folder, not a package)."""
-    import importlib.util
+    from script_helpers import load_script
 
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"benchmarks/{name}.py")
 
 
 def test_candidate_labels_train_and_distil_the_world_model(policy_ckpt: Path, datasets: dict[str, Path],
