@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import signal
+import time
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 from script_helpers import load_script
-from wm_vla.bringup import BringupArgs, bringup_args, build_plan, params_yaml, ros_args
+from wm_vla.bringup import BringupArgs, NodeSpec, bringup_args, build_plan, params_yaml, ros_args
 from wm_vla.cli import main
+from wm_vla.launcher import Stack
 from wm_vla.robots.errors import ProfileError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -154,3 +157,30 @@ def test_teleop_record_launch_and_wm_vla_up_build_the_same_plan(tmp_path: Path,
     for bad in (0.0, -0.1, float("nan"), 5.0):
         with pytest.raises(ProfileError, match="teleop_max_linear"):
             build_plan(BringupArgs(robot="sim", teleop="joy", teleop_max_linear=bad))
+
+
+STUBBORN = """
+import signal, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # a node stuck in its shutdown
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("ready", flush=True)
+while True:
+    time.sleep(0.05)
+"""
+
+
+def test_stack_stop_escalates_and_notes_it_in_the_nodes_log(tmp_path: Path) -> None:
+    """A node that does not exit on SIGINT gets SIGTERM, then SIGKILL; each step is noted at the end of its log, so a
+    bag left without its footer has a reason next to it."""
+    (tmp_path / "stubborn_node.py").write_text(STUBBORN)
+    spec = NodeSpec("stubborn", "stubborn", "stubborn_node")
+    with Stack([spec], log_dir=tmp_path / "logs", env={"PYTHONPATH": str(tmp_path)}) as stack:
+        deadline = time.monotonic() + 60
+        while "ready" not in stack.log("stubborn") and time.monotonic() < deadline:
+            assert stack.procs["stubborn"].poll() is None, stack.log("stubborn")
+            time.sleep(0.05)
+        stack.stop(timeout=0.5)
+        assert stack.procs["stubborn"].returncode == -signal.SIGKILL
+        notes = [line for line in stack.log("stubborn").splitlines() if line.startswith("[wm_vla.launcher]")]
+    assert notes == ["[wm_vla.launcher] stubborn: still running 0.5 s after SIGINT: SIGTERM",
+                     "[wm_vla.launcher] stubborn: still running 3 s after SIGTERM: SIGKILL (no shutdown handlers ran)"]

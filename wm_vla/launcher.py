@@ -92,20 +92,33 @@ class Stack:
         return path.read_text(errors="replace") if path.is_file() else ""
 
     def stop(self, timeout: float = 10.0) -> None:
+        """SIGINT every node (each shuts down cleanly: bags closed, robot held); a node still running after `timeout`
+        gets SIGTERM, then SIGKILL 3 s later, each noted at the end of its log."""
         for p in self.procs.values():
             if p.poll() is None:
                 p.send_signal(signal.SIGINT)
         deadline = time.monotonic() + timeout
-        for p in self.procs.values():
+        for name, p in self.procs.items():
             try:
                 p.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                self._note(name, f"still running {timeout:g} s after SIGINT: SIGTERM")
                 p.terminate()
                 try:
                     p.wait(3)
                 except subprocess.TimeoutExpired:
+                    self._note(name, "still running 3 s after SIGTERM: SIGKILL (no shutdown handlers ran)")
                     p.kill()
                     p.wait()
+
+    def _note(self, name: str, text: str) -> None:
+        """A launcher's line in node `name`'s log (stderr when the nodes log to the terminal)."""
+        line = f"[wm_vla.launcher] {name}: {text}\n"
+        if not self.quiet:
+            sys.stderr.write(line)
+            return
+        with open(self.log_dir / f"{name}.log", "a") as log:
+            log.write(line)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
