@@ -8,7 +8,8 @@ on a terminal (`keyboard_device` or stdin when `keys` is true: n start, s save, 
 the task string; `intervention_topic` (std_msgs/Bool from teleop_node) marks frames where teleop overrode the policy.
 /diagnostics: status, episodes, frames, fps achieved vs target, dropped frames by reason. With `bag_dir` every
 recorded message also goes to a rosbag2 (mcap) session there, with "start" / "end" / "discard" markers on
-/wm_vla/episode (discarded takes stay in the raw bag).
+/wm_vla/episode (discarded takes stay in the raw bag); a new part starts after each end or discard, so the session
+directory (read whole by `BagReader`) keeps every finished episode through a kill -9.
 """
 
 from __future__ import annotations
@@ -119,6 +120,18 @@ class RecorderNode(Node):
 
     def _mark(self, text: str) -> None:
         self._to_bag(MARKER_TOPIC, String(data=text))
+
+    def _finish_bag_part(self) -> None:
+        """At an episode boundary: close the bag's part (the next message starts a new one), so a kill -9 loses at
+        most the episode being recorded from the raw bag too, as from the dataset."""
+        if self.bag is None:
+            return
+        with self.bag_lock:
+            try:
+                self.bag.close()
+            except DataError as exc:
+                self.rec.total_dropped["bag_write_error"] += 1
+                self.diag.warn(f"bag: {exc}")
 
     # ----- inputs -----
     def _subscribe(self, p: dict[str, Any]) -> None:
@@ -234,13 +247,16 @@ class RecorderNode(Node):
                 elif action == "stop":
                     self._mark("end")
                     n = self.rec.stop(success)
+                    self._finish_bag_part()
                     text = f"saved episode {self.rec.episodes - 1}: {n} frames ({self.rec.episodes} episodes)"
                 elif action == "discard":
                     self._mark("discard")
                     text = f"discarded {self.rec.discard()} frames"
+                    self._finish_bag_part()
                 else:
                     self._mark("discard")
                     text = f"discarded {self.rec.rerecord()} frames; recording episode {self.rec.episodes} again"
+                    self._finish_bag_part()
                     self._mark("start")
             except RecorderError as exc:
                 self.last_error = str(exc)

@@ -228,6 +228,53 @@ def test_truncated_mcap_keeps_complete_messages_and_counts_the_loss(tmp_path: Pa
     assert issues["truncated"]["count"] == 1 and "dropped" in issues["truncated"]["example"]
 
 
+KILLED_SESSION = r"""
+import os, signal, sys
+from pathlib import Path
+import numpy as np
+from wm_vla.data.bags import messages as m
+from wm_vla.data.bags.writer import BagRecorder, RecorderConfig
+
+T0, frames = 1_700_000_000 * 10**9, int(sys.argv[2])
+rec = BagRecorder(RecorderConfig(Path(sys.argv[1])))
+for i in range(frames):
+    image = m.image(np.full((96, 96, 3), i % 256, np.uint8), T0 + i)
+    rec.write("/camera", "sensor_msgs/msg/Image", image, T0 + i)
+    if i in (99, 199):  # the ends of two episodes: recorder_node closes the part there
+        rec.write("/wm_vla/episode", "std_msgs/msg/String", m.string("end"), T0 + i)
+        rec.close()
+os.kill(os.getpid(), signal.SIGKILL)  # mid-episode
+"""
+
+
+@pytest.mark.parametrize("frames", [220, 400])  # the last part's first 1 MiB chunk (37 frames): in memory / on disk
+def test_a_killed_session_keeps_its_closed_parts_and_what_reached_the_disk(tmp_path: Path, frames: int) -> None:
+    """recorder_node closes a part at each episode end; a kill -9 leaves the part being written without metadata.yaml
+    and its mcap without a footer. Reading the session directory keeps every closed part whole and the cut-off part
+    up to its last complete record (or leaves it out when nothing of it reached the disk), and says so."""
+    import signal
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", KILLED_SESSION, str(tmp_path / "s"), str(frames)], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == -signal.SIGKILL, run.stderr[-2000:]
+    parts = sorted((tmp_path / "s").iterdir())
+    assert [(p / "metadata.yaml").is_file() for p in parts] == [True, True, False]
+    with BagReader(tmp_path / "s") as r:
+        frames_read = [rec.stamp_ns - T0 for rec in r.read("/camera")]
+        pixels = {int(image_to_rgb(rec.msg)[0, 0, 0]) == (rec.stamp_ns - T0) % 256 for rec in r.read("/camera")}
+        markers = [rec.msg.data for rec in r.read("/wm_vla/episode")]
+        issues = r.issues.to_dict()
+    assert markers == ["end", "end"] and frames_read[:200] == list(range(200)) and pixels == {True}
+    assert frames_read == list(range(len(frames_read))) and len(frames_read) < frames  # a clean prefix of the rest
+    assert len(frames_read) > 200 if frames == 400 else len(frames_read) == 200
+    assert issues["truncated"]["count"] == 1 and "wm_vla_0002" in issues["truncated"]["example"]
+    for part in parts[:2]:  # each closed part still reads on its own, with nothing to report
+        with BagReader(part) as r:
+            assert len(r.read("/camera")) == 100 and not r.issues.counts
+
+
 def test_unopenable_bags_raise_bag_open_error(tmp_path: Path) -> None:
     with pytest.raises(BagOpenError, match="no such bag"):
         BagReader(tmp_path / "missing")

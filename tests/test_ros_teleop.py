@@ -295,13 +295,22 @@ def test_recorder_kill9_mid_episode_keeps_saved_episodes_and_restart_appends(
             res = robot.call("/recorder_node/stop")
             assert res.success and "(3 episodes)" in res.message, res.message
             saved.append(int(res.message.split(": ")[1].split()[0]))
+            assert start_recording(robot.probe).success
+            time.sleep(1.0)
+            stack.procs["recorder_node"].send_signal(signal.SIGKILL)  # mid-episode again: the raw bag keeps episode 2
+            stack.procs["recorder_node"].wait(10)
         ds = load_dataset(root, delta_timestamps={"action": [0.0, 0.1]})
         assert [int(n) for n in ds.meta.episodes["length"]] == saved
-        (session,) = bag_dir.glob("session_*/*")
+        (session,) = bag_dir.glob("session_*")
+        parts = sorted(session.iterdir())
+        assert [(p / "metadata.yaml").is_file() for p in parts] == [True, False]  # closed at the episode's end
         with BagReader(session) as bag:
             counts = bag.message_counts()
             markers = [r.msg.data for r in bag.read("/wm_vla/episode")]
-        assert markers == ["start", "end"] and counts["/test_rec/front"] > 20 and counts["/test_rec/joint_states"] > 20
+            truncated = bag.issues.counts["truncated"]
+        log2 = (logs / "rec2" / "recorder_node.log").read_text(errors="replace")[-3000:]
+        assert markers[:2] == ["start", "end"] and markers[2:] in ([], ["start"]) and truncated == 1, (markers, log2)
+        assert counts["/test_rec/front"] > 20 and counts["/test_rec/joint_states"] > 20
         assert counts["/test_rec/forward_position_controller/commands"] > 20
     finally:
         feed.stop()

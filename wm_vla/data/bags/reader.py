@@ -70,10 +70,16 @@ def header_stamp_ns(msg: Any) -> int | None:
 
 def recorder_parts(path: Path) -> list[Path]:
     """The parts of a split recording (`BagRecorder`: `<dir>/<name>_NNNN/` rosbag2 directories) when `path` is such
-    a directory rather than a bag itself; empty otherwise."""
+    a directory rather than a bag itself; empty otherwise. A part cut off before it closed (an mcap, no
+    metadata.yaml: the recorder was killed) is listed too; `BagReader` recovers it."""
     if (path / "metadata.yaml").is_file() or not path.is_dir():
         return []
-    return sorted(p for p in path.iterdir() if p.is_dir() and (p / "metadata.yaml").is_file())
+    return sorted(p for p in path.iterdir() if p.is_dir() and ((p / "metadata.yaml").is_file() or _cut_off(p)))
+
+
+def _cut_off(part: Path) -> Path | None:
+    """The mcap of a part that never closed (no metadata.yaml), else None."""
+    return None if (part / "metadata.yaml").is_file() else _single_mcap(part)
 
 
 class BagReader:
@@ -88,6 +94,7 @@ class BagReader:
         try:
             self._reader = self._open(self.path)
         except Exception as exc:  # rosbags raises several types for broken files
+            self._drop_tmp()
             mcap = _single_mcap(self.path)
             cut_off = any(k in str(exc).lower() for k in ("end magic", "footer", "metadata file"))  # no close()
             if mcap is None or not cut_off:
@@ -95,31 +102,52 @@ class BagReader:
             try:
                 self._reader = self._recover(mcap, exc)
             except BagOpenError as exc2:
+                self._drop_tmp()
                 raise BagOpenError(f"{self.path}: cannot open as a ROS 2 bag (mcap or sqlite3): {exc}; {exc2}") from exc2
         self.store = typestore or bag_typestore()
         self._known = self._register_bag_types(self._reader.connections)
 
-    @staticmethod
-    def _open(path: Path) -> Reader | AnyReader:
+    def _open(self, path: Path) -> Reader | AnyReader:
         parts = recorder_parts(path)
-        reader: Reader | AnyReader = AnyReader(parts) if parts else Reader(path)  # AnyReader merges parts in time
+        if not parts:
+            reader: Reader | AnyReader = Reader(path)
+        else:  # AnyReader merges the parts in time; a cut-off part is read up to its last complete record
+            kept = [self._salvage_part(mcap) if (mcap := _cut_off(p)) else p for p in parts]
+            reader = AnyReader([p for p in kept if p is not None])
         reader.open()
         return reader
 
-    def _recover(self, mcap: Path, exc: Exception) -> Reader:
-        """An mcap without its footer or its bag's metadata.yaml (the recording was cut off before it closed): read its
-        complete records, count the loss."""
-        self._tmp = tempfile.TemporaryDirectory(prefix="wm_vla_bag_")
-        fixed = Path(self._tmp.name) / mcap.name
+    def _salvage(self, mcap: Path) -> Path:
+        """A copy (in a temporary directory) of a cut-off mcap holding its complete records; the loss is counted."""
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="wm_vla_bag_")
+        fixed = Path(self._tmp.name) / f"{len(list(Path(self._tmp.name).iterdir())):04d}_{mcap.name}"
         kept, dropped = recover_mcap(mcap, fixed)
-        try:
-            reader = self._open(fixed)
-        except Exception as exc2:
-            self._tmp.cleanup()
-            raise BagOpenError(f"{self.path}: truncated mcap ({exc}) and not recoverable: {exc2}") from exc2
+        with Reader(fixed):  # raises when nothing readable is left
+            pass
         self.issues.add("truncated", f"{mcap.name}: no mcap footer (recording cut off); read {kept} complete "
                         f"record(s), dropped {dropped} trailing byte(s)")
-        return reader
+        return fixed
+
+    def _salvage_part(self, mcap: Path) -> Path | None:
+        """`_salvage` for one part of a session: a part with nothing readable left (killed before its first chunk
+        reached the disk) is left out, and counted, rather than failing the whole session."""
+        try:
+            return self._salvage(mcap)
+        except Exception as exc:  # noqa: BLE001 - rosbags raises several types for a broken file
+            self.issues.add("truncated", f"{mcap.name}: cut off before anything readable reached the disk ({exc}); "
+                            f"{mcap.stat().st_size} byte(s) left out")
+            return None
+
+    def _recover(self, mcap: Path, exc: Exception) -> Reader | AnyReader:
+        """An mcap without its footer or its bag's metadata.yaml (the recording was cut off before it closed): read its
+        complete records, count the loss."""
+        try:
+            return self._open(self._salvage(mcap))
+        except BagOpenError:
+            raise
+        except Exception as exc2:
+            raise BagOpenError(f"{self.path}: truncated mcap ({exc}) and not recoverable: {exc2}") from exc2
 
     def __enter__(self) -> BagReader:
         return self
@@ -129,6 +157,9 @@ class BagReader:
 
     def close(self) -> None:
         self._reader.close()
+        self._drop_tmp()
+
+    def _drop_tmp(self) -> None:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None

@@ -112,6 +112,8 @@ class BagRecorder:
         return by_size or by_time
 
     def close(self) -> None:
+        """Finish the current part (complete: it reads on its own and survives a later crash); a later `write`
+        starts the next part, so a recorder can call this at every episode boundary."""
         if self._writer is not None:
             try:
                 self._writer.close()
