@@ -88,7 +88,11 @@ class BagPlayer(Node):
 def main(cfg: PlayConfig, wait_s: float = 0.0, args: Sequence[str] = ()) -> int:
     """Play once (or forever with loop); `args` are ROS arguments (not the wm-vla command line)."""
     rclpy.init(args=["bag_player", *args])
-    node = BagPlayer(cfg)
+    try:
+        node = BagPlayer(cfg)
+    except BaseException:
+        rclpy.try_shutdown()  # a bad bag leaves no ROS context behind
+        raise
     try:
         if wait_s > 0 and not node.wait_for_subscribers(wait_s):
             node.get_logger().warning(f"not every topic has a subscriber after {wait_s} s; playing anyway")

@@ -66,6 +66,22 @@ def test_schedule_rate_offset_loop_and_remap(bag: Path) -> None:
         list(play_schedule(PlayConfig(bag.parent / "missing")))
 
 
+def test_schedule_plays_a_recorder_session_across_its_parts(tmp_path: Path) -> None:
+    """recorder_node's raw bag is a directory of parts (one closed at each episode end), the last one possibly cut
+    off by a kill: play merges them in time, the cut-off part up to its last complete record."""
+    with BagRecorder(RecorderConfig(tmp_path / "session")) as rec:
+        for i in range(30):
+            t = T0 + i * NS // HZ
+            rec.write("/joint_states", "sensor_msgs/msg/JointState", m.joint_state(["a"], np.array([float(i)]), t), t)
+            if i in (9, 19):
+                rec.close()  # episode ends
+    assert len(rec.parts) == 3
+    (rec.parts[-1] / "metadata.yaml").unlink()  # killed: no metadata.yaml, the mcap without its summary
+    items = list(play_schedule(PlayConfig(tmp_path / "session", rate=2.0)))
+    assert [i.log_ns for i in items] == [T0 + i * NS // HZ for i in range(30)]
+    assert items[-1].due_s == pytest.approx(29 / HZ / 2)
+
+
 @pytest.mark.ros
 def test_play_publishes_at_rate_and_field_exact(bag: Path, ros_domain: int, tmp_path: Path) -> None:
     import rclpy
@@ -142,7 +158,17 @@ def test_play_and_sim_command_lines(bag: Path, tmp_path: Path, capsys: pytest.Ca
     from wm_vla.data.bags import BagReader
 
     assert main(["bag", "play", str(tmp_path / "missing")]) == 2
+    assert "no such bag" in capsys.readouterr().err
+    (tmp_path / "not_a_bag").mkdir()
+    (tmp_path / "not_a_bag" / "notes.txt").write_text("x")
+    assert main(["bag", "play", str(tmp_path / "not_a_bag")]) == 2
     assert "cannot open as a ROS 2 bag" in capsys.readouterr().err
+    import rclpy
+    from bag_player.node import main as play
+
+    with pytest.raises(BagOpenError, match="cannot open as a ROS 2 bag"):
+        play(PlayConfig(tmp_path / "not_a_bag"))
+    assert not rclpy.ok()  # the player's ROS context went with it
     assert main(["bag", "play", str(bag), "--rate", "0"]) == 2
     assert "rate must be > 0" in capsys.readouterr().err
     assert main(["bag", "play", str(bag), "--remap", "joint_states:=/x"]) == 2

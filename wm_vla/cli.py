@@ -435,10 +435,11 @@ def _bag_eval(args: argparse.Namespace, score_only: bool = False) -> int:
 
 
 def _bag_play(args: argparse.Namespace) -> int:
-    from wm_vla.data.bags.play import PlayConfig, parse_remaps
+    from wm_vla.data.bags.play import PlayConfig, bag_topics, parse_remaps
 
     cfg = PlayConfig(Path(args.bag), rate=args.rate, loop=args.loop, start_offset_s=args.start_offset,
                      remap=parse_remaps(args.remap), topics=tuple(args.topics or ()), clock_hz=args.clock).validate()
+    bag_topics(cfg.bag)  # a bag that does not open is refused before ROS starts
     from bag_player.node import main as play  # rclpy lives in the node package, never in the core
 
     print(f"published {play(cfg, wait_s=args.wait_for_subscribers)} messages")

@@ -11,10 +11,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import Reader
 
-from wm_vla.data.bags.reader import normalize_type
-from wm_vla.data.errors import BagOpenError, BagTopicError
+from wm_vla.data.bags.reader import BagReader, normalize_type
+from wm_vla.data.errors import BagTopicError
 
 NS = 1_000_000_000
 
@@ -66,16 +67,11 @@ def bag_topics(bag: Path) -> dict[str, str]:
 
 
 @contextmanager
-def _open(bag: Path) -> Iterator[Reader]:
-    try:
-        reader = Reader(bag)
-        reader.open()
-    except Exception as exc:
-        raise BagOpenError(f"{bag}: cannot open as a ROS 2 bag: {exc}") from exc
-    try:
-        yield reader
-    finally:
-        reader.close()
+def _open(bag: Path) -> Iterator[Reader | AnyReader]:
+    """A bag, a recorder session (its parts merged in time) or a cut-off mcap (read up to its last complete record);
+    BagOpenError when none of these."""
+    with BagReader(bag) as reader:
+        yield reader.rosbags_reader
 
 
 def play_schedule(cfg: PlayConfig) -> Iterator[Item]:

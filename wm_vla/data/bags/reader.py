@@ -149,6 +149,12 @@ class BagReader:
         except Exception as exc2:
             raise BagOpenError(f"{self.path}: truncated mcap ({exc}) and not recoverable: {exc2}") from exc2
 
+    @property
+    def rosbags_reader(self) -> Reader | AnyReader:
+        """The open rosbags reader (every part of a session merged in time) for raw CDR access: `connections`,
+        `start_time`, `messages(connections=..., start=...)`."""
+        return self._reader
+
     def __enter__(self) -> BagReader:
         return self
 
