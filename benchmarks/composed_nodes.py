@@ -10,7 +10,9 @@ This runs `wm-vla demo` (onnxruntime, the default checkpoints) once per layout a
 - `separate`: the shipped plan, one process per node (vla_node and its sampler process alone on the inference CPU);
 - `composed_other_cpu`: the three nodes in one process on the CPU(s) of the sim; only the sampler process on the
   inference CPU (frames never wake the sampler's CPU, but they share a CPU with the sim);
-- `composed_inference_cpu`: the three nodes and the sampler process together on the inference CPU.
+- `composed_inference_cpu`: the three nodes and the sampler process together on the inference CPU;
+- `perception_fifo`: the shipped plan with perception_node started under `chrt -f 5` (SCHED_FIFO for all its
+  threads: frames no longer wait behind the sim; needs root or CAP_SYS_NICE).
 
 Every layout runs the same episodes (held-out seeds) and measures its own in-process reference in the same run
 (`wm-vla demo` does), so the ratios are comparable; one run per layout is noisy (+-0.03 between identical runs).
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
     from wm_vla.bringup import NodeSpec
 
 MODEL_NODES = ("perception_node", "vla_node", "world_model_node")
-LAYOUTS = ("separate", "composed_other_cpu", "composed_inference_cpu")
+LAYOUTS = ("separate", "composed_other_cpu", "composed_inference_cpu", "perception_fifo")
 COMPOSED = "model_nodes"  # the composed process's name in the plan (and its log file)
 
 
@@ -104,7 +106,19 @@ def run_layout(layout: str, steps: int, episodes: int, out: Path) -> None:
     from wm_vla.launcher import Stack
 
     split = inference_split("auto")
-    if layout != "separate":
+    if layout == "perception_fifo":
+        import shutil
+
+        if shutil.which("chrt") is None:
+            raise SystemExit("perception_fifo needs chrt (util-linux) and the right to use SCHED_FIFO")
+
+        class FifoPerceptionStack(Stack):
+            def command(self, spec: NodeSpec) -> list[str]:
+                cmd = super().command(spec)
+                return ["chrt", "-f", "5", *cmd] if spec.name == "perception_node" else cmd
+
+        ros_demo.Stack = FifoPerceptionStack  # type: ignore[misc]
+    elif layout != "separate":
         if split is None:
             raise SystemExit(f"{layout} needs 2 or more usable CPUs")
         inference, others = split
