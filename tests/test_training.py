@@ -16,9 +16,19 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from wm_vla.data.lerobot_io import LeRobotWriter, frame_features
-from wm_vla.eval.closed_loop import EvalConfig, candidate_outcomes, evaluate, oracle_choice
-from wm_vla.models.checkpoint import load_checkpoint
+from wm_vla.eval.closed_loop import (
+    EvalConfig,
+    candidate_outcomes,
+    evaluate,
+    load_policy,
+    oracle_choice,
+    run_episode,
+    wm_latent,
+)
+from wm_vla.models.checkpoint import load_checkpoint, load_world_models
 from wm_vla.models.errors import ModelConfigError
+from wm_vla.runtime.errors import RankerError
+from wm_vla.runtime.ranker import GpcRanker
 from wm_vla.sim import make_expert, make_world
 from wm_vla.sim.collect import CollectConfig, collect
 from wm_vla.training.datasets import load_frames
@@ -239,6 +249,42 @@ def test_eval_writes_the_documented_json(policy_ckpt: Path, world_models: tuple[
     for p, row in zip(saved["paired_vs_single"], saved["configs"][1:]):
         assert p["both"] + p["only_a"] == row["successes"] and p["both"] + p["only_b"] == saved["configs"][0]["successes"]
     assert (tmp_path / "eval.png").stat().st_size > 5_000
+
+
+def test_eval_ranks_in_the_latent_of_the_given_encoder(policy_ckpt: Path, world_models: tuple[Path, Path],
+                                                      datasets: dict[str, Path], tmp_path: Path) -> None:
+    cfg = dict(policy=str(policy_ckpt), wm=str(world_models[1]), episodes=2, ks=(2,), oracle_k=0, progress=False)
+    own = evaluate(EvalConfig(**cfg))  # type: ignore[arg-type]
+    # the acting policy's own encoder as --wm-encoder: the same latent, so the same decisions
+    same = evaluate(EvalConfig(**cfg, wm_encoder=str(policy_ckpt)))  # type: ignore[arg-type]
+    keep = ("per_episode_success", "switched_decisions", "events")
+    assert [{k: r[k] for k in keep} for r in same["configs"]] == [{k: r[k] for k in keep} for r in own["configs"]]
+    assert same["wm_encoder"] == str(policy_ckpt) and own["wm_encoder"] is None
+    other = tmp_path / "other_policy"  # same preset, another seed: another latent of the same size
+    train_policy(PolicyTrainConfig(dataset=str(datasets["demos"]), out=str(other), steps=SMALL_STEPS, batch_size=4,
+                                   seed=1, progress=False))
+    acting, encoder = load_policy(str(policy_ckpt)), load_policy(str(other)).eval()
+    seen: list[torch.Tensor] = []
+
+    class RecordingRanker(GpcRanker):  # the real ranker, keeping the latent each decision is ranked in
+        def rank(self, z: torch.Tensor, chunks: torch.Tensor, goal: torch.Tensor | None = None) -> Any:
+            seen.append(z.clone())
+            return super().rank(z, chunks, goal)
+
+    wm, _ = load_world_models(str(world_models[1]))
+    world = make_world("arm", image_size=64)
+    observations: list[Any] = []
+    run_episode(world, acting, "rank", 2, 5, RecordingRanker(wm, encoder.action_mean, encoder.action_std),
+                on_decision=lambda obs, chunks, chosen: observations.append(obs), wm_encoder=encoder)
+    world.close()
+    assert len(seen) == len(observations) > 0
+    for obs, z in zip(observations, seen):
+        assert torch.equal(z, wm_latent(encoder, obs)) and not torch.allclose(z, wm_latent(acting, obs))
+    wide = tmp_path / "base_policy"  # the base preset's 256-d latent: the tiny world models cannot read it
+    train_policy(PolicyTrainConfig(dataset=str(datasets["demos"]), out=str(wide), preset="base", steps=1, batch_size=2,
+                                   progress=False))
+    with pytest.raises(RankerError, match="256-d"):
+        evaluate(EvalConfig(**cfg, wm_encoder=str(wide)))  # type: ignore[arg-type]
 
 
 def test_oracle_prefers_the_candidate_that_makes_true_progress() -> None:

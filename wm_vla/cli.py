@@ -265,7 +265,7 @@ def _eval_sim(args: argparse.Namespace) -> int:
                                  tasks=tuple(args.task.split(",")) if args.task else None,
                                  switch_margin=args.switch_margin, teacher=args.teacher,
                                  disagreement_weight=args.disagreement_weight,
-                                 oracle_follow=args.oracle_follow))
+                                 oracle_follow=args.oracle_follow, wm_encoder=args.wm_encoder))
     print(f"{'config':22s} {'success':>24s} {'decision p50':>13s}")
     for r in report["configs"]:
         label = f"{r['name']} K={r['k']}" + (" (ablation)" if r["policy"] == "ablation" else "")
@@ -839,6 +839,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with several --wm: subtract this times the members' spread of each candidate's score")
     es.add_argument("--task", default=None, help="task families, comma-separated (arm: touch,push,place); "
                     "default: the families in the policy's training instructions")
+    es.add_argument("--wm-encoder", default=None, help="policy checkpoint whose encoder gives the world models their "
+                    "latent (they were trained with it as --policy); default: the acting policy")
     es.add_argument("--no-progress", action="store_true")
     es.set_defaults(func=_eval_sim)
 

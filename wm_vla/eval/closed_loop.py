@@ -117,6 +117,12 @@ def oracle_choice(world: SimWorld, chunks: np.ndarray, exec_horizon: int,
     return int(np.argmax(candidate_outcomes(world, chunks, exec_horizon, follow, follow_decisions).scores()))
 
 
+@torch.no_grad()
+def wm_latent(encoder: FlarePolicy, obs: Observation) -> torch.Tensor:
+    """The observation latent z of `encoder` (a policy whose encoder the world models were trained in)."""
+    return encoder.encode(obs_batch(obs, encoder.cfg.cameras, encoder.cfg.image_size))[2][0]
+
+
 @dataclass
 class EpisodeOutcome:
     success: bool
@@ -131,13 +137,15 @@ def run_episode(world: SimWorld, policy: FlarePolicy, mode: str, k: int, seed: i
                 on_step: Callable[[Observation, np.ndarray, StepResult], None] | None = None,
                 family: str | tuple[str, ...] | None = None,
                 on_decision: Callable[[Observation, np.ndarray, int], None] | None = None,
-                shadow: GpcRanker | None = None, oracle_follow: int = 0) -> EpisodeOutcome:
+                shadow: GpcRanker | None = None, oracle_follow: int = 0,
+                wm_encoder: FlarePolicy | None = None) -> EpisodeOutcome:
     """One closed-loop episode. `mode`: single | rank | oracle | random (a random candidate, for data collection).
 
     `on_step(obs, action, result)` sees every executed action (e.g. to record the episode); `on_decision(obs,
     chunks, chosen)` sees every decision before it is executed. `family` restricts the task families drawn.
     `shadow` ranks the same candidates alongside (not timed, not executed) to measure agreement with `ranker`.
     `oracle_follow` > 0 lets the oracle follow each candidate with the single-sample policy for that many decisions.
+    `wm_encoder`: the policy whose encoder gives the world models their latent (default: the acting policy's).
     """
     follower = policy_follower(policy, seed) if oracle_follow > 0 else None
     obs = world.reset(seed, family=family)
@@ -151,10 +159,11 @@ def run_episode(world: SimWorld, policy: FlarePolicy, mode: str, k: int, seed: i
         chunks = sample.actions
         if mode == "rank" and k > 1:
             assert ranker is not None
-            chosen = ranker.rank(sample.obs_latent, chunks).chosen
+            z = sample.obs_latent if wm_encoder is None else wm_latent(wm_encoder, obs)
+            chosen = ranker.rank(z, chunks).chosen
             if shadow is not None:
                 t_shadow = time.perf_counter()
-                outcome.shadow_agree += int(shadow.rank(sample.obs_latent, chunks).chosen == chosen)
+                outcome.shadow_agree += int(shadow.rank(z, chunks).chosen == chosen)
                 outcome.shadow_total += 1
                 t0 += time.perf_counter() - t_shadow
         elif mode == "oracle" and k > 1:
@@ -197,6 +206,7 @@ class EvalConfig:
     oracle_follow: int = 0               # oracle follows each candidate with the policy for N more decisions
     teacher: str | list[str] | None = None  # shadow-rank with this (teacher) model: top-1 agreement on the real decisions
     tasks: tuple[str, ...] | None = None  # task families drawn; None: those the policy was trained on (its vocabulary)
+    wm_encoder: str | None = None        # policy whose encoder gives the world models their latent; None: the acting one
 
 
 def _row(name: str, k: int, policy_label: str, outcomes: list[EpisodeOutcome]) -> dict[str, Any]:
@@ -253,13 +263,16 @@ def _run_config(cfg: EvalConfig, name: str, k: int, label: str, threads: int | N
     policy = load_policy(cfg.ablation_policy if label == "ablation" else cfg.policy, cfg.exec_horizon, cfg.denoise_steps)
     ranker = shadow = None
     world = make_world(cfg.world)
+    encoder = load_policy(cfg.wm_encoder).eval() if cfg.wm_encoder and name == "rank" else None
     if cfg.wm is not None and name == "rank":
-        ranker = _ranker(cfg.wm, policy, world, cfg.switch_margin, cfg.disagreement_weight)
+        latent_policy = encoder or policy  # the world models normalise chunks as their latent's policy does
+        ranker = _ranker(cfg.wm, latent_policy, world, cfg.switch_margin, cfg.disagreement_weight)
         if cfg.teacher is not None:
-            shadow = _ranker(cfg.teacher, policy, world, cfg.switch_margin, cfg.disagreement_weight)
+            shadow = _ranker(cfg.teacher, latent_policy, world, cfg.switch_margin, cfg.disagreement_weight)
     seeds = range(cfg.seed, cfg.seed + cfg.episodes)
     tasks = eval_tasks_for(cfg.world, cfg.tasks, policy)
-    outcomes = [run_episode(world, policy, name, k, s, ranker, family=tasks, shadow=shadow, oracle_follow=cfg.oracle_follow)
+    outcomes = [run_episode(world, policy, name, k, s, ranker, family=tasks, shadow=shadow, oracle_follow=cfg.oracle_follow,
+                            wm_encoder=encoder)
                 for s in tqdm(seeds, desc=f"{name} K={k} ({label})", unit="ep", disable=not cfg.progress)]
     world.close()
     return _row(name, k, label, outcomes)
@@ -277,9 +290,14 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     main_policy = load_policy(cfg.policy)
     if cfg.disagreement_weight and not isinstance(cfg.wm, list):
         raise RankerError("disagreement_weight needs an ensemble: give several world models (--wm A B ...)")
+    encoder = load_policy(cfg.wm_encoder) if cfg.wm_encoder else main_policy
     for models in (cfg.wm, cfg.teacher):  # a missing or mismatched world model fails now, not after an eval
         if models is not None:
-            load_world_models(models)
+            wm, _ = load_world_models(models)
+            if wm.cfg.latent_dim != encoder.cfg.latent_dim:
+                raise RankerError(f"world model {models} works in a {wm.cfg.latent_dim}-d latent but the encoder of "
+                                  f"{cfg.wm_encoder or cfg.policy} gives {encoder.cfg.latent_dim}-d: give the policy it "
+                                  "was trained with (--policy of `wm-vla train world-model`) as --wm-encoder")
     cfg = EvalConfig(**{**cfg.__dict__, "tasks": eval_tasks_for(cfg.world, cfg.tasks, main_policy)})
     if cfg.jobs > 1:
         from concurrent.futures import ProcessPoolExecutor
@@ -304,7 +322,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
               "exec_horizon": cfg.exec_horizon or policy_cfg.exec_horizon,
               "denoise_steps": cfg.denoise_steps or policy_cfg.denoise_steps, "switch_margin": cfg.switch_margin,
               "disagreement_weight": cfg.disagreement_weight,
-              "oracle_follow": cfg.oracle_follow, "teacher": cfg.teacher, "configs": rows,
+              "oracle_follow": cfg.oracle_follow, "teacher": cfg.teacher, "wm_encoder": cfg.wm_encoder, "configs": rows,
               "paired_vs_single": paired_vs_single(rows)}
     if cfg.out:
         write_eval_report(report, Path(cfg.out))
