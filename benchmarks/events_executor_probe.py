@@ -49,13 +49,15 @@ executor.spin()
 """
 
 
-def probe(executor: str, seconds: float, domain: int) -> dict[str, int]:
-    """Counts of each line the child printed in `seconds` of spinning (the child is then SIGKILLed)."""
+def probe(executor: str, seconds: float, domain: int, settle_s: float = 10.0) -> dict[str, int]:
+    """Counts of each line the child printed in a window of `seconds` (the child is then SIGKILLed). The window opens
+    once the child spins and its publisher thread has published once (on a loaded machine that thread can start
+    seconds late), or after `settle_s` if it never does (an executor that holds the GIL)."""
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain))
     proc = subprocess.Popen([sys.executable, "-c", CHILD, executor], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             text=True, env=env)
     counts = {"timer": 0, "message": 0, "published": 0}
-    started = threading.Event()
+    started, publishing = threading.Event(), threading.Event()
 
     def read() -> None:
         assert proc.stdout is not None
@@ -65,15 +67,19 @@ def probe(executor: str, seconds: float, domain: int) -> dict[str, int]:
                 started.set()
             elif word in counts:
                 counts[word] += 1
+                if word == "published":
+                    publishing.set()
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     started.wait(timeout=30.0)
+    publishing.wait(timeout=settle_s)
+    before = dict(counts)
     time.sleep(seconds)
     proc.kill()
     proc.wait()
     reader.join(timeout=5.0)
-    return counts
+    return {word: n - before[word] for word, n in counts.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
