@@ -263,7 +263,7 @@ def test_eval_ranks_in_the_latent_of_the_given_encoder(policy_ckpt: Path, world_
     other = tmp_path / "other_policy"  # same preset, another seed: another latent of the same size
     train_policy(PolicyTrainConfig(dataset=str(datasets["demos"]), out=str(other), steps=SMALL_STEPS, batch_size=4,
                                    seed=1, progress=False))
-    acting, encoder = load_policy(str(policy_ckpt)), load_policy(str(other)).eval()
+    acting, encoder = load_policy(str(policy_ckpt)), load_policy(str(other))
     seen: list[torch.Tensor] = []
 
     class RecordingRanker(GpcRanker):  # the real ranker, keeping the latent each decision is ranked in

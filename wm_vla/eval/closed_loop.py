@@ -263,7 +263,7 @@ def _run_config(cfg: EvalConfig, name: str, k: int, label: str, threads: int | N
     policy = load_policy(cfg.ablation_policy if label == "ablation" else cfg.policy, cfg.exec_horizon, cfg.denoise_steps)
     ranker = shadow = None
     world = make_world(cfg.world)
-    encoder = load_policy(cfg.wm_encoder).eval() if cfg.wm_encoder and name == "rank" else None
+    encoder = load_policy(cfg.wm_encoder) if cfg.wm_encoder and name == "rank" else None
     if cfg.wm is not None and name == "rank":
         latent_policy = encoder or policy  # the world models normalise chunks as their latent's policy does
         ranker = _ranker(cfg.wm, latent_policy, world, cfg.switch_margin, cfg.disagreement_weight)
