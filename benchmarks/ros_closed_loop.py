@@ -16,7 +16,7 @@ from pathlib import Path
 
 from wm_vla.eval.closed_loop import HELDOUT_SEED, EvalConfig, evaluate
 from wm_vla.eval.ros_demo import DemoConfig, run_demo
-from wm_vla.training.pipeline import default_checkpoints
+from wm_vla.training.pipeline import default_checkpoints, default_wm_encoder
 
 
 def main() -> int:
@@ -31,8 +31,10 @@ def main() -> int:
     out = Path(args.out)
     ros = run_demo(DemoConfig(episodes=args.episodes, k=args.k, seed=args.seed, policy=policy, world_model=wm,
                               out=str(out.with_name(out.name + "_demo")), rate_scale=args.rate_scale))
+    encoder = default_wm_encoder()  # the shipped world model's latent, as the ROS stack ranks in
     direct = evaluate(EvalConfig(policy=policy, wm=wm, world="arm", episodes=args.episodes, seed=args.seed,
-                                 ks=(args.k,), oracle_k=0, progress=True))
+                                 ks=(args.k,), oracle_k=0, progress=True,
+                                 wm_encoder=str(encoder) if encoder else None))
     rows = {r["name"]: r for r in direct["configs"]}
     report = {"episodes": args.episodes, "seeds": [args.seed, args.seed + args.episodes - 1], "k": args.k,
               "rate_scale": args.rate_scale, "configs": []}

@@ -13,7 +13,8 @@ from wm_vla.bringup import NodeSpec, bringup_args, build_plan
 
 # launch argument -> default (strings, as launch passes them); names are BringupArgs fields
 ARGUMENTS = {"robot": "sim", "backend": "torch", "k": "16", "denoise_steps": "0", "params_file": "",
-             "use_sim_time": "false", "rank": "true", "seed": "1000000", "policy": "", "world_model": "", "record_bag": "",
+             "use_sim_time": "false", "rank": "true", "seed": "1000000", "policy": "", "world_model": "", "wm_encoder": "",
+             "record_bag": "",
              "command_interface": "", "inference_cpus": "auto"}
 
 

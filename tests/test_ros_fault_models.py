@@ -56,14 +56,27 @@ def _foreign_export(root: Path) -> Path:
     return out
 
 
+def _foreign_latent(src: Path, dst: Path) -> Path:
+    """The student, saying it was trained in the latent of an encoder no shipped policy has (another digest)."""
+    shutil.copytree(src, dst)
+    meta = json.loads((dst / "config.json").read_text())
+    meta["extra"]["encoder_digest"] = "0" * 64
+    (dst / "config.json").write_text(json.dumps(meta))
+    return dst
+
+
 BAD = {  # node name -> (module, parameters, expected reason in the log and the ERROR diagnostic)
     "vla_missing": ("vla_node", {"policy": "/nonexistent/policy"}, "does not exist"),
     "vla_corrupt": ("vla_node", {"policy": "{corrupt}"}, "not a readable safetensors file"),
     "vla_dims": ("vla_node", {"policy": "{quad_policy}"}, "does not fit robot arm"),
     "vla_onnx": ("vla_node", {"backend": "onnxruntime", "onnx_dir": "{export}"}, "does not match the checkpoint"),
     "vla_steps": ("vla_node", {"denoise_steps": -1}, "steps must be a positive integer"),
+    "vla_wm_encoder": ("vla_node", {"wm_encoder": "/nonexistent/encoder"}, "does not exist"),
     "wm_corrupt": ("world_model_node", {"world_model": "{corrupt_wm}"}, "not a readable safetensors file"),
     "wm_mismatch": ("world_model_node", {"world_model": "{quad_student}"}, "does not fit the policy"),
+    # a world model trained in another encoder's latent than the one it would be given
+    "wm_foreign_latent": ("world_model_node", {"world_model": "{foreign_student}", "wm_encoder": "none"},
+                          "trained in the latent of another policy's encoder"),
     # configurations the node cannot honour: refused before any model is loaded
     "wm_gpc_opt_ort": ("world_model_node", {"backend": "onnxruntime", "gpc_opt": True}, "gpc_opt needs rank: true and"
                        " backend ['torch']"),
@@ -84,7 +97,8 @@ def refusals(ros_domain: int, tmp_path_factory: pytest.TempPathFactory) -> Itera
     paths = {"corrupt": str(_corrupt(policy, root / "policy_corrupt")),
              "corrupt_wm": str(_corrupt(student, root / "student_corrupt")), "export": str(_foreign_export(root)),
              "quad_policy": str(default_checkpoints(world="quadruped")[0]),
-             "quad_student": str(default_checkpoints(world="quadruped")[1])}
+             "quad_student": str(default_checkpoints(world="quadruped")[1]),
+             "foreign_student": str(_foreign_latent(student, root / "student_foreign"))}
     plan = [NodeSpec(name, module, f"{module}.node",
                      {"robot": "arm", **{k: v.format(**paths) if isinstance(v, str) else v
                                          for k, v in params.items()}}, lifecycle=True)

@@ -25,8 +25,8 @@ from wm_vla.eval.closed_loop import (
     run_episode,
     wm_latent,
 )
-from wm_vla.models.checkpoint import load_checkpoint, load_world_models
-from wm_vla.models.errors import ModelConfigError
+from wm_vla.models.checkpoint import load_checkpoint, load_world_models, save_checkpoint
+from wm_vla.models.errors import CheckpointError, ModelConfigError
 from wm_vla.runtime.errors import RankerError
 from wm_vla.runtime.ranker import GpcRanker
 from wm_vla.sim import make_expert, make_world
@@ -283,8 +283,12 @@ def test_eval_ranks_in_the_latent_of_the_given_encoder(policy_ckpt: Path, world_
     wide = tmp_path / "base_policy"  # the base preset's 256-d latent: the tiny world models cannot read it
     train_policy(PolicyTrainConfig(dataset=str(datasets["demos"]), out=str(wide), preset="base", steps=1, batch_size=2,
                                    progress=False))
-    with pytest.raises(RankerError, match="256-d"):
+    with pytest.raises(CheckpointError, match="another policy's encoder"):  # its recorded encoder is policy_ckpt
         evaluate(EvalConfig(**cfg, wm_encoder=str(wide)))  # type: ignore[arg-type]
+    legacy = tmp_path / "legacy_student"  # saved before encoder digests: the latent size still gives it away
+    save_checkpoint(wm, legacy)
+    with pytest.raises(RankerError, match="256-d"):
+        evaluate(EvalConfig(**{**cfg, "wm": str(legacy)}, wm_encoder=str(wide)))  # type: ignore[arg-type]
 
 
 def test_oracle_prefers_the_candidate_that_makes_true_progress() -> None:
@@ -357,21 +361,26 @@ def test_gym_observations_without_lerobot_keys_are_rejected() -> None:
     assert batch.images.shape == (1, 1, 3, 64, 64)
 
 
-@pytest.mark.parametrize(("task", "film", "verbs", "policy_demos"),
-                         [(None, False, {"touch"}, None), ("all", True, {"touch", "push"}, 3)])
+@pytest.mark.parametrize(("task", "film", "verbs", "policy_demos", "encoder_demos"),
+                         [(None, False, {"touch"}, None, 2), ("all", True, {"touch", "push"}, 3, None)])
 def test_tiny_pipeline_runs_every_stage_once_and_times_it(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                           task: str | None, film: bool, verbs: set[str],
-                                                          policy_demos: int | None) -> None:
+                                                          policy_demos: int | None, encoder_demos: int | None) -> None:
+    from wm_vla.models.checkpoint import check_world_model_encoder
     from wm_vla.training.pipeline import PipelineConfig, default_checkpoints, run_pipeline
 
-    # the FiLM case is the hindsight recipe: policies on the first 3 demos, world models on all 4 and their copies
+    # the FiLM case is the hindsight recipe: policies on the first 3 demos, world models on all 4 and their copies;
+    # the first is the shipped recipe: world models in the latent of a FiLM encoder trained on the first 2 demos
     cfg = PipelineConfig(out=tmp_path / "tiny", task=task, film=film, demos=4, perturbed=2, policy_steps=2, wm_steps=3,
                          distill_steps=3, distill_states=4, label_episodes=1, label_k=2, jobs=1, image_size=64,
-                         ablation=True, policy_demos=policy_demos, hindsight=film, progress=False)
+                         ablation=True, policy_demos=policy_demos, hindsight=film or bool(encoder_demos),
+                         wm_encoder_demos=encoder_demos, progress=False)
     log = run_pipeline(cfg)
     stages = {"collect_demos", "collect_perturbed", "train_policy", "label_candidates", "train_world_model", "distill",
               "train_policy_flare0"}
-    assert set(log["stages"]) == stages | ({"collect_policy_demos"} if policy_demos else set())
+    encoder_stages = {"collect_wm_encoder_demos", "train_wm_encoder", "label_candidates_wm_encoder"}
+    assert set(log["stages"]) == (stages | ({"collect_policy_demos"} if policy_demos else set())
+                                  | (encoder_stages if encoder_demos else set()))
     def train_config(name: str) -> dict[str, Any]:
         return dict(json.loads((tmp_path / "tiny" / name / "config.json").read_text())["extra"]["train_config"])
 
@@ -380,7 +389,17 @@ def test_tiny_pipeline_runs_every_stage_once_and_times_it(tmp_path: Path, capsys
     if policy_demos:
         policy_store = load_frames(tmp_path / "tiny" / "data" / "arm_expert3", 64, progress=False)
         assert policy_store.episode_end.unique().numel() == 3
-    assert all(train_config(name)["hindsight_datasets"] == film for name in ("wm_teacher", "wm_student"))
+    assert all(train_config(name)["hindsight_datasets"] == (film or bool(encoder_demos))
+               for name in ("wm_teacher", "wm_student"))
+    latent_policy = tmp_path / "tiny" / ("wm_encoder" if encoder_demos else "policy")
+    for name in ("wm_teacher", "wm_student"):  # trained in that latent, on both policies' labelled candidates
+        assert train_config(name)["policy"] == str(latent_policy)
+        assert len(train_config(name)["candidates"]) == (2 if encoder_demos else 1)
+        check_world_model_encoder(tmp_path / "tiny" / name, latent_policy)
+    if encoder_demos:
+        assert train_config("wm_encoder")["dataset"].endswith("arm_expert2") and train_config("wm_encoder")["film"]
+        with pytest.raises(CheckpointError, match="another policy's encoder"):
+            check_world_model_encoder(tmp_path / "tiny" / "wm_student", tmp_path / "tiny" / "policy")
     assert log["task"] == (task or "touch")
     assert log["training_seconds"] <= log["total_seconds"]
     policy, student = default_checkpoints(tmp_path / "tiny")

@@ -31,6 +31,7 @@ from wm_vla.robots import load_profile
 from wm_vla.runtime.errors import InstructionError, LatencyConfigError, RuntimeErrorBase, SamplerProcessError
 from wm_vla.runtime.sampler_process import SamplerConfig, open_sampler
 from wm_vla.runtime.spec import candidate_noise
+from wm_vla.training.pipeline import is_shipped, resolve_wm_encoder
 
 CANDIDATES_TOPIC = "/wm_vla/action_candidates"
 
@@ -42,6 +43,10 @@ def default_policy() -> str:
 # (name, default): the node's ROS parameters (params files, `wm-vla latency tune` output)
 PARAMETERS: list[tuple[str, object]] = [
     ("robot", "arm"), ("backend", "torch"), ("device", "cpu"), ("policy", ""), ("onnx_dir", ""),
+    # the policy whose encoder gives the world model its latent (ActionCandidates.wm_latent): "" = the shipped world
+    # model's encoder when the shipped policy is in use, "none" = no second encoder (the world model ranks in
+    # obs_latent); must match world_model_node's wm_encoder
+    ("wm_encoder", ""),
     ("threads", 1), ("k", 16), ("seed", 0), ("decision_period_s", -1.0), ("max_obs_age_ms", 0.0),
     # Euler steps per sample: 0 = the policy config's (or the onnx_dir export's); else an export of its own
     ("denoise_steps", 0),
@@ -68,7 +73,8 @@ class VlaNode(ModelNode):
         self.counts: Counter[str] = Counter()
         # obs_age: camera stamp -> inference start (perception, transport, waiting for the worker)
         self.stage_ms: dict[str, deque[float]] = {s: deque(maxlen=200)
-                                                  for s in ("obs_age", "inputs", "encode", "sample", "total", "publish")}
+                                                  for s in ("obs_age", "inputs", "encode", "sample", "wm_encode",
+                                                            "total", "publish")}
         self.spacing = DecisionSpacing(0.0)
         self.decisions = 0
 
@@ -78,7 +84,8 @@ class VlaNode(ModelNode):
         own_process = bool(self.p("inference_process"))
         cfg = SamplerConfig(self.p("backend"), self.p("policy") or default_policy(), self.p("onnx_dir") or None,
                             self.p("device"), self.p("threads") or None, int(self.p("denoise_steps")) or None,
-                            warm_k=int(self.p("k")), nice=int(self.p("worker_nice")) if own_process else 0)
+                            warm_k=int(self.p("k")), nice=int(self.p("worker_nice")) if own_process else 0,
+                            wm_encoder=resolve_wm_encoder(self.p("wm_encoder"), is_shipped(self.p("policy")), self.p("robot")))
         try:  # loads, then warms up: the first decision would otherwise pay for lazy initialisation (~0.6 s, torch)
             self.backend = open_sampler(cfg, own_process)
         except (RuntimeErrorBase, OSError, ValueError) as exc:
@@ -191,11 +198,12 @@ class VlaNode(ModelNode):
         self.spacing.decided(stamp)
         sample_ms = out.sample_ms + (delay if delay > 0 else 0.0)
         for name, ms in (("obs_age", 1e3 * age), ("inputs", 1e3 * (t0 - t_in)), ("encode", out.encode_ms),
-                         ("sample", sample_ms), ("total", 1e3 * (t2 - t0))):  # total: with the pipe, if any
+                         ("sample", sample_ms), ("wm_encode", out.wm_encode_ms),
+                         ("total", 1e3 * (t2 - t0))):  # total: with the pipe, if any
             self.stage_ms[name].append(ms)
-        if self.budget is not None:
-            self.budget.record({"encode": out.encode_ms, "sample": sample_ms})
-        self.pub.publish(self._message(msg, out.obs_latent, out.actions, out.future_latents, seed))
+        if self.budget is not None:  # the world model's encoder pass counts as encoding
+            self.budget.record({"encode": out.encode_ms + out.wm_encode_ms, "sample": sample_ms})
+        self.pub.publish(self._message(msg, out.obs_latent, out.actions, out.future_latents, seed, out.wm_latent))
         self.stage_ms["publish"].append(1e3 * (time.perf_counter() - t2))  # build + serialize + hand to DDS
 
     def _restart_sampler(self) -> None:
@@ -223,11 +231,11 @@ class VlaNode(ModelNode):
         return np.stack(imgs)[None].astype(np.float32) / 255.0, state[None]
 
     def _message(self, obs: Observation, z: np.ndarray, actions: np.ndarray, future: np.ndarray,
-                 seed: int) -> ActionCandidates:
+                 seed: int, wm_latent: np.ndarray) -> ActionCandidates:
         k, h, a = actions.shape
         m, d = (future.shape[1], future.shape[2]) if future.ndim == 3 else (0, z.shape[-1])
         out = ActionCandidates(k=k, h=h, a=a, action_names=list(self.profile.action.names), actions=f32(actions),
-                               obs_latent=f32(z), m=m, latent_dim=d, future_latents=f32(future), seed=seed,
+                               obs_latent=f32(z), wm_latent=f32(wm_latent), m=m, latent_dim=d, future_latents=f32(future), seed=seed,
                                instruction=self.instruction or "", policy_id=self.policy_id)
         out.header = obs.header
         return out

@@ -62,6 +62,9 @@ class BringupArgs:
     seed: int = 1_000_000           # sim: first episode seed
     policy: str | None = None
     world_model: str | None = None
+    # the policy whose encoder the world model ranks in (vla_node and world_model_node get the same one): None = the
+    # shipped world model's encoder when the shipped world model is in use, "none" = the acting policy's latent
+    wm_encoder: str | None = None
     tasks: tuple[str, ...] | None = None  # sim task families; None: those in the policy's vocabulary
     rate_scale: float = 1.0         # sim speed vs real time (with use_sim_time the sim publishes /clock)
     record_bag: str = ""            # a directory: record the stack's inputs and outputs there (mcap, bag_recorder)
@@ -91,6 +94,17 @@ def policy_tasks(world: str, policy: str | None) -> tuple[str, ...]:
     return families_in_vocab(world, vocab) or check_families(world, None)
 
 
+def _wm_encoder(args: BringupArgs, world: str) -> str:
+    """One explicit wm_encoder for both model nodes (a path, or "none"), resolved from `args` once ("none" without
+    ranking: vla_node then skips the second encoder pass)."""
+    from wm_vla.training.pipeline import NO_ENCODER, is_shipped, resolve_wm_encoder
+
+    if not args.rank:
+        return NO_ENCODER
+    encoder = resolve_wm_encoder(args.wm_encoder, is_shipped(args.world_model, world), world)
+    return str(Path(encoder).resolve()) if encoder else NO_ENCODER
+
+
 def build_plan(args: BringupArgs) -> list[NodeSpec]:
     """Node specs for `args.robot`; parameter overrides from `args.params_file` applied last."""
     if args.robot not in ROBOTS:
@@ -115,9 +129,11 @@ def build_plan(args: BringupArgs) -> list[NodeSpec]:
         perception.update(camera_names=[c.name for c in profile.cameras], camera_topics=[c.topic for c in profile.cameras])
     if not args.teleop or args.intervene:
         nodes.append(NodeSpec("perception_node", "perception_node", "perception_node.node", perception))
-        vla = {**common, **models, "k": args.k, **steps}
+        encoder = {"wm_encoder": _wm_encoder(args, profile_name)}
+        vla = {**common, **models, "k": args.k, **steps, **encoder}
         nodes.append(NodeSpec("vla_node", "vla_node", "vla_node.node", vla, lifecycle=True))
-        wm = {**common, **models, "rank": args.rank, **({"world_model": args.world_model} if args.world_model else {}),
+        wm = {**common, **models, **encoder, "rank": args.rank,
+              **({"world_model": args.world_model} if args.world_model else {}),
               **({"command_interface": args.command_interface} if args.command_interface else {})}
         remap = tuple((c.topic, POLICY_PREFIX + c.topic) for c in profile.controllers.values()) if args.teleop else ()
         nodes.append(NodeSpec("world_model_node", "world_model_node", "world_model_node.node", wm, remap,

@@ -90,8 +90,8 @@ def _up(args: argparse.Namespace) -> int:
     plan = build_plan(BringupArgs(robot=args.robot, backend=args.backend, k=args.k, denoise_steps=args.denoise_steps,
                                   params_file=args.params_file,
                                   use_sim_time=args.use_sim_time, rank=not args.no_rank, seed=args.seed,
-                                  policy=args.policy, world_model=args.wm, rate_scale=args.rate_scale,
-                                  record_bag=args.record_bag or "", teleop=args.teleop or "",
+                                  policy=args.policy, world_model=args.wm, wm_encoder=args.wm_encoder,
+                                  rate_scale=args.rate_scale, record_bag=args.record_bag or "", teleop=args.teleop or "",
                                   record=args.record or "", intervene=args.intervene, record_fps=args.record_fps,
                                   teleop_max_linear=args.teleop_max_linear,
                                   command_interface=args.command_interface or "",
@@ -116,7 +116,8 @@ def _demo(args: argparse.Namespace) -> int:
     _default_checkpoints(args)
     report = run_demo(DemoConfig(episodes=args.episodes, k=args.k, seed=args.seed, backend=args.backend,
                                  denoise_steps=args.denoise_steps,
-                                 policy=args.policy, world_model=args.wm, out=args.out, rate_scale=args.rate_scale,
+                                 policy=args.policy, world_model=args.wm, wm_encoder=args.wm_encoder, out=args.out,
+                                 rate_scale=args.rate_scale,
                                  params_file=args.params_file))
     print(f"success ranked (K={report['k']}): {100 * report['success_rate_ranked']:.0f}%  single: "
           f"{100 * report['success_rate_single']:.0f}%  over {report['episodes']} episodes each")
@@ -203,7 +204,7 @@ def _train_tiny(args: argparse.Namespace) -> int:
                                       distill_steps=args.distill_steps,
                                       ablation=args.ablation, film=args.film, jobs=args.jobs,
                                       policy_demos=args.policy_demos, hindsight=args.hindsight,
-                                      progress=not args.no_progress))
+                                      wm_encoder_demos=args.wm_encoder_demos, progress=not args.no_progress))
     print(f"stages (s): {log['stages']}")
     print(f"training (policy + world model + distill): {log['training_seconds']} s; everything: {log['total_seconds']} s")
     if log.get("ranking_outlook"):
@@ -213,11 +214,15 @@ def _train_tiny(args: argparse.Namespace) -> int:
 
 def _models_ship(args: argparse.Namespace) -> int:
     from wm_vla.models.release import SHIPPED_DIR, ship
-    from wm_vla.training.pipeline import POLICY, STUDENT, TEACHER
+    from wm_vla.training.pipeline import POLICY, STUDENT, TEACHER, WM_ENCODER
 
     src = Path(args.source)
     sources = {"policy": Path(args.policy or src / POLICY), "wm_student": Path(args.wm or src / STUDENT),
-               "wm_teacher": Path(args.teacher or src / TEACHER)}
+               "wm_teacher": Path(args.teacher or src / TEACHER),
+               "wm_encoder": Path(args.wm_encoder or src / WM_ENCODER)}
+    if args.roles == "auto":  # the world models' encoder too when they were trained in one
+        has_encoder = args.wm_encoder or (src / WM_ENCODER / "config.json").is_file()
+        args.roles = "policy,wm_student,wm_teacher" + (",wm_encoder" if has_encoder else "")
     roles = [r.strip() for r in args.roles.split(",") if r.strip()]
     unknown = sorted(set(roles) - set(sources))
     if unknown:
@@ -256,8 +261,12 @@ def _one_or_ensemble(paths: str | list[str] | None) -> str | list[str] | None:
 def _eval_sim(args: argparse.Namespace) -> int:
     from wm_vla.eval.closed_loop import EvalConfig, evaluate
 
+    from wm_vla.training.pipeline import is_shipped, resolve_wm_encoder
+
     _default_checkpoints(args)
     args.wm, args.teacher = _one_or_ensemble(args.wm), _one_or_ensemble(args.teacher)
+    # the shipped world models rank in the shipped encoder's latent (none: the acting policy's)
+    args.wm_encoder = resolve_wm_encoder(args.wm_encoder, is_shipped(args.wm, args.world), args.world) if args.wm else None
     report = evaluate(EvalConfig(policy=args.policy, wm=args.wm, world=args.world, episodes=args.episodes, seed=args.seed,
                                  ks=tuple(args.k), oracle_k=args.oracle_k, ablation_policy=args.ablation_policy,
                                  out=args.out, progress=not args.no_progress, jobs=args.jobs,
@@ -390,7 +399,11 @@ def _latency_bench(args: argparse.Namespace) -> int:
     unknown = [b for b in backends if b not in ("torch", "onnxruntime", "tensorrt")]
     if unknown or not backends:
         raise CliError(f"unknown backend(s) {unknown}; choose from torch, onnxruntime, tensorrt")
-    report = run_bench(BenchConfig(policy=args.policy, wm=args.wm, onnx=args.onnx, backends=backends, ks=_ints(args.k),
+    from wm_vla.training.pipeline import is_shipped, resolve_wm_encoder
+
+    encoder = resolve_wm_encoder(args.wm_encoder, is_shipped(args.wm), "arm") if args.wm else None
+    report = run_bench(BenchConfig(policy=args.policy, wm=args.wm, wm_encoder=encoder, onnx=args.onnx,
+                                   backends=backends, ks=_ints(args.k),
                                    iters=args.iters, warmup=args.warmup, robot=args.robot, threads=args.threads,
                                    device=args.device, precision=args.precision, engine_dir=args.engines,
                                    seed=args.seed, out=args.out, progress=not args.no_progress))
@@ -406,9 +419,12 @@ def _bag_eval(args: argparse.Namespace, score_only: bool = False) -> int:
     from wm_vla.data.bags import parse_overrides
     from wm_vla.eval.bag_eval import BagEvalConfig, evaluate_bag
 
+    from wm_vla.training.pipeline import is_shipped, resolve_wm_encoder
+
     _default_checkpoints(args)
+    encoder = resolve_wm_encoder(args.wm_encoder, is_shipped(args.wm, args.robot), args.robot) if args.wm else None
     report = evaluate_bag(BagEvalConfig(
-        bag=args.bag, policy=args.policy, wm=args.wm, out=args.out, robot=args.robot, k=args.k, seed=args.seed,
+        bag=args.bag, policy=args.policy, wm=args.wm, wm_encoder=encoder, out=args.out, robot=args.robot, k=args.k, seed=args.seed,
         backend=args.backend, onnx_dir=args.onnx_dir, topics=parse_overrides(args.topic), every_s=args.every,
         max_age_ms=args.max_age_ms, episodes=args.episodes, gap_s=args.gap or None, marker=args.marker,
         max_decisions=args.max_decisions, instruction=args.instruction, fail_threshold=args.fail_threshold,
@@ -521,6 +537,7 @@ def _add_bag_commands(groups: argparse._SubParsersAction) -> None:
         e.add_argument("bag", help="rosbag2 directory (mcap or sqlite3) or a .mcap file")
         e.add_argument("--policy", default=None, help="policy checkpoint (default: wm-vla train tiny's)")
         e.add_argument("--wm", default=None, help="world model checkpoint (default: the pipeline's student)")
+        e.add_argument("--wm-encoder", default=None, help=WM_ENCODER_HELP)
         e.add_argument("--out", default=None, help="report directory (report.json, report.md, PNGs)")
         e.add_argument("--robot", default="arm", help="robot profile (topic names, state/action order)")
         e.add_argument("--topic", action="append", default=[], metavar="NAME=/topic",
@@ -636,6 +653,11 @@ def _need_command(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespa
         raise CliError(f"choose a command: {parser.format_usage().strip()}")
 
     return run
+
+
+WM_ENCODER_HELP = ("policy checkpoint whose encoder gives the world model its latent (it was trained with it as "
+                   "--policy); default: the shipped one with the shipped world models, else the acting policy; "
+                   "none: the acting policy")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -790,6 +812,9 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--ablation", action="store_true", help="also train the FLARE lambda=0 policy")
     tt.add_argument("--policy-demos", type=int, default=None,
                     help="the policies learn from only the first N demonstrations; the world models see all --demos")
+    tt.add_argument("--wm-encoder-demos", type=int, default=None, metavar="N",
+                    help="the world models rank in the latent of a second, FiLM policy trained on the first N "
+                    "demonstrations (shipped as wm_encoder; with --hindsight: the shipped recipe, README, issue #3)")
     tt.add_argument("--hindsight", action="store_true",
                     help="teacher and student also train on the demonstrations relabelled for the other instructions "
                     "(listwise across them); pays off with --film (README, issue #3)")
@@ -806,7 +831,9 @@ def build_parser() -> argparse.ArgumentParser:
     ms.add_argument("--wm", default=None, help="override: student world model checkpoint")
     ms.add_argument("--teacher", default=None, help="override: teacher world model checkpoint")
     ms.add_argument("--out", default=None, help="default: wm_vla/models/weights/tiny")
-    ms.add_argument("--roles", default="policy,wm_student,wm_teacher", help="which checkpoints to ship")
+    ms.add_argument("--wm-encoder", default=None, help="override: the world models' encoder policy")
+    ms.add_argument("--roles", default="auto", help="which checkpoints to ship (auto: policy, wm_student, wm_teacher, "
+                    "and wm_encoder when the source has one)")
     ms.add_argument("--recipe", default="make models", help="the command that regenerates them (kept in the manifest)")
     ms.set_defaults(func=_models_ship)
     mv = md_cmds.add_parser("verify", help="check the shipped files against their manifest and load them")
@@ -839,8 +866,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with several --wm: subtract this times the members' spread of each candidate's score")
     es.add_argument("--task", default=None, help="task families, comma-separated (arm: touch,push,place); "
                     "default: the families in the policy's training instructions")
-    es.add_argument("--wm-encoder", default=None, help="policy checkpoint whose encoder gives the world models their "
-                    "latent (they were trained with it as --policy); default: the acting policy")
+    es.add_argument("--wm-encoder", default=None, help=WM_ENCODER_HELP)
     es.add_argument("--no-progress", action="store_true")
     es.set_defaults(func=_eval_sim)
 
@@ -896,6 +922,7 @@ def build_parser() -> argparse.ArgumentParser:
     lb = la_cmds.add_parser("bench", help="decision latency per backend and K, interleaved in one run; JSON + PNG")
     lb.add_argument("--policy", default=None, help="default: the shipped tiny policy (wm_vla/models/weights/tiny)")
     lb.add_argument("--wm", default=None, help="default: the shipped tiny student with the default policy")
+    lb.add_argument("--wm-encoder", default=None, help=WM_ENCODER_HELP)
     lb.add_argument("--onnx", default=None, help="existing export (default: export to a temporary directory)")
     lb.add_argument("--backends", default="torch,onnxruntime", help="comma-separated: torch, onnxruntime, tensorrt")
     lb.add_argument("--k", default="1,4,16,64", help="comma-separated K values")
@@ -961,6 +988,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--seed", type=int, default=1_000_000, help="sim: seed of the first episode")
     up.add_argument("--policy", default=None)
     up.add_argument("--wm", default=None, help="student world model checkpoint")
+    up.add_argument("--wm-encoder", default=None, help=WM_ENCODER_HELP)
     up.add_argument("--log-dir", default=None, help="write one log per node there (default: to the terminal)")
     up.add_argument("--record-bag", default=None, metavar="DIR",
                     help="record the stack's inputs and outputs to an mcap bag in DIR (then: wm-vla bag eval DIR)")
@@ -990,6 +1018,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--denoise-steps", type=int, default=0, help="Euler steps per sample (0: the policy's own)")
     d.add_argument("--policy", default=None, help="default: the default checkpoints")
     d.add_argument("--wm", default=None)
+    d.add_argument("--wm-encoder", default=None, help=WM_ENCODER_HELP)
     d.add_argument("--rate-scale", type=float, default=1.0, help="< 1: sim on its own /clock, slower than real time")
     d.add_argument("--params-file", default=None,
                    help="YAML {node: {ros__parameters: {...}}} overrides for both stacks (as `wm-vla up`)")

@@ -39,12 +39,15 @@ from node_common.worker import WM_WORKER_PARAMETERS, NewestWorker
 from perception_node.node import OBSERVATION_TOPIC
 from vla_node.node import CANDIDATES_TOPIC
 from wm_vla.robots import load_profile
+from wm_vla.models.checkpoint import check_world_model_encoder
+from wm_vla.models.errors import ModelError
 from wm_vla.runtime.decision import warm_up
 from wm_vla.runtime.errors import ChunkError, LatencyConfigError, RankerError, RuntimeErrorBase
 from wm_vla.runtime.executor import ChunkExecutor, ExecutorConfig
 from wm_vla.runtime.ranker import (GRADIENT_BACKENDS, ChunkRefiner, KinematicPenalty, RankerConfig,
                                    score_candidates)
 from wm_vla.runtime.safety import SafeCommand, SafetyFilter
+from wm_vla.training.pipeline import is_shipped, resolve_wm_encoder
 
 RANKING_TOPIC = "/wm_vla/ranking_result"
 WARM_UP_K = 16  # candidates in the configure-time warm-up rollout (the shipped stack's K)
@@ -53,6 +56,10 @@ WARM_UP_K = 16  # candidates in the configure-time warm-up rollout (the shipped 
 # (name, default): the node's ROS parameters (params files, `wm-vla latency tune` output)
 PARAMETERS: list[tuple[str, object]] = [
     ("robot", "arm"), ("backend", "torch"), ("device", "cpu"), ("policy", ""), ("world_model", ""),
+    # the policy whose encoder the world model was trained in, when not the acting policy (its latent arrives as
+    # ActionCandidates.wm_latent; it also sets the world model's action normalisation): "" = the shipped world model's
+    # encoder when the shipped world model is in use, "none" = the acting policy's latent (obs_latent)
+    ("wm_encoder", ""),
     ("onnx_dir", ""), ("threads", 1), ("rank", True), ("switch_margin", 0.0), ("control_rate_hz", 0.0),
     ("action_dt", 0.0), ("blend_s", 0.0), ("interpolate", False), ("velocity_scale", 1.0),
     ("max_acceleration", 0.0), ("max_obs_age_ms", 0.0), ("candidates", CANDIDATES_TOPIC),
@@ -104,12 +111,18 @@ class WorldModelNode(ModelNode):
         if self.p("gpc_opt") and (not self.rank or self.p("backend") not in GRADIENT_BACKENDS):
             return self.refuse(f"gpc_opt needs rank: true and backend {list(GRADIENT_BACKENDS)} (gradients through the "
                                f"world model), got rank: {str(self.rank).lower()}, backend: {self.p('backend')!r}")
+        self.wm_encoder: str | None = None
         if self.rank:
+            self.wm_encoder = resolve_wm_encoder(self.p("wm_encoder"), is_shipped(self.p("world_model")),
+                                                 self.p("robot"))
+            world_model = self.p("world_model") or default_checkpoint(1)
+            latent_policy = self.wm_encoder or self.p("policy") or default_checkpoint(0)
             try:
-                sel = open_backend(self.p("backend"), self.p("policy") or default_checkpoint(0),
-                                   self.p("world_model") or default_checkpoint(1), self.p("onnx_dir") or None,
+                check_world_model_encoder(world_model, latent_policy)
+                sel = open_backend(self.p("backend"), latent_policy, world_model,
+                                   self.p("onnx_dir") or None,  # with a wm_encoder: `wm-vla export --policy` it
                                    self.p("device"), self.p("threads") or None)
-            except (RuntimeErrorBase, OSError, ValueError) as exc:
+            except (RuntimeErrorBase, ModelError, OSError, ValueError) as exc:
                 return self.refuse(f"cannot load the world model: {exc}")
             self.backend = sel.backend
             if self.backend.spec.action_dim != len(prof.action.names):
@@ -368,10 +381,29 @@ class WorldModelNode(ModelNode):
         z = np.frombuffer(msg.obs_latent, np.float32)
         if z.size != msg.latent_dim:
             raise ValueError(f"obs_latent has {z.size} values, latent_dim is {msg.latent_dim}")
+        if self.rank:  # the latent the world model ranks in
+            z = self._world_model_latent(msg, z)
         actions = actions.reshape(k, h, a)
         if not (np.all(np.isfinite(actions)) and np.all(np.isfinite(z))):
             raise ValueError("candidates or latent contain NaN/inf")
         return actions.astype(np.float64), z
+
+    def _world_model_latent(self, msg: ActionCandidates, obs_latent: np.ndarray) -> np.ndarray:
+        """wm_latent when this node's world model ranks in a wm_encoder's latent, else obs_latent; ValueError when
+        vla_node and this node disagree on the encoder (it would rank in the wrong latent)."""
+        wm_latent = np.frombuffer(msg.wm_latent, np.float32)
+        if self.wm_encoder is None:
+            if wm_latent.size:
+                raise ValueError("the candidates carry a wm_latent (vla_node has a wm_encoder) but this node's world "
+                                 "model ranks in the policy's latent: give both nodes the same wm_encoder")
+            return obs_latent
+        if not wm_latent.size:
+            raise ValueError(f"the world model ranks in the latent of {self.wm_encoder} but the candidates carry no "
+                             "wm_latent: give vla_node the same wm_encoder")
+        want = self.backend.spec.latent_dim
+        if wm_latent.size != want:
+            raise ValueError(f"wm_latent has {wm_latent.size} values, the world model's latent has {want}")
+        return wm_latent
 
     # ----- control loop -----
     def _control(self) -> None:

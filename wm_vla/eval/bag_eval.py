@@ -58,6 +58,7 @@ class BagEvalConfig:
     switch_margin: float = 0.0
     threads: int | None = None
     progress: bool = True
+    wm_encoder: str | None = None            # the policy whose latent the world model ranks in (None: the policy's)
 
 
 def _policy_config(path: str) -> dict[str, Any]:
@@ -100,10 +101,16 @@ class BagEvaluator:
             parse_ranges(cfg.episodes) if cfg.episodes else None, None if cfg.episodes else cfg.gap_s,
             cfg.max_decisions, cfg.instruction)
         sel = select_backend(BackendConfig(backend=cfg.backend, device="cpu", onnx_dir=cfg.onnx_dir, policy=cfg.policy,
-                                           world_model=cfg.wm, threads=cfg.threads))
+                                           world_model=None if cfg.wm_encoder else cfg.wm, threads=cfg.threads))
         self.backend = sel.backend
+        wm_backend = None
+        if cfg.wm_encoder and cfg.wm:  # the world model with its own encoder (export made on demand, cached)
+            from wm_vla.runtime.loading import open_backend
+
+            wm_backend = open_backend(cfg.backend, cfg.wm_encoder, cfg.wm, None, "cpu", cfg.threads).backend
+        self.wm = wm_backend or self.backend  # encodes the future frames and rolls chunks out in its latent
         self.pipeline = DecisionPipeline(self.backend, KinematicPenalty(self.profile),
-                                         RankerConfig(switch_margin=cfg.switch_margin))
+                                         RankerConfig(switch_margin=cfg.switch_margin), wm_backend)
 
     def _seed(self, dp: DecisionPoint) -> int:
         return dp.seed if dp.seed is not None else self.cfg.seed * 1_000_003 + dp.index
@@ -139,19 +146,20 @@ class BagEvaluator:
             if d.ranking is not None and len(per_cand) > 1:
                 row["rank_corr"] = _spearman(d.ranking.scores, -per_cand)
                 row["chosen_err_rank"] = float(np.sum(per_cand < per_cand[d.chosen]) / (len(per_cand) - 1))
-        if not self.backend.spec.has_world_model:
+        if not self.wm.spec.has_world_model:
             return
+        z = d.rank_latent
         if have.any():
             filled = self._hold(rec, have, dp.state)
             if filled is not None:
-                roll = self.backend.rollout(d.obs_latent, filled[None].astype(np.float32))
+                roll = self.wm.rollout(z, filled[None].astype(np.float32))
                 row.update(recorded_progress=float(roll.progress[0]), recorded_failure_prob=float(roll.failure_prob[0]))
                 if dp.future_images is not None and dp.future_state is not None and np.isfinite(dp.future_state).all():
-                    fut = self.backend.encode(*self._obs(dp.future_images, dp.future_state), dp.instruction).obs_latent
+                    fut = self.wm.encode(*self._obs(dp.future_images, dp.future_state), dp.instruction).obs_latent
                     row["cos_wm_recorded"] = _cos(roll.next_latent[0], fut)
-                    chosen = self.backend.rollout(d.obs_latent, d.actions[d.chosen][None]).next_latent[0]
+                    chosen = self.wm.rollout(z, d.actions[d.chosen][None]).next_latent[0]
                     row["cos_wm_chosen"] = _cos(chosen, fut)
-                    row["cos_static"] = _cos(d.obs_latent, fut)   # baseline: "nothing changes"
+                    row["cos_static"] = _cos(z, fut)   # baseline: "nothing changes"
 
     def _hold(self, rec: np.ndarray, have: np.ndarray, state: np.ndarray) -> np.ndarray | None:
         """Unrecorded dims: position control holds the current value, velocity control stops (zero)."""

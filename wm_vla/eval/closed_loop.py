@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from wm_vla.eval.plots import Bar, write_json_and_bars
 from wm_vla.eval.stats import paired, wilson
-from wm_vla.models.checkpoint import load_checkpoint, load_world_models
+from wm_vla.models.checkpoint import check_world_model_encoder, load_checkpoint, load_world_models
 from wm_vla.models.flare_policy import FlarePolicy, ObsBatch
 from wm_vla.models.preprocess import resize_uint8
 from wm_vla.runtime.errors import RankerError
@@ -293,6 +293,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     encoder = load_policy(cfg.wm_encoder) if cfg.wm_encoder else main_policy
     for models in (cfg.wm, cfg.teacher):  # a missing or mismatched world model fails now, not after an eval
         if models is not None:
+            check_world_model_encoder(models, cfg.wm_encoder or cfg.policy)
             wm, _ = load_world_models(models)
             if wm.cfg.latent_dim != encoder.cfg.latent_dim:
                 raise RankerError(f"world model {models} works in a {wm.cfg.latent_dim}-d latent but the encoder of "

@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from wm_vla.eval.closed_loop import EpisodeOutcome, _row, write_eval_report
-from wm_vla.models.checkpoint import load_checkpoint
+from wm_vla.models.checkpoint import check_world_model_encoder, load_checkpoint
 from wm_vla.models.errors import ObservationError
 from wm_vla.models.flare_policy import FlarePolicy, ObsBatch
 from wm_vla.models.preprocess import resize_uint8
@@ -75,7 +75,8 @@ def evaluate_gym(env_id: str, task: str, policy_path: str, wm_path: str | None =
     policy, _, _ = load_checkpoint(Path(policy_path), expect="policy")
     assert isinstance(policy, FlarePolicy)
     ranker = None
-    if wm_path:
+    if wm_path:  # it ranks in this policy's latent: refuse one trained in another encoder's
+        check_world_model_encoder(wm_path, policy_path)
         wm, _, _ = load_checkpoint(Path(wm_path), expect="world_model")
         assert isinstance(wm, LatentWorldModel)
         ranker = GpcRanker(wm, policy.action_mean, policy.action_std)

@@ -43,6 +43,7 @@ class BenchConfig:
     seed: int = 0
     out: str | None = None
     progress: bool = True
+    wm_encoder: str | None = None      # the policy whose latent the world model ranks in: one more encoder pass
 
 
 def _make_backend(name: str, cfg: BenchConfig, onnx_dir: Path | None, policy: Any, wm: Any, threads: int) -> Backend:
@@ -77,7 +78,7 @@ def _penalty(robot: str | None, action_dim: int) -> KinematicPenalty | None:
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     import torch
 
-    from wm_vla.models.checkpoint import load_checkpoint
+    from wm_vla.models.checkpoint import check_world_model_encoder, load_checkpoint
     from wm_vla.runtime.export import export_models, load_export
 
     if cfg.iters < 1 or not cfg.ks or min(cfg.ks) < 1:
@@ -85,36 +86,49 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     threads = cfg.threads or default_threads()
     torch.set_num_threads(threads)
     policy, _, _ = load_checkpoint(Path(cfg.policy), expect="policy")
+    if cfg.wm:
+        check_world_model_encoder(cfg.wm, cfg.wm_encoder or cfg.policy)
     wm = load_checkpoint(Path(cfg.wm), expect="world_model")[0] if cfg.wm else None
-    tmp = None
+    encoder = load_checkpoint(Path(cfg.wm_encoder), expect="policy")[0] if cfg.wm_encoder and wm is not None else None
+    policy_wm = None if encoder is not None else wm
+    tmp = [tempfile.TemporaryDirectory(prefix="wm_vla_bench_") for _ in range(2)]
     onnx_dir: Path | None = Path(cfg.onnx) if cfg.onnx else None
-    if onnx_dir is None and any(b != "torch" for b in cfg.backends):
-        tmp = tempfile.TemporaryDirectory(prefix="wm_vla_bench_")
-        onnx_dir = Path(tmp.name)
-        export_models(policy, onnx_dir, wm, sources={"policy": cfg.policy, **({"world_model": cfg.wm} if cfg.wm else {})})
+    needs_onnx = any(b != "torch" for b in cfg.backends)
+    if onnx_dir is None and needs_onnx:
+        onnx_dir = Path(tmp[0].name)
+        export_models(policy, onnx_dir, policy_wm, sources={"policy": cfg.policy,
+                                                            **({"world_model": cfg.wm} if policy_wm else {})})
     elif onnx_dir is not None:
         load_export(onnx_dir)
+    wm_onnx = Path(tmp[1].name) if encoder is not None and needs_onnx else None
+    if wm_onnx is not None:  # the world model with its encoder's normalisation, and that encoder
+        export_models(encoder, wm_onnx, wm, sources={"policy": str(cfg.wm_encoder), "world_model": str(cfg.wm)})
     try:
-        backends = {name: _make_backend(name, cfg, onnx_dir, policy, wm, threads) for name in cfg.backends}
-        return _measure(cfg, backends, threads, onnx_dir)
+        backends = {name: _make_backend(name, cfg, onnx_dir, policy, policy_wm, threads) for name in cfg.backends}
+        wm_backends = ({name: _make_backend(name, cfg, wm_onnx, encoder, wm, threads) for name in cfg.backends}
+                       if encoder is not None else {})
+        return _measure(cfg, backends, threads, onnx_dir, wm_backends)
     finally:
-        if tmp is not None:
-            tmp.cleanup()
+        for t in tmp:
+            t.cleanup()
 
 
-def _measure(cfg: BenchConfig, backends: dict[str, Backend], threads: int, onnx_dir: Path | None) -> dict[str, Any]:
+def _measure(cfg: BenchConfig, backends: dict[str, Backend], threads: int, onnx_dir: Path | None,
+             wm_backends: dict[str, Backend] | None = None) -> dict[str, Any]:
+    """Decision times per (backend, K, ranked); `wm_backends`: per backend, the world model with its own encoder."""
+    wm_backends = wm_backends or {}
     first = next(iter(backends.values()))
     spec = first.spec
     for name, b in backends.items():
         if b.spec.steps != spec.steps or b.spec.horizon != spec.horizon:
             raise ValueError(f"backend {name} runs a different sampler (steps/horizon) than {first.name}")
     penalty = _penalty(cfg.robot, spec.action_dim)
-    pipes = {name: DecisionPipeline(b, penalty) for name, b in backends.items()}
+    pipes = {name: DecisionPipeline(b, penalty, wm_backend=wm_backends.get(name)) for name, b in backends.items()}
     rng = np.random.default_rng(cfg.seed)
     images = rng.random((1, len(spec.cameras), 3, spec.image_size, spec.image_size), dtype=np.float32)
     state = rng.standard_normal((1, spec.state_dim)).astype(np.float32)
     noise = {k: candidate_noise(spec.horizon, spec.action_dim, k, cfg.seed) for k in cfg.ks}
-    ranked_opts = (False, True) if spec.has_world_model else (False,)
+    ranked_opts = (False, True) if spec.has_world_model or wm_backends else (False,)
     configs = [(b, k, r) for b in backends for k in cfg.ks for r in ranked_opts]
     parity: dict[str, dict[str, float]] = {}
     for name, pipe in pipes.items():  # warm-up (+ agreement of the chunks with the first backend)
@@ -144,7 +158,8 @@ def _measure(cfg: BenchConfig, backends: dict[str, Backend], threads: int, onnx_
         b, k, r = c
         ms = np.asarray(times[c])
         stage_p50 = {s: round(float(np.median([x[s] for x in stages[c] if s in x])), 3)
-                     for s in ("encode", "sample", "wm_rollout", "score") if any(s in x for x in stages[c])}
+                     for s in ("encode", "sample", "wm_encode", "wm_rollout", "score")
+                     if any(s in x for x in stages[c])}
         rows.append({"backend": b, "device": backends[b].device, "k": k, "ranked": r,
                      "p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3),
                      "mean_ms": round(float(ms.mean()), 3), "n": int(ms.size), "stage_p50_ms": stage_p50})
@@ -152,7 +167,7 @@ def _measure(cfg: BenchConfig, backends: dict[str, Backend], threads: int, onnx_
     import torch
 
     return {"rows": rows, "ratios": ratios(rows), "max_abs_actions_vs_first_backend": parity,
-            "meta": {"policy": cfg.policy, "wm": cfg.wm, "onnx": str(cfg.onnx or "(temporary export)"),
+            "meta": {"policy": cfg.policy, "wm": cfg.wm, "wm_encoder": cfg.wm_encoder, "onnx": str(cfg.onnx or "(temporary export)"),
                      "backends": {n: b.describe() for n, b in backends.items()}, "threads": threads,
                      "iters": cfg.iters, "warmup": cfg.warmup, "steps": spec.steps, "horizon": spec.horizon,
                      "preset": spec.preset, "image_size": spec.image_size, "robot_penalty": cfg.robot,

@@ -38,6 +38,7 @@ class DemoConfig:
     denoise_steps: int = 0      # Euler steps per sample (0: the policy config's)
     policy: str | None = None
     world_model: str | None = None
+    wm_encoder: str | None = None  # the world model's encoder policy (None: the shipped one with the shipped models)
     out: str = "outputs/demo"
     episode_timeout_s: float = 60.0
     rate_scale: float = 1.0     # < 1 runs the sim on its own /clock (latencies then in sim time)
@@ -55,7 +56,7 @@ def demo_plan(cfg: DemoConfig, rank: bool) -> list[NodeSpec]:
     """The sim stack of one configuration (ranked: K candidates and the world model; else K=1, passthrough)."""
     return build_plan(BringupArgs(robot="sim", backend=cfg.backend, k=cfg.k if rank else 1, rank=rank, seed=cfg.seed,
                                   denoise_steps=cfg.denoise_steps, policy=cfg.policy, world_model=cfg.world_model,
-                                  use_sim_time=cfg.rate_scale != 1.0, rate_scale=cfg.rate_scale,
+                                  wm_encoder=cfg.wm_encoder, use_sim_time=cfg.rate_scale != 1.0, rate_scale=cfg.rate_scale,
                                   params_file=cfg.params_file))
 
 
@@ -108,14 +109,17 @@ def reference_decision(cfg: DemoConfig) -> tuple[Any, Any, Any, float]:
     from wm_vla.runtime.loading import open_backend
     from wm_vla.runtime.ranker import KinematicPenalty
     from wm_vla.sim.registry import make_world
-    from wm_vla.training.pipeline import default_checkpoints
+    from wm_vla.training.pipeline import default_checkpoints, is_shipped, resolve_wm_encoder
 
     torch.set_num_threads(1)  # like the nodes (threads: 1)
     policy, wm = default_checkpoints()
-    backend = open_backend(cfg.backend, cfg.policy or str(policy), cfg.world_model or str(wm), threads=1,
+    world_model = cfg.world_model or str(wm)
+    encoder = resolve_wm_encoder(cfg.wm_encoder, is_shipped(cfg.world_model))
+    backend = open_backend(cfg.backend, cfg.policy or str(policy), None if encoder else world_model, threads=1,
                            steps=cfg.denoise_steps or None).backend
+    wm_backend = open_backend(cfg.backend, encoder, world_model, threads=1).backend if encoder else None
     world = make_world("arm")
-    pipe = DecisionPipeline(backend, KinematicPenalty(world.profile))
+    pipe = DecisionPipeline(backend, KinematicPenalty(world.profile), wm_backend=wm_backend)
     return backend, world, pipe, decision_period_s(cfg.policy or str(policy), world.profile.policy_rate_hz)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -88,6 +89,45 @@ def load_checkpoint(directory: Path, expect: str | None = None, map_location: st
                               + ", ".join(f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}" for k in bad[:5]))
     model.load_state_dict(state)
     return model.eval(), meta["extra"], extra_tensors
+
+
+def weights_digest(directory: Path | str) -> str:
+    """sha256 over a checkpoint's model tensors (names, dtypes, shapes, bytes), without its extra tensors
+    (optimiser state): a training checkpoint and its shipped inference-only copy give the same digest. A world model
+    records its encoder policy's digest (`encoder_digest`), so a runtime can refuse to rank in another latent."""
+    weights = Path(directory) / WEIGHTS
+    if not weights.is_file():
+        raise CheckpointError(f"{directory} has no {WEIGHTS}")
+    kind = pickle_kind(weights)
+    if kind:
+        raise CheckpointError(refusal(weights, kind, "a safetensors file"))
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{weights} is not a readable safetensors file: {exc}") from exc
+    h = hashlib.sha256()
+    for key in sorted(k for k in state if not k.startswith("extra/")):
+        t = state[key].contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_world_model_encoder(world_models: str | Path | list[str] | list[Path], encoder: str | Path) -> None:
+    """CheckpointError when a world model records the weights digest of another encoder policy than `encoder` (the
+    one whose latent it would be given at run time); world models saved before digests were recorded pass."""
+    dirs = [world_models] if isinstance(world_models, (str, Path)) else list(world_models)
+    digest = None
+    for d in dirs:
+        extra = read_meta(Path(d)).get("extra", {})
+        want = extra.get("encoder_digest") if isinstance(extra, dict) else None
+        if not want:
+            continue
+        digest = digest or weights_digest(encoder)
+        if digest != want:
+            raise CheckpointError(f"world model {d} was trained in the latent of another policy's encoder than {encoder} "
+                                  f"(trained with --policy {extra.get('policy')}): give that policy as the world "
+                                  "model's encoder (wm_encoder / --wm-encoder)")
 
 
 def load_world_models(paths: str | Path | list[str] | list[Path], map_location: str = "cpu"

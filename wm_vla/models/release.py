@@ -17,7 +17,14 @@ from wm_vla.models.errors import CheckpointError
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights" / "tiny"
 SHIPPED_DIRS = {"arm": SHIPPED_DIR, "quadruped": SHIPPED_DIR.parent / "tiny_quadruped"}  # per sim world
 MANIFEST = "MANIFEST.json"
-ROLES = ("policy", "wm_student", "wm_teacher")
+ROLES = ("policy", "wm_student", "wm_teacher", "wm_encoder")
+# wm_encoder (optional): the policy whose encoder gives the world models their latent, when they were trained in another
+# latent than the acting policy's (`wm-vla train world-model --policy`); only its encoder runs at inference
+POLICY_ROLES = ("policy", "wm_encoder")
+
+
+def _kind(role: str) -> str:
+    return "policy" if role in POLICY_ROLES else "world_model"
 
 
 def _sha256(path: Path) -> str:
@@ -30,9 +37,11 @@ def ship(sources: dict[str, Path], out: Path = SHIPPED_DIR, recipe: str = "") ->
     if unknown:
         raise CheckpointError(f"unknown checkpoint roles {unknown}; expected some of {list(ROLES)}")
     out = Path(out)
+    if "wm_student" in sources and "wm_encoder" not in sources and (out / "wm_encoder").exists():
+        shutil.rmtree(out / "wm_encoder")  # new world models in the policy's own latent: the old encoder must go
     files: dict[str, str] = {}
     for role, src in sources.items():
-        model, extra, _ = load_checkpoint(Path(src), expect="policy" if role == "policy" else "world_model")
+        model, extra, _ = load_checkpoint(Path(src), expect=_kind(role))
         dst = out / role
         if dst.exists():
             shutil.rmtree(dst)
@@ -61,5 +70,5 @@ def verify_release(root: Path = SHIPPED_DIR) -> dict[str, str]:
             raise CheckpointError(f"shipped file {path} does not match {MANIFEST} (sha256 differs): "
                                   "re-run `make models` or restore it from git")
     for role in {rel.split("/")[0] for rel in files}:
-        load_checkpoint(Path(root) / role, expect="policy" if role == "policy" else "world_model")
+        load_checkpoint(Path(root) / role, expect=_kind(role))
     return files

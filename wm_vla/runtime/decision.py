@@ -21,18 +21,27 @@ class Decision:
     future_latents: np.ndarray    # (K, M, latent_dim)
     ranking: Ranking | None       # None: policy only (candidate 0 executes)
     stage_ms: dict[str, float] = field(default_factory=dict)
+    wm_latent: np.ndarray | None = None  # the world model's encoder's latent (with a wm_backend), else None
 
     @property
     def chunk(self) -> np.ndarray:
         return self.actions[self.chosen]
 
+    @property
+    def rank_latent(self) -> np.ndarray:
+        """The latent the world model works in: wm_latent with a world-model encoder, else obs_latent."""
+        return self.obs_latent if self.wm_latent is None else self.wm_latent
+
 
 class DecisionPipeline:
-    """Policy sampling plus GPC-RANK on one backend; `rank=False` is the policy-only decision (same samples)."""
+    """Policy sampling plus GPC-RANK on one backend; `rank=False` is the policy-only decision (same samples).
+    `wm_backend`: when the world model ranks in another policy's latent (a wm_encoder), that policy + the world model;
+    it encodes the observation once more (stage `wm_encode`) and rolls the candidates out."""
 
     def __init__(self, backend: Backend, penalty: KinematicPenalty | None = None,
-                 config: RankerConfig | None = None) -> None:
+                 config: RankerConfig | None = None, wm_backend: Backend | None = None) -> None:
         self.backend, self.penalty, self.cfg = backend, penalty, config or RankerConfig()
+        self.wm_backend = wm_backend
 
     def decide(self, images: np.ndarray, state: np.ndarray, instruction: str, noise: np.ndarray, rank: bool = True,
                goal: np.ndarray | None = None) -> Decision:
@@ -43,8 +52,15 @@ class DecisionPipeline:
         t2 = time.perf_counter()
         stage = {"encode": 1e3 * (t1 - t0), "sample": 1e3 * (t2 - t1)}
         ranking = None
-        if rank and self.backend.spec.has_world_model:
-            roll = self.backend.rollout(enc.obs_latent, cand)
+        ranker = self.wm_backend or self.backend
+        wm_latent = None
+        if rank and ranker.spec.has_world_model:
+            if self.wm_backend is not None:  # the world model's own encoder
+                wm_latent = self.wm_backend.encode(images, state, instruction).obs_latent
+                t_wm = time.perf_counter()
+                stage["wm_encode"], t2 = 1e3 * (t_wm - t2), t_wm
+            z = enc.obs_latent if wm_latent is None else wm_latent
+            roll = ranker.rollout(z, cand if ranker is self.backend else cand.actions)
             t3 = time.perf_counter()
             goal_sim = None
             if goal is not None and self.cfg.goal_weight:
@@ -57,7 +73,7 @@ class DecisionPipeline:
             stage.update(ranking.stage_ms)
         stage["total"] = 1e3 * (time.perf_counter() - t0)
         return Decision(cand.actions, ranking.chosen if ranking else 0, enc.obs_latent, cand.future_latents, ranking,
-                        stage)
+                        stage, wm_latent)
 
 
 def warm_up(backend: Backend, k: int, sample: bool = True, rollout: bool = True) -> float:

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from wm_vla.models.checkpoint import load_checkpoint
+from wm_vla.models.checkpoint import check_world_model_encoder, load_checkpoint
 from wm_vla.models.config import to_dict
 from wm_vla.models.flare_policy import FlarePolicy
 from wm_vla.models.world_model import LatentWorldModel
@@ -180,7 +180,8 @@ def export_checkpoints(policy_dir: Path, out: Path, wm_dir: Path | None = None, 
     """Export from checkpoint directories (safetensors + JSON)."""
     policy, _, _ = load_checkpoint(Path(policy_dir), expect="policy")
     wm = None
-    if wm_dir is not None:
+    if wm_dir is not None:  # it normalises chunks as the policy whose latent it was trained in: that one only
+        check_world_model_encoder(wm_dir, policy_dir)
         wm, _, _ = load_checkpoint(Path(wm_dir), expect="world_model")
     assert isinstance(policy, FlarePolicy) and (wm is None or isinstance(wm, LatentWorldModel))
     sources = {"policy": str(policy_dir), **({"world_model": str(wm_dir)} if wm_dir is not None else {})}

@@ -18,20 +18,22 @@ import signal
 import threading
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
 
 from wm_vla.lifetime import exit_with_parent
-from wm_vla.runtime.errors import RuntimeErrorBase, SamplerInputError, SamplerProcessError
+from wm_vla.runtime.errors import BackendConfigError, RuntimeErrorBase, SamplerInputError, SamplerProcessError
 from wm_vla.runtime.spec import ModelSpec
 
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    """What `open_backend` needs (policy only: no world model), plus the warm-up K and the sampler's nice value."""
+    """What `open_backend` needs (policy only: no world model), plus the warm-up K and the sampler's nice value.
+    `wm_encoder`: a second policy checkpoint whose encoder gives the world model its latent (`wm_latent`), when the
+    world model was trained in another policy's latent than the acting one's (`wm-vla train world-model --policy`)."""
 
     backend: str
     policy: str
@@ -43,18 +45,22 @@ class SamplerConfig:
     nice: int = 0                 # added to the child process's nice value (SamplerProcess only)
     start_timeout_s: float = 300.0  # loading + exporting + warming up (an ONNX export or TensorRT build can be slow)
     call_timeout_s: float = 30.0    # one encode + sample; a child that takes longer is killed
+    wm_encoder: str | None = None
 
 
 @dataclass(frozen=True)
 class Sampled:
     """One decision's policy output: latent z (latent_dim,), K chunks (K, H, A), FLARE latents (K, M, latent_dim),
-    and the backend's own encode and sample times (ms)."""
+    and the backend's own encode and sample times (ms); with a `wm_encoder`, the world model's latent of the same
+    observation (wm_latent_dim,) and its encode time (else an empty array and 0)."""
 
     obs_latent: np.ndarray
     actions: np.ndarray
     future_latents: np.ndarray
     encode_ms: float
     sample_ms: float
+    wm_latent: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    wm_encode_ms: float = 0.0
 
 
 class InlineSampler:
@@ -64,13 +70,18 @@ class InlineSampler:
         from wm_vla.runtime.decision import warm_up
         from wm_vla.runtime.loading import open_backend
 
+        self.cfg = cfg
         sel = open_backend(cfg.backend, cfg.policy, None, cfg.onnx_dir, cfg.device, cfg.threads, steps=cfg.steps)
         self.backend, self.spec = sel.backend, sel.backend.spec
         self.fallbacks = [f.candidate for f in sel.fallbacks]
+        self.wm_backend = open_wm_encoder(cfg, self.spec) if cfg.wm_encoder else None
         self.warm_s = warm_up(self.backend, cfg.warm_k, rollout=False)
+        if self.wm_backend is not None:
+            self.warm_s += warm_up(self.wm_backend, 1, rollout=False)
 
     def describe(self) -> str:
-        return self.backend.describe()
+        extra = f" + world-model encoder {self.cfg.wm_encoder}" if self.wm_backend is not None else ""
+        return self.backend.describe() + extra
 
     def sample(self, images: np.ndarray, state: np.ndarray, instruction: str, noise: np.ndarray) -> Sampled:
         t0 = time.perf_counter()
@@ -78,10 +89,32 @@ class InlineSampler:
         t1 = time.perf_counter()
         cand = self.backend.sample(enc, noise)
         t2 = time.perf_counter()
-        return Sampled(enc.obs_latent, cand.actions, cand.future_latents, 1e3 * (t1 - t0), 1e3 * (t2 - t1))
+        if self.wm_backend is None:
+            return Sampled(enc.obs_latent, cand.actions, cand.future_latents, 1e3 * (t1 - t0), 1e3 * (t2 - t1))
+        wm_latent = self.wm_backend.encode(images, state, instruction).obs_latent
+        return Sampled(enc.obs_latent, cand.actions, cand.future_latents, 1e3 * (t1 - t0), 1e3 * (t2 - t1),
+                       wm_latent, 1e3 * (time.perf_counter() - t2))
 
     def close(self) -> None:
         self.backend.close()
+        if self.wm_backend is not None:
+            self.wm_backend.close()
+
+
+def open_wm_encoder(cfg: SamplerConfig, spec: ModelSpec) -> Any:
+    """The backend of `cfg.wm_encoder` (its encoder only is used), on the same backend kind and device as the policy.
+    BackendConfigError when it reads other inputs than the acting policy (cameras, image size, state)."""
+    from wm_vla.runtime.loading import open_backend
+
+    assert cfg.wm_encoder
+    backend = open_backend(cfg.backend, cfg.wm_encoder, None, None, cfg.device, cfg.threads).backend
+    theirs = (backend.spec.cameras, backend.spec.image_size, backend.spec.state_dim)
+    ours = (spec.cameras, spec.image_size, spec.state_dim)
+    if theirs != ours:
+        backend.close()
+        raise BackendConfigError(f"the world-model encoder {cfg.wm_encoder} reads cameras/image size/state "
+                                 f"{theirs}, the policy {cfg.policy} {ours}: they must see the same observation")
+    return backend
 
 
 def pack(meta: dict[str, Any] | None = None, **arrays: np.ndarray) -> bytes:
@@ -158,8 +191,9 @@ def _serve(conn: Connection, cfg: dict[str, Any]) -> None:
         except Exception as exc:  # noqa: BLE001
             conn.send_bytes(_control(error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}", kind="crash"))
             continue
-        conn.send_bytes(pack({"encode_ms": out.encode_ms, "sample_ms": out.sample_ms}, obs_latent=out.obs_latent,
-                             actions=out.actions, future_latents=out.future_latents))
+        conn.send_bytes(pack({"encode_ms": out.encode_ms, "sample_ms": out.sample_ms, "wm_encode_ms": out.wm_encode_ms},
+                             obs_latent=out.obs_latent, actions=out.actions, future_latents=out.future_latents,
+                             wm_latent=out.wm_latent))
     sampler.close()
 
 
@@ -246,7 +280,7 @@ class SamplerProcess:
             watchdog.cancel()
         meta, out = unpack(data)
         return Sampled(out["obs_latent"], out["actions"], out["future_latents"], float(meta["encode_ms"]),
-                       float(meta["sample_ms"]))
+                       float(meta["sample_ms"]), out["wm_latent"], float(meta["wm_encode_ms"]))
 
     def close(self) -> None:
         """Close the pipe (the child leaves its loop) and reap the child; kill it if it does not go."""

@@ -33,7 +33,7 @@ from wm_vla.training.train_world_model import (
 )
 
 DEFAULT_DIR = Path("outputs/tiny")
-POLICY, TEACHER, STUDENT, ABLATION = "policy", "wm_teacher", "wm_student", "policy_flare0"
+POLICY, TEACHER, STUDENT, ABLATION, WM_ENCODER = "policy", "wm_teacher", "wm_student", "policy_flare0", "wm_encoder"
 BENCHMARK_TASKS = {"arm": "touch", "quadruped": "goto"}
 ALL_TASKS = "all"  # `task` value: every family of the world
 
@@ -64,6 +64,9 @@ class PipelineConfig:
     # teacher and student also train on every recorded frame relabelled for the scene's other instructions, with
     # a listwise loss across them (needs a latent that carries the instruction, e.g. --film; README, issue #3)
     hindsight: bool = False
+    # the world models rank in the latent of a second, FiLM policy trained on the first N demonstrations (`wm_encoder`:
+    # its encoder reads the instruction, which the policy's may not); they learn from both policies' labelled candidates
+    wm_encoder_demos: int | None = None
     progress: bool = True
 
 
@@ -78,12 +81,49 @@ def default_checkpoints(root: Path | None = None, world: str = "arm") -> tuple[P
     return Path(root) / POLICY, Path(root) / STUDENT
 
 
+NO_ENCODER = "none"  # `wm_encoder` value: rank in the acting policy's own latent, even with the shipped models
+
+
+def default_wm_encoder(world: str = "arm") -> Path | None:
+    """The shipped world models' encoder policy (`wm_encoder` in the shipped folder), None when the shipped world
+    models rank in the shipped policy's own latent."""
+    from wm_vla.models.release import SHIPPED_DIRS
+
+    path = SHIPPED_DIRS.get(world, Path("/nonexistent")) / WM_ENCODER
+    return path if (path / "config.json").is_file() else None
+
+
+def is_shipped(checkpoint: str | Path | list[str] | None, world: str = "arm") -> bool:
+    """True when `checkpoint` is empty (the default) or one of the shipped checkpoints of `world`."""
+    from wm_vla.models.release import SHIPPED_DIRS
+
+    if not checkpoint:
+        return True
+    if isinstance(checkpoint, list):
+        return all(is_shipped(c, world) for c in checkpoint)
+    root = SHIPPED_DIRS.get(world)
+    return root is not None and Path(checkpoint).resolve().parent == root.resolve()
+
+
+def resolve_wm_encoder(value: str | None, shipped_models: bool, world: str = "arm") -> str | None:
+    """The encoder policy a world model ranks in: `value` when given ("none": the acting policy's own latent), else
+    the shipped one when the shipped world model (or, for vla_node, the shipped policy) is in use, else None."""
+    if value == NO_ENCODER:
+        return None
+    if value:
+        return str(value)
+    default = default_wm_encoder(world) if shipped_models else None
+    return str(default) if default is not None else None
+
+
 def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     task = cfg.task or BENCHMARK_TASKS[cfg.world]
     family = None if task == ALL_TASKS else task  # collect draws from every family with None
     tasks = check_families(cfg.world, family)
-    if cfg.policy_demos is not None and not 0 < cfg.policy_demos <= cfg.demos:
-        raise TrainingConfigError(f"policy_demos must be in 1..demos ({cfg.demos}), got {cfg.policy_demos}")
+    for name in ("policy_demos", "wm_encoder_demos"):
+        n = getattr(cfg, name)
+        if n is not None and not 0 < n <= cfg.demos:
+            raise TrainingConfigError(f"{name} must be in 1..demos ({cfg.demos}), got {n}")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "pipeline.json"
@@ -92,7 +132,14 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     demos, perturbed = out / "data" / f"{cfg.world}_expert", out / "data" / f"{cfg.world}_perturbed"
     labels = out / "data" / f"{cfg.world}_candidates"
     data = [str(demos), str(perturbed)]
-    policy_data = demos if cfg.policy_demos is None else out / "data" / f"{cfg.world}_expert{cfg.policy_demos}"
+
+    def first_demos(n: int | None) -> Path:
+        return demos if n is None else out / "data" / f"{cfg.world}_expert{n}"
+
+    policy_data, encoder_data = first_demos(cfg.policy_demos), first_demos(cfg.wm_encoder_demos)
+    latent_policy = out / (WM_ENCODER if cfg.wm_encoder_demos is not None else POLICY)
+    encoder_labels = out / "data" / f"{cfg.world}_candidates_{WM_ENCODER}"
+    candidates = [str(labels)] + ([str(encoder_labels)] if cfg.wm_encoder_demos is not None else [])
 
     def stage(name: str, done: Path, fn: Callable[[], Any]) -> None:
         if done.exists():
@@ -110,21 +157,31 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     stage("collect_perturbed", perturbed / "collect_stats.json", lambda: collect(CollectConfig(
         world=cfg.world, episodes=cfg.perturbed, out=perturbed, seed=5000, noise=cfg.noise, family=family,
         image_size=cfg.image_size, progress=cfg.progress, overwrite=True)))
-    if cfg.policy_demos is not None:  # the same seeds as the first `policy_demos` of the demonstrations
-        stage("collect_policy_demos", policy_data / "collect_stats.json", lambda: collect(CollectConfig(
-            world=cfg.world, episodes=int(cfg.policy_demos or 0), out=policy_data, family=family,
-            image_size=cfg.image_size, progress=cfg.progress, overwrite=True)))
+    for name, n, path in (("collect_policy_demos", cfg.policy_demos, policy_data),
+                          ("collect_wm_encoder_demos", cfg.wm_encoder_demos, encoder_data)):
+        if n is not None:  # the same seeds as the first n demonstrations
+            stage(name, path / "collect_stats.json", lambda n=n, path=path: collect(CollectConfig(
+                world=cfg.world, episodes=int(n), out=path, family=family, image_size=cfg.image_size,
+                progress=cfg.progress, overwrite=True)))
     stage("train_policy", out / POLICY / "train_log.json", lambda: train_policy(PolicyTrainConfig(
         dataset=str(policy_data), out=str(out / POLICY), steps=cfg.policy_steps, seed=cfg.seed, film=cfg.film,
         progress=cfg.progress)))
     stage("label_candidates", labels / "meta.json", lambda: label_candidates(CandidateLabelConfig(
         policy=str(out / POLICY), out=str(labels), world=cfg.world, episodes=cfg.label_episodes, k=cfg.label_k,
         tasks=tasks, jobs=cfg.jobs, follow=cfg.label_follow, progress=cfg.progress)))
+    if cfg.wm_encoder_demos is not None:
+        stage("train_wm_encoder", out / WM_ENCODER / "train_log.json", lambda: train_policy(PolicyTrainConfig(
+            dataset=str(encoder_data), out=str(out / WM_ENCODER), steps=cfg.policy_steps, seed=cfg.seed, film=True,
+            progress=cfg.progress)))
+        stage("label_candidates_wm_encoder", encoder_labels / "meta.json", lambda: label_candidates(
+            CandidateLabelConfig(policy=str(out / WM_ENCODER), out=str(encoder_labels), world=cfg.world,
+                                 episodes=cfg.label_episodes, k=cfg.label_k, tasks=tasks, jobs=cfg.jobs,
+                                 follow=cfg.label_follow, progress=cfg.progress)))
     stage("train_world_model", out / TEACHER / "train_log.json", lambda: train_world_model(WorldModelTrainConfig(
-        datasets=data, candidates=[str(labels)], policy=str(out / POLICY), out=str(out / TEACHER), steps=cfg.wm_steps,
+        datasets=data, candidates=candidates, policy=str(latent_policy), out=str(out / TEACHER), steps=cfg.wm_steps,
         seed=cfg.seed, hindsight_datasets=cfg.hindsight, progress=cfg.progress)))
     stage("distill", out / STUDENT / "train_log.json", lambda: distill(DistillConfig(
-        datasets=data, candidates=[str(labels)], policy=str(out / POLICY), teacher=str(out / TEACHER),
+        datasets=data, candidates=candidates, policy=str(latent_policy), teacher=str(out / TEACHER),
         out=str(out / STUDENT), steps=cfg.distill_steps, states=cfg.distill_states, seed=cfg.seed,
         hindsight_datasets=cfg.hindsight, progress=cfg.progress)))
     teacher_log = out / TEACHER / "train_log.json"
@@ -134,7 +191,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         stage("train_policy_flare0", out / ABLATION / "train_log.json", lambda: train_policy(PolicyTrainConfig(
             dataset=str(policy_data), out=str(out / ABLATION), steps=cfg.policy_steps, flare_weight=0.0, seed=cfg.seed,
             film=cfg.film, progress=cfg.progress)))
-    main = ("train_policy", "train_world_model", "distill")
+    main = ("train_policy", "train_wm_encoder", "train_world_model", "distill")
     log["training_seconds"] = round(sum(log["stages"].get(s, 0.0) for s in main), 1)
     log["total_seconds"] = round(sum(log["stages"].values()), 1)
     log_path.write_text(json.dumps(log, indent=2))

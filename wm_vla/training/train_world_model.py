@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from wm_vla.models.checkpoint import load_checkpoint, load_world_models, save_checkpoint
+from wm_vla.models.checkpoint import load_checkpoint, load_world_models, save_checkpoint, weights_digest
 from wm_vla.models.config import world_model_preset
 from wm_vla.models.flare_policy import FlarePolicy, ObsBatch
 from wm_vla.models.world_model import AnyWorldModel, LatentWorldModel, WorldModelOutput
@@ -359,7 +359,8 @@ def train_world_model(cfg: WorldModelTrainConfig) -> dict[str, Any]:
     if len(own_best):  # held-out frames where only the own instruction's outcome is best: is it scored highest?
         val["top1_own_instruction_heldout"] = true_outcome_top1(model, data, own_best)
     seconds = time.perf_counter() - t0
-    save_checkpoint(model.eval(), Path(cfg.out), extra={"policy": str(cfg.policy), "train_config": asdict(cfg),
+    save_checkpoint(model.eval(), Path(cfg.out), extra={"policy": str(cfg.policy),
+                                                        "encoder_digest": weights_digest(cfg.policy), "train_config": asdict(cfg),
                                                         "validation": val, "train_seconds": seconds, "history": history},
                     tensors={"z_scale": z_scale})
     result = {"role": cfg.role, "transitions": len(data), "validation": val, "train_seconds": round(seconds, 1), "out": cfg.out}
@@ -522,7 +523,8 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         relabelled["top1_instruction_agreement_heldout"] = instruction_agreement(student, data, instr_held,
                                                                                  instr_teacher[1])
     seconds = time.perf_counter() - t0
-    save_checkpoint(student.eval(), Path(cfg.out), extra={"policy": str(cfg.policy), "teacher": cfg.teacher if isinstance(cfg.teacher, list) else str(cfg.teacher),
+    save_checkpoint(student.eval(), Path(cfg.out), extra={"policy": str(cfg.policy),
+                                                          "encoder_digest": weights_digest(cfg.policy), "teacher": cfg.teacher if isinstance(cfg.teacher, list) else str(cfg.teacher),
                                                           "train_config": asdict(cfg), "train_seconds": seconds,
                                                           "top1_agreement_heldout": agree,
                                                           "top1_agreement_train": agree_train, **relabelled,

@@ -68,13 +68,16 @@ def observation(images: dict[str, np.ndarray], state: np.ndarray, state_names: S
 
 
 def action_candidates(actions: np.ndarray, obs_latent: np.ndarray, future_latents: np.ndarray,
-                      action_names: Sequence[str], seed: int, instruction: str, ns: int, policy_id: str = "") -> Any:
+                      action_names: Sequence[str], seed: int, instruction: str, ns: int, policy_id: str = "",
+                      wm_latent: np.ndarray | None = None) -> Any:
     k, h, a = actions.shape
     m = future_latents.shape[-2] if future_latents.ndim >= 2 else 0
     return _t("wm_vla_interfaces/msg/ActionCandidates")(
         header=header(ns), k=k, h=h, a=a, action_names=list(action_names),
         actions=np.ascontiguousarray(actions, np.float32).reshape(-1),
-        obs_latent=np.asarray(obs_latent, np.float32).reshape(-1), m=m, latent_dim=int(np.size(obs_latent)),
+        obs_latent=np.asarray(obs_latent, np.float32).reshape(-1),
+        wm_latent=np.asarray(wm_latent if wm_latent is not None else (), np.float32).reshape(-1), m=m,
+        latent_dim=int(np.size(obs_latent)),
         future_latents=np.ascontiguousarray(future_latents, np.float32).reshape(-1),
         policy_scores=np.zeros(0, np.float32), seed=int(seed), instruction=instruction, policy_id=policy_id)
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from wm_vla.models.checkpoint import load_checkpoint
+from wm_vla.models.checkpoint import check_world_model_encoder, load_checkpoint
 from wm_vla.models.errors import CheckpointError
 from wm_vla.models.flare_policy import FlarePolicy, ObsBatch
 from wm_vla.models.world_model import LatentWorldModel
@@ -67,6 +67,8 @@ class TorchBackend(Backend):
     def from_checkpoints(cls, policy_dir: Path | str, wm_dir: Path | str | None = None, device: str = "cpu",
                          steps: int | None = None) -> TorchBackend:
         policy, _, _ = load_checkpoint(Path(policy_dir), expect="policy")
+        if wm_dir is not None:  # it ranks in the latent of the policy it was trained with: that one only
+            check_world_model_encoder(wm_dir, policy_dir)
         wm = load_checkpoint(Path(wm_dir), expect="world_model")[0] if wm_dir is not None else None
         assert isinstance(policy, FlarePolicy) and (wm is None or isinstance(wm, LatentWorldModel))
         return cls(policy, wm, device, steps)
