@@ -332,9 +332,10 @@ def test_gpc_opt_improves_the_world_model_score_within_budget() -> None:
 def test_chunk_refiner_gives_numpy_gpc_opt_for_the_torch_backend_only() -> None:
     from wm_vla.runtime.backends.torch_backend import TorchBackend
     from wm_vla.runtime.ranker import ChunkRefiner
-    from wm_vla.training.pipeline import default_checkpoints
+    from wm_vla.training.pipeline import default_checkpoints, default_wm_encoder
 
     policy_dir, wm_dir = default_checkpoints()
+    policy_dir = default_wm_encoder() or policy_dir  # the policy whose latent (and normalisation) the world model uses
     with pytest.raises(RankerError, match="GPC-OPT needs gradients.*not 'onnxruntime'"):
         ChunkRefiner(type("Ort", (), {"name": "onnxruntime"})())
     with pytest.raises(RankerError, match="with a world model"):

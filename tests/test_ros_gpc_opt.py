@@ -21,7 +21,7 @@ from sim_node.episodes import lineage_ns
 from test_ros_safety import ARM, HOME, NAMES, Rig, running_rig
 from wm_vla.models.checkpoint import load_checkpoint
 from wm_vla.runtime.latency.governor import ladder
-from wm_vla.training.pipeline import default_checkpoints
+from wm_vla.training.pipeline import default_checkpoints, default_wm_encoder
 
 pytestmark = pytest.mark.ros
 TRUST = 0.5
@@ -37,7 +37,8 @@ def rig(ros_domain: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
 
 
 def test_gpc_opt_refines_the_chosen_chunk_within_the_trust_region_and_the_limits(rig: Rig) -> None:
-    policy = load_checkpoint(default_checkpoints()[0], expect="policy")[0]
+    encoder = default_wm_encoder()  # the shipped world model ranks (and normalises chunks) in this policy's latent
+    policy = load_checkpoint(encoder or default_checkpoints()[0], expect="policy")[0]
     horizon, latent_dim = policy.cfg.horizon, policy.cfg.latent_dim
     std = policy.action_std.numpy().astype(float)
     chunk = np.tile(HOME, (horizon, 1))  # the robot stays where it is: any motion is the refinement
@@ -45,8 +46,9 @@ def test_gpc_opt_refines_the_chosen_chunk_within_the_trust_region_and_the_limits
     def decide() -> tuple[int, RankingResult]:
         rig.fresh_task()
         now = rig.probe.node.get_clock().now().nanoseconds
+        z = f32(np.random.default_rng(0).normal(size=latent_dim))
         msg = ActionCandidates(k=2, h=horizon, a=len(NAMES), action_names=NAMES, actions=f32(np.stack([chunk, chunk])),
-                               latent_dim=latent_dim, obs_latent=f32(np.random.default_rng(0).normal(size=latent_dim)))
+                               latent_dim=latent_dim, obs_latent=z, wm_latent=z if encoder else f32(np.zeros(0)))
         msg.header.stamp = from_ns(now)
         rig.cand_pub.publish(msg)
         rig.probe.wait(lambda: any(to_ns(m.header.stamp) == now for _, m in rig.rankings.since(0.0)), 30.0,

@@ -23,7 +23,7 @@ from ros_stack_helpers import Feeder, Probe
 from wm_vla.bringup import NodeSpec
 from wm_vla.launcher import Stack
 from wm_vla.robots import load_profile
-from wm_vla.training.pipeline import default_checkpoints
+from wm_vla.training.pipeline import default_checkpoints, default_wm_encoder
 
 pytestmark = pytest.mark.ros
 ARM = load_profile("arm")
@@ -56,8 +56,9 @@ class Rig:
         ranked (1 = passed through)."""
         now = self.probe.node.get_clock().now().nanoseconds
         actions = HOME + 0.05 * self.rng.standard_normal((K, H, len(NAMES)))
-        msg = ActionCandidates(k=K, h=H, a=len(NAMES), action_names=NAMES, actions=f32(actions),
-                               obs_latent=f32(self.rng.standard_normal(LATENT)), latent_dim=LATENT)
+        z = f32(self.rng.standard_normal(LATENT))  # the shipped world model's latent is as large as the policy's
+        msg = ActionCandidates(k=K, h=H, a=len(NAMES), action_names=NAMES, actions=f32(actions), obs_latent=z,
+                               wm_latent=z if default_wm_encoder() else f32(np.zeros(0)), latent_dim=LATENT)
         msg.header.stamp = from_ns(now)
         self.cand_pub.publish(msg)
         self.probe.wait(lambda: any(to_ns(m.header.stamp) == now for _, m in self.rankings.since(0.0)), 20.0,
