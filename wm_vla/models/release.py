@@ -39,7 +39,7 @@ def ship(sources: dict[str, Path], out: Path = SHIPPED_DIR, recipe: str = "") ->
     out = Path(out)
     if "wm_student" in sources and "wm_encoder" not in sources and (out / "wm_encoder").exists():
         shutil.rmtree(out / "wm_encoder")  # new world models in the policy's own latent: the old encoder must go
-    files: dict[str, str] = {}
+    files = _kept_entries(out, set(sources))
     for role, src in sources.items():
         model, extra, _ = load_checkpoint(Path(src), expect=_kind(role))
         dst = out / role
@@ -51,6 +51,17 @@ def ship(sources: dict[str, Path], out: Path = SHIPPED_DIR, recipe: str = "") ->
             files[f"{role}/{name}"] = _sha256(dst / name)
     (out / MANIFEST).write_text(json.dumps({"recipe": recipe, "files": files}, indent=2))
     return out
+
+
+def _kept_entries(out: Path, replaced: set[str]) -> dict[str, str]:
+    """The manifest entries of the roles not shipped this time whose files are still there (shipping a subset of the
+    roles keeps the others listed)."""
+    try:
+        old = json.loads((out / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return {rel: digest for rel, digest in old.items()
+            if rel.split("/")[0] not in replaced and (out / rel).is_file()}
 
 
 def verify_release(root: Path = SHIPPED_DIR) -> dict[str, str]:
