@@ -23,9 +23,11 @@ test-e2e: setup
 test-fast: setup
 	$(PY) -m pytest -m "not slow and not e2e"
 
-# The tiny CPU pipeline (collect, FLARE policy, teacher world model, distilled student, lambda=0 ablation).
+# The tiny CPU pipeline (collect, FLARE policy, the world models' FiLM encoder on the first 50 demonstrations, both
+# policies' labelled candidates, teacher world model and distilled student in that encoder's latent with the
+# relabelled demonstrations, lambda=0 ablation).
 train-tiny: setup
-	$(VENV)/bin/wm-vla train tiny --out outputs/tiny --ablation
+	$(VENV)/bin/wm-vla train tiny --out outputs/tiny --ablation --wm-encoder-demos 50 --hindsight
 
 # Regenerate the shipped checkpoints (wm_vla/models/weights/tiny) from scratch: the tiny pipeline, then the
 # inference-only copies + sha256 manifest that `make demo`, the ROS stack and `wm-vla eval sim` use by default.

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from wm_vla.models.checkpoint import load_checkpoint
+from wm_vla.models.checkpoint import check_world_model_encoder, load_checkpoint
 from wm_vla.models.errors import CheckpointError
 from wm_vla.models.release import SHIPPED_DIR, ship, verify_release
-from wm_vla.training.pipeline import default_checkpoints
+from wm_vla.training.pipeline import default_checkpoints, default_wm_encoder
 
 
 def test_shipped_checkpoints_match_manifest_and_each_other() -> None:
@@ -26,6 +26,13 @@ def test_shipped_checkpoints_match_manifest_and_each_other() -> None:
         assert wm.cfg.latent_dim == policy.cfg.latent_dim and wm.cfg.action_dim == policy.cfg.action_dim
         assert wm.cfg.horizon == policy.cfg.horizon
     assert load_checkpoint(student_dir)[0].cfg.role == "student"
+    # the shipped world models rank in the latent of the shipped FiLM encoder (not the policy's): its digest is theirs
+    encoder = default_wm_encoder()
+    assert encoder == SHIPPED_DIR / "wm_encoder" and load_checkpoint(encoder, expect="policy")[0].cfg.film
+    for role in ("wm_student", "wm_teacher"):
+        check_world_model_encoder(SHIPPED_DIR / role, encoder)
+        with pytest.raises(CheckpointError, match="another policy's encoder"):
+            check_world_model_encoder(SHIPPED_DIR / role, policy_dir)
 
 
 def test_shipped_quadruped_checkpoints() -> None:

@@ -26,7 +26,7 @@ from wm_vla.models.checkpoint import read_meta
 from wm_vla.models.config import PolicyConfig, from_dict
 from wm_vla.robots import load_profile
 from wm_vla.runtime.spec import ModelSpec
-from wm_vla.training.pipeline import default_checkpoints
+from wm_vla.training.pipeline import default_checkpoints, default_wm_encoder
 
 pytestmark = pytest.mark.ros
 ARM = load_profile("arm")
@@ -72,7 +72,9 @@ BAD = {  # node name -> (module, parameters, expected reason in the log and the 
     "vla_onnx": ("vla_node", {"backend": "onnxruntime", "onnx_dir": "{export}"}, "does not match the checkpoint"),
     "vla_steps": ("vla_node", {"denoise_steps": -1}, "steps must be a positive integer"),
     "vla_wm_encoder": ("vla_node", {"wm_encoder": "/nonexistent/encoder"}, "does not exist"),
-    "wm_corrupt": ("world_model_node", {"world_model": "{corrupt_wm}"}, "not a readable safetensors file"),
+    # a copy is no longer the shipped student: it gets the shipped encoder it was trained in explicitly
+    "wm_corrupt": ("world_model_node", {"world_model": "{corrupt_wm}", "wm_encoder": "{encoder}"},
+                   "not a readable safetensors file"),
     "wm_mismatch": ("world_model_node", {"world_model": "{quad_student}"}, "does not fit the policy"),
     # a world model trained in another encoder's latent than the one it would be given
     "wm_foreign_latent": ("world_model_node", {"world_model": "{foreign_student}", "wm_encoder": "none"},
@@ -98,7 +100,8 @@ def refusals(ros_domain: int, tmp_path_factory: pytest.TempPathFactory) -> Itera
              "corrupt_wm": str(_corrupt(student, root / "student_corrupt")), "export": str(_foreign_export(root)),
              "quad_policy": str(default_checkpoints(world="quadruped")[0]),
              "quad_student": str(default_checkpoints(world="quadruped")[1]),
-             "foreign_student": str(_foreign_latent(student, root / "student_foreign"))}
+             "foreign_student": str(_foreign_latent(student, root / "student_foreign")),
+             "encoder": str(default_wm_encoder() or "none")}
     plan = [NodeSpec(name, module, f"{module}.node",
                      {"robot": "arm", **{k: v.format(**paths) if isinstance(v, str) else v
                                          for k, v in params.items()}}, lifecycle=True)
