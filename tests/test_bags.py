@@ -164,7 +164,8 @@ def test_recorder_roundtrip_and_split_by_size_and_duration(tmp_path: Path, stora
     store = bag_typestore()
     cand = store.types["wm_vla_interfaces/msg/ActionCandidates"](
         header=m.header(T0, "base_link"), k=2, h=1, a=2, action_names=["x", "y"],
-        actions=np.arange(4, dtype=np.float32), obs_latent=np.ones(3, np.float32), m=0, latent_dim=3,
+        actions=np.arange(4, dtype=np.float32), obs_latent=np.ones(3, np.float32), wm_latent=np.ones(2, np.float32),
+        m=0, latent_dim=3,
         future_latents=np.zeros(0, np.float32), policy_scores=np.zeros(0, np.float32), seed=2**63 + 5,
         instruction="touch the red cube", policy_id="p")
     with BagRecorder(RecorderConfig(tmp_path / "b", storage=storage, split_duration_s=1.0, split_bytes=10_000)) as rec:
@@ -183,6 +184,7 @@ def test_recorder_roundtrip_and_split_by_size_and_duration(tmp_path: Path, stora
     assert len(got) == 30 and len(imgs) == 10
     assert got[0].msg.seed == 2**63 + 5 and got[0].msg.instruction == "touch the red cube"
     np.testing.assert_array_equal(got[0].msg.actions, np.arange(4))
+    np.testing.assert_array_equal(got[0].msg.wm_latent, np.ones(2))  # the world model's latent survives the bag
     assert [int(image_to_rgb(r.msg)[0, 0, 0]) for r in imgs] == list(range(10))
     assert got[-1].log_ns == T0 + 29 * NS // 10 and got[-1].stamp_ns == T0   # header stamp first
     with BagReader(tmp_path / "b") as whole:  # the recording's directory: every part, merged in time

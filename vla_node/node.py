@@ -85,7 +85,8 @@ class VlaNode(ModelNode):
         cfg = SamplerConfig(self.p("backend"), self.p("policy") or default_policy(), self.p("onnx_dir") or None,
                             self.p("device"), self.p("threads") or None, int(self.p("denoise_steps")) or None,
                             warm_k=int(self.p("k")), nice=int(self.p("worker_nice")) if own_process else 0,
-                            wm_encoder=resolve_wm_encoder(self.p("wm_encoder"), is_shipped(self.p("policy")), self.p("robot")))
+                            wm_encoder=resolve_wm_encoder(self.p("wm_encoder"), is_shipped(self.p("policy")),
+                                                          self.p("robot")))
         try:  # loads, then warms up: the first decision would otherwise pay for lazy initialisation (~0.6 s, torch)
             self.backend = open_sampler(cfg, own_process)
         except (RuntimeErrorBase, OSError, ValueError) as exc:
@@ -235,8 +236,9 @@ class VlaNode(ModelNode):
         k, h, a = actions.shape
         m, d = (future.shape[1], future.shape[2]) if future.ndim == 3 else (0, z.shape[-1])
         out = ActionCandidates(k=k, h=h, a=a, action_names=list(self.profile.action.names), actions=f32(actions),
-                               obs_latent=f32(z), wm_latent=f32(wm_latent), m=m, latent_dim=d, future_latents=f32(future), seed=seed,
-                               instruction=self.instruction or "", policy_id=self.policy_id)
+                               obs_latent=f32(z), wm_latent=f32(wm_latent), m=m, latent_dim=d,
+                               future_latents=f32(future), seed=seed, instruction=self.instruction or "",
+                               policy_id=self.policy_id)
         out.header = obs.header
         return out
 

@@ -119,8 +119,8 @@ class WorldModelNode(ModelNode):
             latent_policy = self.wm_encoder or self.p("policy") or default_checkpoint(0)
             try:
                 check_world_model_encoder(world_model, latent_policy)
-                sel = open_backend(self.p("backend"), latent_policy, world_model,
-                                   self.p("onnx_dir") or None,  # with a wm_encoder: `wm-vla export --policy` it
+                # an onnx_dir given with a wm_encoder must be that encoder's export (`wm-vla export --policy ENCODER`)
+                sel = open_backend(self.p("backend"), latent_policy, world_model, self.p("onnx_dir") or None,
                                    self.p("device"), self.p("threads") or None)
             except (RuntimeErrorBase, ModelError, OSError, ValueError) as exc:
                 return self.refuse(f"cannot load the world model: {exc}")

@@ -117,9 +117,10 @@ def check_world_model_encoder(world_models: str | Path | list[str] | list[Path],
     """CheckpointError when a world model records the weights digest of another encoder policy than `encoder` (the
     one whose latent it would be given at run time); world models saved before digests were recorded pass."""
     dirs = [world_models] if isinstance(world_models, (str, Path)) else list(world_models)
+    metas = [read_meta(Path(d)) for d in dirs]  # a missing or malformed member is named first
     digest = None
-    for d in dirs:
-        extra = read_meta(Path(d)).get("extra", {})
+    for d, meta in zip(dirs, metas):
+        extra = meta.get("extra", {})
         want = extra.get("encoder_digest") if isinstance(extra, dict) else None
         if not want:
             continue
