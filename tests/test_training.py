@@ -374,7 +374,7 @@ def test_tiny_pipeline_runs_every_stage_once_and_times_it(tmp_path: Path, capsys
     cfg = PipelineConfig(out=tmp_path / "tiny", task=task, film=film, demos=4, perturbed=2, policy_steps=2, wm_steps=3,
                          distill_steps=3, distill_states=4, label_episodes=1, label_k=2, jobs=1, image_size=64,
                          ablation=True, policy_demos=policy_demos, hindsight=film or bool(encoder_demos),
-                         wm_encoder_demos=encoder_demos, progress=False)
+                         wm_encoder_demos=encoder_demos, wm_encoder_steps=1 if encoder_demos else None, progress=False)
     log = run_pipeline(cfg)
     stages = {"collect_demos", "collect_perturbed", "train_policy", "label_candidates", "train_world_model", "distill",
               "train_policy_flare0"}
@@ -398,6 +398,7 @@ def test_tiny_pipeline_runs_every_stage_once_and_times_it(tmp_path: Path, capsys
         check_world_model_encoder(tmp_path / "tiny" / name, latent_policy)
     if encoder_demos:
         assert train_config("wm_encoder")["dataset"].endswith("arm_expert2") and train_config("wm_encoder")["film"]
+        assert (train_config("wm_encoder")["steps"], train_config("policy")["steps"]) == (1, 2)  # --wm-encoder-steps
         with pytest.raises(CheckpointError, match="another policy's encoder"):
             check_world_model_encoder(tmp_path / "tiny" / "wm_student", tmp_path / "tiny" / "policy")
     assert log["task"] == (task or "touch")
@@ -423,6 +424,8 @@ def test_tiny_pipeline_refuses_an_unknown_task_before_writing_anything(tmp_path:
     assert not (tmp_path / "tiny").exists()
     with pytest.raises(TrainingConfigError, match=r"policy_demos must be in 1..demos \(4\), got 5"):
         run_pipeline(PipelineConfig(out=tmp_path / "tiny", demos=4, policy_demos=5, progress=False))
+    with pytest.raises(TrainingConfigError, match="wm_encoder_steps must be >= 1, got 0"):
+        run_pipeline(PipelineConfig(out=tmp_path / "tiny", wm_encoder_demos=2, wm_encoder_steps=0, progress=False))
     assert not (tmp_path / "tiny").exists()
 
 

@@ -204,7 +204,8 @@ def _train_tiny(args: argparse.Namespace) -> int:
                                       distill_steps=args.distill_steps,
                                       ablation=args.ablation, film=args.film, jobs=args.jobs,
                                       policy_demos=args.policy_demos, hindsight=args.hindsight,
-                                      wm_encoder_demos=args.wm_encoder_demos, progress=not args.no_progress))
+                                      wm_encoder_demos=args.wm_encoder_demos, wm_encoder_steps=args.wm_encoder_steps,
+                                      progress=not args.no_progress))
     print(f"stages (s): {log['stages']}")
     print(f"training (policy + world model + distill): {log['training_seconds']} s; everything: {log['total_seconds']} s")
     if log.get("ranking_outlook"):
@@ -815,6 +816,8 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--wm-encoder-demos", type=int, default=None, metavar="N",
                     help="the world models rank in the latent of a second, FiLM policy trained on the first N "
                     "demonstrations (shipped as wm_encoder; with --hindsight: the shipped recipe, README, issue #3)")
+    tt.add_argument("--wm-encoder-steps", type=int, default=None, metavar="N",
+                    help="training steps of that encoder (default: --policy-steps)")
     tt.add_argument("--hindsight", action="store_true",
                     help="teacher and student also train on the demonstrations relabelled for the other instructions "
                     "(listwise across them); pays off with --film (README, issue #3)")

@@ -67,6 +67,7 @@ class PipelineConfig:
     # the world models rank in the latent of a second, FiLM policy trained on the first N demonstrations (`wm_encoder`:
     # its encoder reads the instruction, which the policy's may not); they learn from both policies' labelled candidates
     wm_encoder_demos: int | None = None
+    wm_encoder_steps: int | None = None   # training steps of that encoder (None: policy_steps)
     progress: bool = True
 
 
@@ -124,6 +125,8 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         n = getattr(cfg, name)
         if n is not None and not 0 < n <= cfg.demos:
             raise TrainingConfigError(f"{name} must be in 1..demos ({cfg.demos}), got {n}")
+    if cfg.wm_encoder_steps is not None and cfg.wm_encoder_steps < 1:
+        raise TrainingConfigError(f"wm_encoder_steps must be >= 1, got {cfg.wm_encoder_steps}")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "pipeline.json"
@@ -171,7 +174,8 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         tasks=tasks, jobs=cfg.jobs, follow=cfg.label_follow, progress=cfg.progress)))
     if cfg.wm_encoder_demos is not None:
         stage("train_wm_encoder", out / WM_ENCODER / "train_log.json", lambda: train_policy(PolicyTrainConfig(
-            dataset=str(encoder_data), out=str(out / WM_ENCODER), steps=cfg.policy_steps, seed=cfg.seed, film=True,
+            dataset=str(encoder_data), out=str(out / WM_ENCODER), steps=cfg.wm_encoder_steps or cfg.policy_steps,
+            seed=cfg.seed, film=True,
             progress=cfg.progress)))
         stage("label_candidates_wm_encoder", encoder_labels / "meta.json", lambda: label_candidates(
             CandidateLabelConfig(policy=str(out / WM_ENCODER), out=str(encoder_labels), world=cfg.world,
