@@ -193,3 +193,37 @@ def test_latency_bench_times_the_second_encoder_pass_in_the_ranked_decision(mode
     capsys.readouterr()
     assert main(args) != 0  # without it, the world model would rank in the acting policy's latent: refused
     assert "another policy's encoder" in capsys.readouterr().err
+
+
+def test_latency_profile_and_tune_time_the_encoder_pass_and_hand_it_to_both_nodes(
+        models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from wm_vla.cli import main
+
+    common = ["--policy", str(models["policy"]), "--wm", str(models["wm"]), "--k", "2", "--steps", "2",
+              "--onnx-cache", str(tmp_path / "exports"), "--no-progress"]
+    profile = ["latency", "profile", *common, "--backend", "onnxruntime,torch", "--decisions", "2", "--warmup", "1",
+               "--threads", "1"]
+    assert main([*profile, "--wm-encoder", str(models["encoder"]), "--out", str(tmp_path / "prof")]) == 0
+    report = json.loads((tmp_path / "prof.json").read_text())
+    assert report["stage_status"]["wm_encode"] == "measured" and report["meta"]["wm_encoder"] == str(models["encoder"])
+    for row in report["rows"]:  # the decision includes the second encoder pass
+        stages = row["stages_ms"]
+        assert "wm_encode" in stages and row["decision_ms"]["max"] >= stages["wm_encode"]["max"]
+    assert json.loads((tmp_path / "exports" / "wm_encoder" / "export.json").read_text())["sources"] == {
+        "policy": str(models["encoder"]), "world_model": str(models["wm"])}
+    capsys.readouterr()
+    assert main(profile) != 0  # the world model would be timed in the acting policy's latent: refused
+    assert "another policy's encoder" in capsys.readouterr().err
+
+    out = tmp_path / "tuned"
+    assert main(["latency", "tune", *common, "--wm-encoder", str(models["encoder"]), "--device", "cpu-2core",
+                 "--exec-horizon", "2", "--measurements", str(tmp_path / "prof.json"), "--verify-decisions", "2",
+                 "--budget-ms", "100000", "--out", str(out)]) == 0
+    chosen = json.loads(out.with_suffix(".json").read_text())["chosen"]
+    params = yaml.safe_load(out.with_suffix(".yaml").read_text())
+    vla, wm = params["vla_node"]["ros__parameters"], params["world_model_node"]["ros__parameters"]
+    assert vla["wm_encoder"] == wm["wm_encoder"] == str(models["encoder"])
+    if chosen["backend"] != "torch":  # world_model_node runs the encoder's export, vla_node the policy's
+        assert wm["onnx_dir"] == str(tmp_path / "exports" / "wm_encoder") != vla["onnx_dir"]

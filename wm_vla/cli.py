@@ -597,13 +597,21 @@ def _add_bag_commands(groups: argparse._SubParsersAction) -> None:
     m.set_defaults(func=_bag_sim)
 
 
+def _profile_wm_encoder(args: argparse.Namespace) -> str | None:
+    """`latency profile/tune --wm-encoder`: the shipped encoder with the shipped world model, "none" = off."""
+    from wm_vla.training.pipeline import is_shipped, resolve_wm_encoder
+
+    return resolve_wm_encoder(args.wm_encoder, is_shipped(args.wm), "arm") if args.wm else None
+
+
 def _latency_profile(args: argparse.Namespace) -> int:
     from wm_vla.eval.latency_profile import ProfileConfig, print_table, run_profile, write_profile
 
     _default_checkpoints(args)
     backends = tuple(b.strip() for b in args.backend.split(",") if b.strip())
     precisions = {b: tuple(p.strip() for p in args.precision.split(",")) for b in backends} if args.precision else {}
-    report = run_profile(ProfileConfig(policy=args.policy, wm=args.wm, robot=args.robot, backends=backends,
+    report = run_profile(ProfileConfig(policy=args.policy, wm=args.wm, wm_encoder=_profile_wm_encoder(args),
+                                       robot=args.robot, backends=backends,
                                        precisions=precisions, ks=_ints(args.k), steps=_ints(args.steps),
                                        decisions=args.decisions, warmup=args.warmup, threads=args.threads,
                                        device=args.device, onnx_cache=args.onnx_cache, seed=args.seed,
@@ -622,7 +630,8 @@ def _latency_tune(args: argparse.Namespace) -> int:
 
     _default_checkpoints(args)
     device = load_device(args.device)
-    cfg = TuneConfig(budget_ms=args.budget_ms, device=device, policy=args.policy, wm=args.wm, robot=args.robot,
+    cfg = TuneConfig(budget_ms=args.budget_ms, device=device, policy=args.policy, wm=args.wm,
+                     wm_encoder=_profile_wm_encoder(args), robot=args.robot,
                      ks=_ints(args.k), steps=_ints(args.steps), exec_horizons=_ints(args.exec_horizon),
                      decisions=args.decisions, verify_decisions=args.verify_decisions, eval_files=tuple(args.eval),
                      measurements=args.measurements, onnx_cache=args.onnx_cache, progress=not args.no_progress)
@@ -947,6 +956,7 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (lp, lt):
         p.add_argument("--policy", default=None, help="default: the checkpoints of `wm-vla train tiny`")
         p.add_argument("--wm", default=None, help="student world model (default: with the default policy)")
+        p.add_argument("--wm-encoder", default=None, help=WM_ENCODER_HELP)
         p.add_argument("--robot", default="sim", choices=["sim", "arm"],
                        help="capture source: sim (MuJoCo render) or arm (JPEG-decoded camera-sized frames)")
         p.add_argument("--k", default="1,4,16,64", help="comma-separated K values")

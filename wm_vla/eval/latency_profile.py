@@ -5,11 +5,13 @@ Stages, in the order a decision runs them (STAGES); which are measured is record
               (a CompressedImage from a real camera)                                              measured
   preprocess  frames -> model input (resize to the policy's image size, float [0, 1])            measured
   encode, sample, wm_rollout, score                                                               measured
+  wm_encode   the world model's own encoder pass, when it ranks in another policy's latent        measured with a
+              (`wm_encoder`; the second encode vla_node runs)                                     wm_encoder
   executor    chunk executor submit + first target (wm_vla.runtime.executor, when installed)     measured or
               not measured (the executor arrives with issue #5; reported as such)
   publish     message serialisation and DDS: measured by the ROS nodes, not here                 not measured
-The decision time the budget applies to (`decision`) is preprocess + encode + sample + wm_rollout + score (+ the
-executor when measured): what the nodes do per decision once a frame is in memory; `end_to_end` adds capture.
+The decision time the budget applies to (`decision`) is preprocess + encode + sample (+ wm_encode) + wm_rollout +
+score (+ the executor when measured): what the nodes do per decision once a frame is in memory; `end_to_end` adds capture.
 
 Configurations are measured interleaved (every round visits each configuration in a fresh random order) on the
 same observation source, so ratios between them are meaningful on a noisy machine. Percentiles p50/p90/p99/max per
@@ -36,8 +38,8 @@ from wm_vla.runtime.decision import DecisionPipeline
 from wm_vla.runtime.errors import LatencyConfigError
 from wm_vla.runtime.spec import candidate_noise
 
-STAGES = ("capture", "preprocess", "encode", "sample", "wm_rollout", "score", "executor", "publish")
-DECISION_STAGES = ("preprocess", "encode", "sample", "wm_rollout", "score", "executor")
+STAGES = ("capture", "preprocess", "encode", "sample", "wm_encode", "wm_rollout", "score", "executor", "publish")
+DECISION_STAGES = ("preprocess", "encode", "sample", "wm_encode", "wm_rollout", "score", "executor")
 PERCENTILES = (50, 90, 99)
 ROBOTS = ("sim", "arm")
 BACKENDS = ("onnxruntime", "torch", "tensorrt")
@@ -59,6 +61,7 @@ class Config:
 class ProfileConfig:
     policy: str
     wm: str | None = None
+    wm_encoder: str | None = None           # the policy whose latent the world model ranks in (None: the acting one's)
     robot: str = "sim"                      # sim: MuJoCo capture; arm: JPEG-decoded camera frames
     backends: tuple[str, ...] = ("onnxruntime",)
     precisions: dict[str, tuple[str, ...]] = field(default_factory=dict)  # per backend (default fp32; tensorrt fp16)
@@ -168,32 +171,45 @@ def _executor_stage(action_dim: int, fps: float) -> Callable[[np.ndarray], None]
 
 # ----- backends per configuration ----------------------------------------------------------------------------------
 class _Backends:
-    """One backend per (backend, precision, steps), built lazily; exports per steps cached in `root`."""
+    """One backend per (backend, precision, steps), built lazily; exports per steps cached in `root`. With a
+    `wm_encoder`, the policy's backends carry no world model; `get_wm` gives, per (backend, precision), that encoder
+    with the world model (an export of its own), as vla_node + world_model_node run them."""
 
     def __init__(self, cfg: ProfileConfig, threads: int) -> None:
-        from wm_vla.models.checkpoint import load_checkpoint
+        from wm_vla.models.checkpoint import check_world_model_encoder, load_checkpoint
 
         self.cfg, self.threads = cfg, threads
         self.policy = load_checkpoint(Path(cfg.policy), expect="policy")[0]
-        self.wm = load_checkpoint(Path(cfg.wm), expect="world_model")[0] if cfg.wm else None
+        if cfg.wm:  # a world model from another policy's latent would be timed on the wrong inputs (or not run)
+            check_world_model_encoder(cfg.wm, cfg.wm_encoder or cfg.policy)
+        wm = load_checkpoint(Path(cfg.wm), expect="world_model")[0] if cfg.wm else None
+        self.encoder = load_checkpoint(Path(cfg.wm_encoder), expect="policy")[0] if cfg.wm_encoder and wm else None
+        self.wm, self.encoder_wm = (None, wm) if self.encoder is not None else (wm, None)
         self._tmp = None if cfg.onnx_cache else tempfile.TemporaryDirectory(prefix="wm_vla_profile_")
         self.root = Path(cfg.onnx_cache or self._tmp.name)  # type: ignore[union-attr]
         self.built: dict[tuple[str, str, int], Backend] = {}
+        self.built_wm: dict[tuple[str, str], Backend] = {}
 
-    def export_dir(self, steps: int) -> Path:
-        """An export of the policy (+ WM) with `steps` denoising steps, reused when its sources and steps match."""
+    def export_dir(self, steps: int | None) -> Path:
+        """An export of the policy (+ WM) with `steps` denoising steps, reused when its sources and steps match;
+        steps None: the wm_encoder + world model export (its trained steps; only its encoder and rollout run)."""
         from wm_vla.runtime.errors import OnnxModelError
         from wm_vla.runtime.export import export_models, load_export
 
-        out = self.root / f"steps{steps}"
-        sources = {"policy": str(self.cfg.policy), **({"world_model": str(self.cfg.wm)} if self.cfg.wm else {})}
+        if steps is None:
+            assert self.encoder is not None and self.encoder_wm is not None
+            out, policy, wm, source = self.root / "wm_encoder", self.encoder, self.encoder_wm, self.cfg.wm_encoder
+            steps = self.encoder.cfg.denoise_steps
+        else:
+            out, policy, wm, source = self.root / f"steps{steps}", self.policy, self.wm, self.cfg.policy
+        sources = {"policy": str(source), **({"world_model": str(self.cfg.wm)} if wm is not None else {})}
         try:
             info = load_export(out)
             if info.spec.steps == steps and info.meta.get("sources") == sources:
                 return out
         except OnnxModelError:
             pass
-        export_models(self.policy, out, self.wm, steps=steps, sources=sources)
+        export_models(policy, out, wm, steps=steps, sources=sources)
         return out
 
     def get(self, backend: str, precision: str, steps: int) -> Backend:
@@ -202,11 +218,22 @@ class _Backends:
             self.built[key] = self._make(backend, precision, steps)
         return self.built[key]
 
-    def _make(self, backend: str, precision: str, steps: int) -> Backend:
+    def get_wm(self, backend: str, precision: str) -> Backend | None:
+        """The wm_encoder + world model backend of this kind, or None without a wm_encoder."""
+        if self.encoder is None:
+            return None
+        key = (backend, precision)
+        if key not in self.built_wm:
+            self.built_wm[key] = self._make(backend, precision, None)
+        return self.built_wm[key]
+
+    def _make(self, backend: str, precision: str, steps: int | None) -> Backend:
         device = self.cfg.device
         if backend == "torch":
             from wm_vla.runtime.backends.torch_backend import TorchBackend
 
+            if steps is None:
+                return TorchBackend(self.encoder, self.encoder_wm, device)
             return TorchBackend(self.policy, self.wm, device, steps)
         if backend == "onnxruntime":
             from wm_vla.runtime.backends.ort_backend import OrtBackend
@@ -219,7 +246,7 @@ class _Backends:
                           device if device != "cpu" else "cuda", (1, 16, kmax))
 
     def close(self) -> None:
-        for b in self.built.values():
+        for b in (*self.built.values(), *self.built_wm.values()):
             b.close()
         if self._tmp is not None:
             self._tmp.cleanup()
@@ -258,6 +285,9 @@ def run_profile(cfg: ProfileConfig) -> dict[str, Any]:
     status["publish"] = "not measured: serialisation and DDS are measured by the ROS nodes"
     if not cfg.wm:
         status["wm_rollout"] = status["score"] = "not measured: no world model given (policy only)"
+    if backends.encoder is None:
+        status["wm_encode"] = ("not measured: the world model ranks in the policy's own latent (no wm_encoder)"
+                               if cfg.wm else "not measured: no world model given (policy only)")
     try:
         pipes: dict[Config, DecisionPipeline] = {}
         rss_after: dict[Config, dict[str, float]] = {}
@@ -266,7 +296,7 @@ def run_profile(cfg: ProfileConfig) -> dict[str, Any]:
         penalty = _penalty("arm", spec0.action_dim)
         for c in configs:
             backend = backends.get(c.backend, c.precision, c.steps)
-            pipes[c] = DecisionPipeline(backend, penalty)
+            pipes[c] = DecisionPipeline(backend, penalty, wm_backend=backends.get_wm(c.backend, c.precision))
             rss_after[c] = _memory()
         noise = {k: candidate_noise(spec0.horizon, spec0.action_dim, k, cfg.seed) for k in cfg.ks}
         rank = cfg.wm is not None
@@ -322,7 +352,7 @@ def run_profile(cfg: ProfileConfig) -> dict[str, Any]:
 
         return {"rows": rows, "stage_status": status, "decision_stages": list(DECISION_STAGES),
                 "memory": _memory(), "cpu": cpu,
-                "meta": {"policy": cfg.policy, "wm": cfg.wm, "robot": cfg.robot, "threads": threads,
+                "meta": {"policy": cfg.policy, "wm": cfg.wm, "wm_encoder": cfg.wm_encoder, "robot": cfg.robot, "threads": threads,
                          "decisions": cfg.decisions, "warmup": cfg.warmup, "interleaved": True,
                          "preset": spec0.preset, "image_size": spec0.image_size, "horizon": spec0.horizon,
                          "trained_steps": spec0.denoise_steps, "exec_horizon": spec0.exec_horizon, "fps": spec0.fps,

@@ -32,6 +32,7 @@ class TuneConfig:
     device: DeviceProfile
     policy: str
     wm: str | None = None
+    wm_encoder: str | None = None           # the policy whose latent the world model ranks in (None: the acting one's)
     robot: str = "sim"
     ks: tuple[int, ...] = (1, 4, 16, 64)
     steps: tuple[int, ...] = (4, 8, 10)
@@ -89,7 +90,7 @@ def _measure(cfg: TuneConfig, keys: list[tuple[str, str, int, int]], decisions: 
     for b in backends:  # one profile run per backend+precision set; K and steps as a grid, extra cells discarded
         sub = [k for k in keys if k[0] == b]
         precisions = tuple(dict.fromkeys(k[1] for k in sub))
-        pc = ProfileConfig(policy=cfg.policy, wm=cfg.wm, robot=cfg.robot, backends=(b,), precisions={b: precisions},
+        pc = ProfileConfig(policy=cfg.policy, wm=cfg.wm, wm_encoder=cfg.wm_encoder, robot=cfg.robot, backends=(b,), precisions={b: precisions},
                            ks=tuple(sorted({k[2] for k in sub})), steps=tuple(sorted({k[3] for k in sub})),
                            decisions=decisions, device="cpu" if cfg.device.kind == "cpu" else "cuda",
                            threads=cfg.device.threads or None, onnx_cache=cfg.onnx_cache, progress=cfg.progress)
@@ -153,7 +154,8 @@ def tune(cfg: TuneConfig) -> dict[str, Any]:
         "budget_ms": budget, "device": device.name, "margin": device.budget_margin, "measurements": source,
         "skipped": [{"what": w, "reason": why} for w, why in skipped],
         "verdicts": [v.to_json() for v in verdicts], "caveats": list(device.caveats),
-        "policy": cfg.policy, "wm": cfg.wm, "robot": cfg.robot, "policy_rate_hz": pcfg.fps,
+        "policy": cfg.policy, "wm": cfg.wm, "wm_encoder": cfg.wm_encoder, "robot": cfg.robot,
+        "policy_rate_hz": pcfg.fps,
     }
     if chosen is None or verified is None:
         fastest = min((v for v in verdicts if v.p99_ms is not None), key=lambda v: v.p99_ms or 0.0, default=None)
@@ -167,6 +169,8 @@ def tune(cfg: TuneConfig) -> dict[str, Any]:
     report["chosen"] = {**chosen.to_json(), "verified_p99_ms": verified.p99_ms, "verified_p50_ms": verified.p50_ms,
                         "verify_decisions": cfg.verify_decisions,
                         "onnx_dir": str(Path(cfg.onnx_cache) / f"steps{chosen.candidate.steps}")}
+    if cfg.wm_encoder and cfg.wm:  # world_model_node runs the encoder's export (`latency profile` wrote it there)
+        report["chosen"]["wm_onnx_dir"] = str(Path(cfg.onnx_cache) / "wm_encoder")
     return report
 
 
@@ -174,11 +178,17 @@ def params_yaml(report: dict[str, Any], threads: int) -> str:
     """ROS 2 params file for vla_node and world_model_node (what `robot.launch.py` / `wm-vla up` load)."""
     c = report["chosen"]
     onnx = c["onnx_dir"] if c["backend"] != "torch" else ""
+    # with a wm_encoder, world_model_node runs that encoder's export and both nodes name it; "none" otherwise, so
+    # that the nodes do not pair the shipped world model with the shipped encoder on their own
+    encoder = report.get("wm_encoder") or "none"
+    wm_onnx = c.get("wm_onnx_dir", onnx) if c["backend"] != "torch" else ""
     # names are the nodes' declared parameters (vla_node.node.PARAMETERS, world_model_node.node.PARAMETERS);
     # precision is that of the export in onnx_dir; denoise_steps also reaches torch (vla_node checks an export's)
     vla = {"backend": c["backend"], "onnx_dir": onnx, "policy": report["policy"], "threads": threads, "k": c["k"],
-           "denoise_steps": int(c["steps"]), "decision_period_s": round(c["exec_horizon"] / report["policy_rate_hz"], 6)}
-    wm = {"backend": c["backend"], "onnx_dir": onnx, "policy": report["policy"], "world_model": report["wm"] or "",
+           "denoise_steps": int(c["steps"]), "decision_period_s": round(c["exec_horizon"] / report["policy_rate_hz"], 6),
+           "wm_encoder": encoder if c["k"] > 1 else "none"}
+    wm = {"backend": c["backend"], "onnx_dir": wm_onnx, "policy": report["policy"], "world_model": report["wm"] or "",
+          "wm_encoder": encoder,
           "threads": threads, "rank": c["k"] > 1, "budget_ms": float(report["budget_ms"]),
           "budget_k_levels": [c["k"], *(k for k in (64, 16, 8, 4) if k < c["k"])] if c["k"] > 1 else [1]}
     header = (f"# wm-vla latency tune: {report['device']}, budget {report['budget_ms']:g} ms (margin "
