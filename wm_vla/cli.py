@@ -273,7 +273,8 @@ def _eval_sim(args: argparse.Namespace) -> int:
                                  out=args.out, progress=not args.no_progress, jobs=args.jobs,
                                  exec_horizon=args.exec_horizon, denoise_steps=args.denoise_steps,
                                  tasks=tuple(args.task.split(",")) if args.task else None,
-                                 switch_margin=args.switch_margin, teacher=args.teacher,
+                                 switch_margin=EvalConfig.switch_margin if args.switch_margin is None
+                                 else args.switch_margin, teacher=args.teacher,
                                  disagreement_weight=args.disagreement_weight,
                                  oracle_follow=args.oracle_follow, wm_encoder=args.wm_encoder))
     print(f"{'config':22s} {'success':>24s} {'decision p50':>13s}")
@@ -872,8 +873,9 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--denoise-steps", type=int, default=None, help="override: Euler steps per sample")
     es.add_argument("--teacher", default=None, nargs="+", help="also rank each decision with this (teacher) world "
                     "model, or the ensemble of several, and report top-1 agreement with --wm on the real decisions")
-    es.add_argument("--switch-margin", type=float, default=0.0,
-                    help="ranker keeps the policy's first sample unless another scores this much higher")
+    es.add_argument("--switch-margin", type=float, default=None,
+                    help="ranker keeps the policy's first sample unless another scores this much higher "
+                    "(default: wm_vla.runtime.ranker.DEFAULT_SWITCH_MARGIN, 0.1)")
     es.add_argument("--disagreement-weight", type=float, default=0.0,
                     help="with several --wm: subtract this times the members' spread of each candidate's score")
     es.add_argument("--task", default=None, help="task families, comma-separated (arm: touch,push,place); "

@@ -44,8 +44,8 @@ from wm_vla.models.errors import ModelError
 from wm_vla.runtime.decision import warm_up
 from wm_vla.runtime.errors import ChunkError, LatencyConfigError, RankerError, RuntimeErrorBase
 from wm_vla.runtime.executor import ChunkExecutor, ExecutorConfig
-from wm_vla.runtime.ranker import (GRADIENT_BACKENDS, ChunkRefiner, KinematicPenalty, RankerConfig,
-                                   score_candidates)
+from wm_vla.runtime.ranker import (DEFAULT_SWITCH_MARGIN, GRADIENT_BACKENDS, ChunkRefiner, KinematicPenalty,
+                                   RankerConfig, score_candidates)
 from wm_vla.runtime.safety import SafeCommand, SafetyFilter
 from wm_vla.training.pipeline import is_shipped, resolve_wm_encoder
 
@@ -60,7 +60,7 @@ PARAMETERS: list[tuple[str, object]] = [
     # ActionCandidates.wm_latent; it also sets the world model's action normalisation): "" = the shipped world model's
     # encoder when the shipped world model is in use, "none" = the acting policy's latent (obs_latent)
     ("wm_encoder", ""),
-    ("onnx_dir", ""), ("threads", 1), ("rank", True), ("switch_margin", 0.0), ("control_rate_hz", 0.0),
+    ("onnx_dir", ""), ("threads", 1), ("rank", True), ("switch_margin", DEFAULT_SWITCH_MARGIN), ("control_rate_hz", 0.0),
     ("action_dt", 0.0), ("blend_s", 0.0), ("interpolate", False), ("velocity_scale", 1.0),
     ("max_acceleration", 0.0), ("max_obs_age_ms", 0.0), ("candidates", CANDIDATES_TOPIC),
     ("observation", OBSERVATION_TOPIC), ("ranking", RANKING_TOPIC), ("candidate_timeout_s", 2.0),

@@ -28,7 +28,7 @@ from wm_vla.robots import load_profile
 from wm_vla.runtime.backends import BackendConfig, select_backend
 from wm_vla.runtime.decision import Decision, DecisionPipeline
 from wm_vla.runtime.errors import RuntimeErrorBase
-from wm_vla.runtime.ranker import KinematicPenalty, RankerConfig
+from wm_vla.runtime.ranker import DEFAULT_SWITCH_MARGIN, KinematicPenalty, RankerConfig
 from wm_vla.runtime.spec import candidate_noise
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class BagEvalConfig:
     max_decisions: int | None = None
     instruction: str | None = None
     fail_threshold: float = 0.5              # bag score: WM failure probability that flags a moment
-    switch_margin: float = 0.0
+    switch_margin: float = DEFAULT_SWITCH_MARGIN
     threads: int | None = None
     progress: bool = True
     wm_encoder: str | None = None            # the policy whose latent the world model ranks in (None: the policy's)

@@ -23,7 +23,7 @@ from wm_vla.models.checkpoint import check_world_model_encoder, load_checkpoint,
 from wm_vla.models.flare_policy import FlarePolicy, ObsBatch
 from wm_vla.models.preprocess import resize_uint8
 from wm_vla.runtime.errors import RankerError
-from wm_vla.runtime.ranker import GpcRanker, KinematicPenalty, RankerConfig
+from wm_vla.runtime.ranker import DEFAULT_SWITCH_MARGIN, GpcRanker, KinematicPenalty, RankerConfig
 from wm_vla.sim.registry import make_world
 from wm_vla.sim.tasks import Task, check_families, families_in_vocab
 from wm_vla.sim.world import Observation, SimWorld, StepResult
@@ -201,7 +201,7 @@ class EvalConfig:
     jobs: int = 1                        # configurations evaluated in parallel processes (one torch thread each)
     exec_horizon: int | None = None      # override the policy's execution horizon (actions run per decision)
     denoise_steps: int | None = None     # override the policy's Euler steps
-    switch_margin: float = 0.0           # ranker keeps candidate 0 unless another scores this much higher
+    switch_margin: float = DEFAULT_SWITCH_MARGIN  # ranker keeps candidate 0 unless another scores this much higher
     disagreement_weight: float = 0.0     # ensemble --wm: score minus this times the members' spread
     oracle_follow: int = 0               # oracle follows each candidate with the policy for N more decisions
     teacher: str | list[str] | None = None  # shadow-rank with this (teacher) model: top-1 agreement on the real decisions

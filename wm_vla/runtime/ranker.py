@@ -18,6 +18,11 @@ from wm_vla.models.world_model import AnyWorldModel, LatentWorldModel, WorldMode
 from wm_vla.robots import Kinematics, RobotProfile
 from wm_vla.runtime.errors import RankerError
 
+# the margin every default path ranks with (eval sim, bag eval, world_model_node): scores are progress - P(failure)
+# - penalties, so 0.1 asks for a tenth of a task's progress or failure probability before leaving the policy's own
+# first sample (issue #3's headline was measured with it)
+DEFAULT_SWITCH_MARGIN = 0.1
+
 
 @dataclass
 class RankerConfig:
@@ -27,7 +32,7 @@ class RankerConfig:
     workspace_weight: float = 10.0  # per metre the TCP leaves the workspace box, summed over checked steps
     goal_weight: float = 0.0
     kinematic_stride: int = 4       # check every n-th action of a chunk
-    switch_margin: float = 0.0      # keep the policy's first sample unless another scores at least this much higher
+    switch_margin: float = DEFAULT_SWITCH_MARGIN  # keep the policy's first sample unless another scores at least this much higher
     # with an ensemble world model: subtract this times the members' standard deviation of each candidate's score
     # (pessimism where the members disagree); 0: rank by the mean alone
     disagreement_weight: float = 0.0
