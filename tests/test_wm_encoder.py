@@ -227,3 +227,10 @@ def test_latency_profile_and_tune_time_the_encoder_pass_and_hand_it_to_both_node
     assert vla["wm_encoder"] == wm["wm_encoder"] == str(models["encoder"])
     if chosen["backend"] != "torch":  # world_model_node runs the encoder's export, vla_node the policy's
         assert wm["onnx_dir"] == str(tmp_path / "exports" / "wm_encoder") != vla["onnx_dir"]
+    from wm_vla.eval.latency_tune import params_yaml
+
+    tuned = json.loads(out.with_suffix(".json").read_text())
+    tuned["chosen"].update(k=1, backend="onnxruntime")  # no ranking: neither node pairs an encoder (as `wm-vla up`)
+    single = yaml.safe_load(params_yaml(tuned, 1))
+    vla, wm = single["vla_node"]["ros__parameters"], single["world_model_node"]["ros__parameters"]
+    assert vla["wm_encoder"] == wm["wm_encoder"] == "none" and wm["onnx_dir"] == vla["onnx_dir"] and not wm["rank"]

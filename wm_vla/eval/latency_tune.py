@@ -90,7 +90,8 @@ def _measure(cfg: TuneConfig, keys: list[tuple[str, str, int, int]], decisions: 
     for b in backends:  # one profile run per backend+precision set; K and steps as a grid, extra cells discarded
         sub = [k for k in keys if k[0] == b]
         precisions = tuple(dict.fromkeys(k[1] for k in sub))
-        pc = ProfileConfig(policy=cfg.policy, wm=cfg.wm, wm_encoder=cfg.wm_encoder, robot=cfg.robot, backends=(b,), precisions={b: precisions},
+        pc = ProfileConfig(policy=cfg.policy, wm=cfg.wm, wm_encoder=cfg.wm_encoder, robot=cfg.robot, backends=(b,),
+                           precisions={b: precisions},
                            ks=tuple(sorted({k[2] for k in sub})), steps=tuple(sorted({k[3] for k in sub})),
                            decisions=decisions, device="cpu" if cfg.device.kind == "cpu" else "cuda",
                            threads=cfg.device.threads or None, onnx_cache=cfg.onnx_cache, progress=cfg.progress)
@@ -178,15 +179,16 @@ def params_yaml(report: dict[str, Any], threads: int) -> str:
     """ROS 2 params file for vla_node and world_model_node (what `robot.launch.py` / `wm-vla up` load)."""
     c = report["chosen"]
     onnx = c["onnx_dir"] if c["backend"] != "torch" else ""
-    # with a wm_encoder, world_model_node runs that encoder's export and both nodes name it; "none" otherwise, so
-    # that the nodes do not pair the shipped world model with the shipped encoder on their own
-    encoder = report.get("wm_encoder") or "none"
-    wm_onnx = c.get("wm_onnx_dir", onnx) if c["backend"] != "torch" else ""
+    # ranking with a wm_encoder: world_model_node runs that encoder's export and both nodes name it; "none" otherwise
+    # (as `wm-vla up` without ranking), so that the nodes do not pair the shipped world model with the shipped encoder
+    ranks_in_encoder = bool(report.get("wm_encoder")) and c["k"] > 1
+    encoder = report["wm_encoder"] if ranks_in_encoder else "none"
+    wm_onnx = c.get("wm_onnx_dir", onnx) if ranks_in_encoder and onnx else onnx
     # names are the nodes' declared parameters (vla_node.node.PARAMETERS, world_model_node.node.PARAMETERS);
     # precision is that of the export in onnx_dir; denoise_steps also reaches torch (vla_node checks an export's)
     vla = {"backend": c["backend"], "onnx_dir": onnx, "policy": report["policy"], "threads": threads, "k": c["k"],
            "denoise_steps": int(c["steps"]), "decision_period_s": round(c["exec_horizon"] / report["policy_rate_hz"], 6),
-           "wm_encoder": encoder if c["k"] > 1 else "none"}
+           "wm_encoder": encoder}
     wm = {"backend": c["backend"], "onnx_dir": wm_onnx, "policy": report["policy"], "world_model": report["wm"] or "",
           "wm_encoder": encoder,
           "threads": threads, "rank": c["k"] > 1, "budget_ms": float(report["budget_ms"]),
