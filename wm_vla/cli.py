@@ -401,10 +401,7 @@ def _latency_bench(args: argparse.Namespace) -> int:
     unknown = [b for b in backends if b not in ("torch", "onnxruntime", "tensorrt")]
     if unknown or not backends:
         raise CliError(f"unknown backend(s) {unknown}; choose from torch, onnxruntime, tensorrt")
-    from wm_vla.training.pipeline import is_shipped, resolve_wm_encoder
-
-    encoder = resolve_wm_encoder(args.wm_encoder, is_shipped(args.wm), "arm") if args.wm else None
-    report = run_bench(BenchConfig(policy=args.policy, wm=args.wm, wm_encoder=encoder, onnx=args.onnx,
+    report = run_bench(BenchConfig(policy=args.policy, wm=args.wm, wm_encoder=_latency_wm_encoder(args), onnx=args.onnx,
                                    backends=backends, ks=_ints(args.k),
                                    iters=args.iters, warmup=args.warmup, robot=args.robot, threads=args.threads,
                                    device=args.device, precision=args.precision, engine_dir=args.engines,
@@ -598,8 +595,8 @@ def _add_bag_commands(groups: argparse._SubParsersAction) -> None:
     m.set_defaults(func=_bag_sim)
 
 
-def _profile_wm_encoder(args: argparse.Namespace) -> str | None:
-    """`latency profile/tune --wm-encoder`: the shipped encoder with the shipped world model, "none" = off."""
+def _latency_wm_encoder(args: argparse.Namespace) -> str | None:
+    """`latency bench/profile/tune --wm-encoder`: the shipped encoder with the shipped world model, "none" = off."""
     from wm_vla.training.pipeline import is_shipped, resolve_wm_encoder
 
     return resolve_wm_encoder(args.wm_encoder, is_shipped(args.wm), "arm") if args.wm else None
@@ -611,7 +608,7 @@ def _latency_profile(args: argparse.Namespace) -> int:
     _default_checkpoints(args)
     backends = tuple(b.strip() for b in args.backend.split(",") if b.strip())
     precisions = {b: tuple(p.strip() for p in args.precision.split(",")) for b in backends} if args.precision else {}
-    report = run_profile(ProfileConfig(policy=args.policy, wm=args.wm, wm_encoder=_profile_wm_encoder(args),
+    report = run_profile(ProfileConfig(policy=args.policy, wm=args.wm, wm_encoder=_latency_wm_encoder(args),
                                        robot=args.robot, backends=backends,
                                        precisions=precisions, ks=_ints(args.k), steps=_ints(args.steps),
                                        decisions=args.decisions, warmup=args.warmup, threads=args.threads,
@@ -632,7 +629,7 @@ def _latency_tune(args: argparse.Namespace) -> int:
     _default_checkpoints(args)
     device = load_device(args.device)
     cfg = TuneConfig(budget_ms=args.budget_ms, device=device, policy=args.policy, wm=args.wm,
-                     wm_encoder=_profile_wm_encoder(args), robot=args.robot,
+                     wm_encoder=_latency_wm_encoder(args), robot=args.robot,
                      ks=_ints(args.k), steps=_ints(args.steps), exec_horizons=_ints(args.exec_horizon),
                      decisions=args.decisions, verify_decisions=args.verify_decisions, eval_files=tuple(args.eval),
                      measurements=args.measurements, onnx_cache=args.onnx_cache, progress=not args.no_progress)
