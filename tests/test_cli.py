@@ -57,6 +57,12 @@ def test_core_never_imports_rclpy() -> None:
     (["train", "policy", "--dataset", "/nonexistent/data", "--out", "/tmp/unused_ckpt", "--steps", "1"], "not a LeRobot dataset"),
     (["train", "world-model", "--dataset", "/nonexistent/data", "--policy", "/nonexistent/policy", "--out", "/tmp/x"],
      "does not exist"),
+    (["train", "ranked-states", "--out", "/tmp/unused_states", "--seed", "999990", "--episodes", "20"], "held-out range"),
+    (["train", "ranked-states", "--wm", "/nonexistent/wm", "--out", "/tmp/unused_states", "--episodes", "1"],
+     "does not exist"),
+    (["train", "distill", "--dataset", "/nonexistent/data", "--policy", str(SHIPPED_DIR / "wm_encoder"), "--teacher",
+      str(SHIPPED_DIR / "wm_teacher"), "--out", "/tmp/unused_student", "--ranked-states", "/nonexistent/states"],
+     "not a ranked-states folder"),
 ])
 def test_train_and_eval_report_bad_paths_in_one_line(args: list[str], message: str,
                                                     capsys: pytest.CaptureFixture[str]) -> None:

@@ -226,6 +226,49 @@ def test_teacher_and_student_checkpoints(world_models: tuple[Path, Path]) -> Non
     assert {"failure_accuracy", "latent_cosine"} <= set(t_extra["validation"])
 
 
+def test_ranked_states_record_the_ranked_decisions_and_train_the_student(
+        policy_ckpt: Path, datasets: dict[str, Path], world_models: tuple[Path, Path], tmp_path: Path) -> None:
+    from wm_vla.eval.closed_loop import HELDOUT_SEED
+    from wm_vla.training.ranked_states import RankedStatesConfig, load_ranked_states, record_ranked_states
+
+    states = tmp_path / "states"
+    rec = record_ranked_states(RankedStatesConfig(policy=str(policy_ckpt), wm=str(world_models[1]), out=str(states),
+                                                  episodes=1, k=4, progress=False))
+    pc = load_checkpoint(policy_ckpt, expect="policy")[0].cfg
+    z, c = load_ranked_states(states, str(policy_ckpt), pc.latent_dim, pc.horizon, pc.action_dim, k=2)
+    assert rec["decisions"] >= 1 and z.shape == (4 * rec["decisions"], pc.latent_dim)
+    assert c.shape == (4 * rec["decisions"], pc.horizon, pc.action_dim) and torch.equal(z[0], z[3])
+    data = [str(datasets["demos"])]
+    base = dict(datasets=data, policy=str(policy_ckpt), teacher=str(world_models[0]), states=8, k=2, steps=3,
+                batch_size=16, progress=False)
+    plain = distill(DistillConfig(**base, out=str(tmp_path / "plain")))  # type: ignore[arg-type]
+    more = distill(DistillConfig(**base, out=str(tmp_path / "more"), ranked_states=[str(states)]))  # type: ignore[arg-type]
+    assert more["candidates"] == plain["candidates"] + 4 * rec["decisions"]
+    assert more["heldout_states"] == plain["heldout_states"]  # recorded states only train
+    # bad folders and configs: typed errors, nothing trained
+    with pytest.raises(TrainingConfigError, match="held-out range"):
+        RankedStatesConfig(policy="p", wm="w", out="o", seed=HELDOUT_SEED - 1, episodes=2).validate()
+    with pytest.raises(DatasetFeatureError, match="not a ranked-states folder"):
+        load_ranked_states(tmp_path, str(policy_ckpt), pc.latent_dim, pc.horizon, pc.action_dim, k=2)
+    with pytest.raises(DatasetFeatureError, match="groups of 3"):
+        load_ranked_states(states, str(policy_ckpt), pc.latent_dim, pc.horizon, pc.action_dim, k=3)
+    with pytest.raises(DatasetFeatureError, match="needs"):
+        load_ranked_states(states, str(policy_ckpt), pc.latent_dim + 1, pc.horizon, pc.action_dim, k=2)
+    meta = json.loads((states / "meta.json").read_text())
+    (states / "meta.json").write_text(json.dumps({**meta, "encoder_digest": "other"}))
+    with pytest.raises(DatasetFeatureError, match="another encoder"):
+        distill(DistillConfig(**base, out=str(tmp_path / "wrong"), ranked_states=[str(states)]))  # type: ignore[arg-type]
+    assert not (tmp_path / "wrong").exists()
+    (states / "meta.json").write_text(json.dumps(meta))
+    tensors = load_file(str(states / "states.safetensors"))
+    save_file({**tensors, "latent": tensors["latent"] * float("nan")}, str(states / "states.safetensors"))
+    with pytest.raises(DatasetFeatureError, match="non-finite"):
+        load_ranked_states(states, str(policy_ckpt), pc.latent_dim, pc.horizon, pc.action_dim, k=2)
+    (states / "states.safetensors").write_bytes(b"truncated")
+    with pytest.raises(DatasetFeatureError, match="unreadable"):
+        load_ranked_states(states, str(policy_ckpt), pc.latent_dim, pc.horizon, pc.action_dim, k=2)
+
+
 def test_eval_writes_the_documented_json(policy_ckpt: Path, world_models: tuple[Path, Path], tmp_path: Path) -> None:
     cfg = dict(policy=str(policy_ckpt), wm=str(world_models[1]), episodes=2, ks=(2,), oracle_k=2, progress=False)
     report = evaluate(EvalConfig(**cfg, out=str(tmp_path / "eval"), jobs=2))  # type: ignore[arg-type]

@@ -184,7 +184,8 @@ def _train_distill(args: argparse.Namespace) -> int:
                                    hindsight_datasets=args.hindsight_datasets,
                                    instruction_rank_weight=args.instruction_rank_weight, states=args.states, k=args.k,
                                    steps=args.steps, seed=args.seed,
-                                   extra_states=args.extra_states, student_hidden=args.student_hidden, student_layers=args.student_layers,
+                                   extra_states=args.extra_states, ranked_states=args.ranked_states,
+                                   student_hidden=args.student_hidden, student_layers=args.student_layers,
                                    progress=not args.no_progress))
     print(f"student {result['out']}: {result['candidates']} policy candidates, {result['train_seconds']} s, "
           f"top-1 ranking agreement with the teacher: held-out states {result['top1_agreement_heldout']:.3f} "
@@ -192,6 +193,24 @@ def _train_distill(args: argparse.Namespace) -> int:
     if "top1_instruction_agreement_heldout" in result:
         print(f"held-out recorded frames: the student scores the same instruction highest as the teacher in "
               f"{result['top1_instruction_agreement_heldout']:.1%}")
+    return 0
+
+
+def _train_ranked_states(args: argparse.Namespace) -> int:
+    from wm_vla.training.ranked_states import RankedStatesConfig, record_ranked_states
+
+    from wm_vla.training.pipeline import is_shipped, resolve_wm_encoder
+
+    _default_checkpoints(args)
+    if args.wm is None:
+        raise CliError("no --wm given and no shipped student world model: pass --wm")
+    args.wm_encoder = resolve_wm_encoder(args.wm_encoder, is_shipped(args.wm, args.world), args.world)
+    r = record_ranked_states(RankedStatesConfig(policy=args.policy, wm=args.wm, out=args.out, wm_encoder=args.wm_encoder,
+                                                episodes=args.episodes, seed=args.seed, k=args.k,
+                                                switch_margin=args.switch_margin, world=args.world,
+                                                progress=not args.no_progress))
+    print(f"ranked states {r['out']}: {r['decisions']} decisions x K={r['k']} from {r['episodes']} episodes "
+          f"({r['successes']} successes); distil on them with `wm-vla train distill ... --ranked-states {r['out']}`")
     return 0
 
 
@@ -795,12 +814,29 @@ def build_parser() -> argparse.ArgumentParser:
     td.add_argument("--k", type=int, default=8)
     td.add_argument("--extra-states", type=int, default=0,
                     help="with --candidates: also distil on the policy's candidates at this many random dataset states")
+    td.add_argument("--ranked-states", action="append", default=[],
+                    help="`wm-vla train ranked-states` folders: also distil on the states the ranked stack visits")
     td.add_argument("--steps", type=int, default=4000)
     td.add_argument("--student-hidden", type=int, default=None, help="override the student preset's width")
     td.add_argument("--student-layers", type=int, default=None, help="override the student preset's depth")
     td.add_argument("--seed", type=int, default=0)
     td.add_argument("--no-progress", action="store_true")
     td.set_defaults(func=_train_distill)
+    trs = train_cmds.add_parser("ranked-states", help="record the states (world-model latent + K candidates) that "
+                                "closed-loop ranked episodes visit, for `train distill --ranked-states`")
+    trs.add_argument("--policy", default=None, help="default: the shipped policy")
+    trs.add_argument("--wm", default=None, help="the world model that ranks while recording; default: the shipped student")
+    trs.add_argument("--wm-encoder", default=None,
+                     help="policy whose encoder gives the world model its latent; default: the shipped one with the "
+                     "shipped world model, else the acting policy")
+    trs.add_argument("--out", required=True)
+    trs.add_argument("--world", default="arm")
+    trs.add_argument("--episodes", type=int, default=100)
+    trs.add_argument("--seed", type=int, default=500_000, help="first episode seed (must stay below the held-out range)")
+    trs.add_argument("--k", type=int, default=16)
+    trs.add_argument("--switch-margin", type=float, default=0.1)
+    trs.add_argument("--no-progress", action="store_true")
+    trs.set_defaults(func=_train_ranked_states)
 
     tt = train_cmds.add_parser("tiny", help="whole CPU pipeline: collect, policy, world model, distil (timed)")
     tt.add_argument("--out", default="outputs/tiny")

@@ -249,7 +249,7 @@ def _plan(cfg: EvalConfig) -> list[tuple[str, int, str]]:
     return plan
 
 
-def _ranker(path: str | list[str], policy: FlarePolicy, world: SimWorld, switch_margin: float,
+def build_ranker(path: str | list[str], policy: FlarePolicy, world: SimWorld, switch_margin: float,
             disagreement_weight: float = 0.0) -> GpcRanker:
     wm, _ = load_world_models(path)
     return GpcRanker(wm, policy.action_mean, policy.action_std, KinematicPenalty(world.profile),
@@ -266,9 +266,9 @@ def _run_config(cfg: EvalConfig, name: str, k: int, label: str, threads: int | N
     encoder = load_policy(cfg.wm_encoder) if cfg.wm_encoder and name == "rank" else None
     if cfg.wm is not None and name == "rank":
         latent_policy = encoder or policy  # the world models normalise chunks as their latent's policy does
-        ranker = _ranker(cfg.wm, latent_policy, world, cfg.switch_margin, cfg.disagreement_weight)
+        ranker = build_ranker(cfg.wm, latent_policy, world, cfg.switch_margin, cfg.disagreement_weight)
         if cfg.teacher is not None:
-            shadow = _ranker(cfg.teacher, latent_policy, world, cfg.switch_margin, cfg.disagreement_weight)
+            shadow = build_ranker(cfg.teacher, latent_policy, world, cfg.switch_margin, cfg.disagreement_weight)
     seeds = range(cfg.seed, cfg.seed + cfg.episodes)
     tasks = eval_tasks_for(cfg.world, cfg.tasks, policy)
     outcomes = [run_episode(world, policy, name, k, s, ranker, family=tasks, shadow=shadow, oracle_follow=cfg.oracle_follow,

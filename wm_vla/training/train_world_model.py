@@ -24,6 +24,7 @@ from wm_vla.models.world_model import AnyWorldModel, LatentWorldModel, WorldMode
 from wm_vla.training.candidate_labels import CandidateSet, load_candidate_set
 from wm_vla.training.common import seed_everything
 from wm_vla.training.errors import DatasetFeatureError
+from wm_vla.training.ranked_states import check_ranked_states, load_ranked_states
 from wm_vla.training.datasets import FrameStore, Windows, load_frames
 
 
@@ -434,6 +435,7 @@ class DistillConfig:
     rank_weight: float = 1.0         # listwise KL between teacher and student softmax over each state's K scores
     rank_temperature: float = 0.05
     extra_states: int = 0      # with label folders: also distil on K candidates at this many random dataset states
+    ranked_states: list[str] = field(default_factory=list)  # `wm-vla train ranked-states` folders: train on these too
     student_hidden: int | None = None   # override the student preset's width / depth
     student_layers: int | None = None
     hindsight: bool = False    # also distil on the label folders' hindsight-relabelled copies (see above)
@@ -450,6 +452,8 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     gen = seed_everything(cfg.seed)
     policy, _, _ = load_checkpoint(Path(cfg.policy), expect="policy")
     teacher, t_tensors = load_world_models(cfg.teacher)
+    for folder in cfg.ranked_states:  # a wrong folder fails now, not after the transitions are built
+        check_ranked_states(folder, cfg.policy)
     assert isinstance(policy, FlarePolicy)
     t0 = time.perf_counter()
     data = build_transitions(policy, cfg.datasets, cfg.progress, cfg.candidates, cfg.hindsight,
@@ -479,6 +483,12 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         held_out, train_groups = perm[: max(1, len(perm) // 10)], perm[max(1, len(perm) // 10):]
         if len(train_groups) == 0:
             train_groups = perm
+    for folder in cfg.ranked_states:  # the states the ranked stack visits, teacher-labelled; they only train
+        rz, rc = load_ranked_states(folder, cfg.policy, teacher.cfg.latent_dim, teacher.cfg.horizon,
+                                    teacher.cfg.action_dim, k)
+        first = int(cz.shape[0]) // k
+        cz, cc = torch.cat([cz, rz]), torch.cat([cc, rc])
+        train_groups = torch.cat([train_groups, torch.arange(first, int(cz.shape[0]) // k)])
     with torch.no_grad():
         soft = teacher(cz, cc)
     teacher_score = (soft.progress - soft.failure_prob).reshape(-1, k)  # what the ranker compares, per state
