@@ -66,12 +66,13 @@ class Rig:
         js.header.stamp = stamp or self.probe.node.get_clock().now().to_msg()
         self.js_pub.publish(js)
 
-    def candidates(self, chunk: np.ndarray) -> int:
-        """Publish one candidate (1, H, A) stamped now and wait until the node has taken it (its RankingResult
-        echoes the stamp); returns the stamp in ns. Reliable delivery from this busy test process can lag by
-        seconds, so the handshake (not a sleep) decides when the chunk is in."""
+    def candidates(self, chunk: np.ndarray, instruction: str = "") -> int:
+        """Publish one candidate (1, H, A) stamped now, computed for `instruction`, and wait until the node has taken
+        it (its RankingResult echoes the stamp); returns the stamp in ns. Reliable delivery from this busy test
+        process can lag by seconds, so the handshake (not a sleep) decides when the chunk is in."""
         now = self.probe.node.get_clock().now().nanoseconds
-        msg = ActionCandidates(k=1, h=chunk.shape[0], a=chunk.shape[1], action_names=NAMES, actions=f32(chunk[None]))
+        msg = ActionCandidates(k=1, h=chunk.shape[0], a=chunk.shape[1], action_names=NAMES, actions=f32(chunk[None]),
+                               instruction=instruction)
         msg.header.stamp = from_ns(now)
         self.cand_pub.publish(msg)
         self.probe.wait(lambda: any(to_ns(m.header.stamp) == now for _, m in self.rankings.since(0.0)), 10.0,

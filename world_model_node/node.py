@@ -95,6 +95,11 @@ class WorldModelNode(ModelNode):
         self.control_ticks = 0        # cumulative: the achieved rate over any window is its difference / time
         self.control_gap_max = 0.0    # longest interval between ticks (s) since the last /diagnostics message
         self.last_candidates: float | None = None  # monotonic s of the task's latest candidates (None: none yet)
+        # the task from the latched instruction topic (None: none received yet), and the instructions of the chunks
+        # handed to the executor before it came: at start-up the candidates can arrive before the latched
+        # instruction does (discovery order), and the chunks vla_node computed for that same first task are kept
+        self.task: str | None = None
+        self.untasked_instructions: set[str] = set()
         self.command_state: tuple[str, tuple[str, ...]] = ("", ())
         # wall time: the ranking thread leaves its chosen chunk here and wakes the control thread, which submits it
         # (a low-priority thread never holds the command lock the control loop needs: no priority inversion)
@@ -277,12 +282,19 @@ class WorldModelNode(ModelNode):
 
     def _on_instruction(self, msg: String) -> None:
         with self.lock:  # a new task: nothing computed for (or measured in) the previous one is commanded
-            self.chunks.clear()
-            self.pending = None
-            self.safety.reset()
             self.counts["instructions"] += 1
-            self.last_candidates = None
-        self.get_logger().info(f"new task {msg.data!r}: pending chunks cleared")
+            first_task_of_its_chunks = self.task is None and self.untasked_instructions == {msg.data}
+            self.task = msg.data
+            self.untasked_instructions.clear()
+            if not first_task_of_its_chunks:
+                self.chunks.clear()
+                self.pending = None
+                self.safety.reset()
+                self.last_candidates = None
+        if first_task_of_its_chunks:  # no earlier task exists whose chunks could still be commanded
+            self.get_logger().info(f"first task {msg.data!r} arrived after candidates computed for it: chunks kept")
+        else:
+            self.get_logger().info(f"new task {msg.data!r}: pending chunks cleared")
 
     def _on_obs(self, msg: Observation) -> None:
         # no lock: one attribute store (atomic under the GIL); an I/O thread preempted while holding the command
@@ -348,6 +360,8 @@ class WorldModelNode(ModelNode):
         if self.budget is not None:
             self.budget.record({k: v for k, v in stages.items() if k != "decode"} or {"passthrough": 0.0})
         executed = actions[chosen] if chunk is None else chunk
+        if self.task is None:  # before the first instruction: remember which task this chunk was computed for
+            self.untasked_instructions.add(msg.instruction)
         if self.sim_time:  # the executor thread ticks the control timer: submit here, first command now
             now = self.get_clock().now().nanoseconds * 1e-9
             if self._submit(executed, to_ns(msg.header.stamp), now):
