@@ -99,6 +99,7 @@ class EpisodeClient(Node):
             if stamp and stamp not in self.lineages:  # first command of a chunk
                 self.lineages.add(stamp)
                 self.latency_ms.append((now - stamp) / 1e6)
+                self.cond.notify_all()
 
     def wait_for(self, pred: Any, timeout: float) -> bool:
         with self.cond:
@@ -114,6 +115,16 @@ class EpisodeClient(Node):
                 raise TimeoutError("/sim/reset did not answer")
             time.sleep(0.01)
         return json.loads(future.result().message)
+
+    def warm_up(self, timeout: float) -> None:
+        """Wait for the first command computed from an observation (lineage != 0). Until then the stack is still
+        starting (DDS discovery between the nodes, a node without joint states yet), and a first decision's latency
+        would measure that start-up, not the stack: the whole chain camera -> command has now run once, and this
+        client's own subscriptions are matched."""
+        with self.cond:
+            if not self.cond.wait_for(lambda: bool(self.lineages), timeout):
+                raise TimeoutError(f"no command computed from an observation within {timeout:g} s of the first episode "
+                                   f"({self.commands} hold commands): is the policy running and the task accepted?")
 
     def run_episode(self, timeout: float = 60.0, reset: bool = True, settle_s: float = 0.5) -> dict[str, Any]:
         """Reset (after `settle_s`, so that decisions still in flight for the last episode are void), then wait."""
@@ -151,14 +162,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--use-sim-time", action="store_true", help="stamps and latencies in the sim's /clock time")
     ap.add_argument("--first-autostarted", action="store_true",
                     help="the first episode is the one the sim started itself (no reset before it)")
+    ap.add_argument("--warm-up", action="store_true",
+                    help="the sim's autostarted episode warms the stack up and is not counted: once a command computed "
+                         "from an observation arrives here, the first counted episode starts with a reset")
     args = ap.parse_args(argv)
     rclpy.init()
     node = EpisodeClient(args.robot, use_sim_time=args.use_sim_time)
     ex, thread = spin_in_thread(node)
     results = []
     try:
-        if args.first_autostarted and not node.wait_for(lambda s: s.get("episode") == 0, 120):
+        if (args.first_autostarted or args.warm_up) and not node.wait_for(lambda s: s.get("episode") == 0, 120):
             raise TimeoutError("the sim did not start its first episode")
+        if args.warm_up:
+            node.warm_up(120.0)
         for i in range(args.episodes):
             r = node.run_episode(args.timeout, reset=not (args.first_autostarted and i == 0))
             results.append(r)

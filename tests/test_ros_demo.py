@@ -19,6 +19,9 @@ def test_demo_writes_the_report(ros_domain: int, tmp_path: Path, capsys: pytest.
     for key in ("episodes", "success_rate_ranked", "success_rate_single", "latency_ms_p50", "latency_ms_p99"):
         assert key in report
     assert report["episodes"] == 1 and report["success_rate_ranked"] in (0.0, 1.0)
+    # the sim's autostarted episode only warmed each stack up: the counted one is the first held-out seed
+    for row in report["configs"]:
+        assert [(e["episode"], e["seed"]) for e in row["per_episode"]] == [(1, report["seeds"][0])] == [(1, 1_000_000)]
     # on the sim clock the latency is in whole sim steps (0 = within the step the frame was taken)
     assert math.isfinite(report["latency_ms_p50"]) and report["latency_ms_p99"] >= report["latency_ms_p50"] >= 0
     assert (tmp_path / "report.png").stat().st_size > 5_000

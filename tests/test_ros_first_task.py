@@ -1,6 +1,7 @@
-"""world_model_node at start-up over real rclpy / Fast DDS: the latched instruction can reach it after vla_node's
-first candidates. Its own module: each case starts a fresh world_model_node (the first instruction it ever sees
-matters), which must not share the domain with test_ros_safety's module-scoped node."""
+"""The stack's start-up over real rclpy / Fast DDS: the latched instruction can reach world_model_node after vla_node's
+first candidates, and the demo's episode client must not count a decision taken while the stack was still starting.
+Its own module: each case starts a fresh world_model_node (the first instruction it ever sees matters), which must
+not share the domain with test_ros_safety's module-scoped node."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rclpy
 from std_msgs.msg import String
 
+from sim_node.episodes import EpisodeClient, spin_in_thread
 from test_ros_safety import HOME, running_rig, tracked
 
 pytestmark = pytest.mark.ros
@@ -41,3 +44,18 @@ def test_a_chunk_for_the_first_task_survives_its_late_latched_instruction(ros_do
             assert after and all(lin == stamp for lin in after), "the chunk for the first task must keep streaming"
             after = take_task(2)
         assert after and all(lin == 0 for lin in after), "a chunk for another (or an earlier) task must be cleared"
+
+
+def test_warm_up_without_any_command_from_an_observation_times_out_clearly(ros_domain: int) -> None:
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    client = EpisodeClient("arm", context=ctx)
+    ex, thread = spin_in_thread(client)
+    try:
+        with pytest.raises(TimeoutError, match="no command computed from an observation within 0.3 s"):
+            client.warm_up(0.3)
+    finally:
+        ex.shutdown()
+        thread.join(5)
+        client.destroy_node()
+        rclpy.shutdown(context=ctx)
