@@ -160,11 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds per episode")
     ap.add_argument("--out", default=None, help="JSON file for the per-episode results")
     ap.add_argument("--use-sim-time", action="store_true", help="stamps and latencies in the sim's /clock time")
-    ap.add_argument("--first-autostarted", action="store_true",
-                    help="the first episode is the one the sim started itself (no reset before it)")
-    ap.add_argument("--warm-up", action="store_true",
-                    help="the sim's autostarted episode warms the stack up and is not counted: once a command computed "
-                         "from an observation arrives here, the first counted episode starts with a reset")
+    first = ap.add_mutually_exclusive_group()
+    first.add_argument("--first-autostarted", action="store_true",
+                       help="the first episode is the one the sim started itself (no reset before it)")
+    first.add_argument("--warm-up", action="store_true",
+                       help="the sim's autostarted episode warms the stack up and is not counted: once a command "
+                            "computed from an observation arrives here, the first counted episode starts with a reset")
     args = ap.parse_args(argv)
     rclpy.init()
     node = EpisodeClient(args.robot, use_sim_time=args.use_sim_time)
