@@ -385,7 +385,13 @@ def trace_stack(args: argparse.Namespace, out: Path) -> dict[str, object]:
     try:
         time.sleep(0 if args.attach else args.settle)
         threads = snapshot()
+        if not any(t.role == "vla_node" for t in threads.values()):
+            raise TraceError("no vla_node process is running: start a stack (`wm-vla up --robot sim` and episodes) "
+                             "or leave out --attach")
+        print(f"[sched_trace] tracing {args.seconds:.0f} s of scheduler events ({len(threads)} threads of the "
+              f"stack's processes)", flush=True)
         text = record(args.seconds)
+        print("[sched_trace] trace recorded", flush=True)
         threads.update(snapshot())  # threads started while tracing
     finally:
         if demo is not None:  # let it finish: its report is the same run's decision times
