@@ -260,12 +260,14 @@ def tracefs() -> Path:
 
 
 def record(seconds: float, buffer_kb: int = 16384) -> str:
-    """The scheduler events of `seconds`, as tracefs' text. Leaves tracing off and the event list empty."""
+    """The scheduler events of `seconds`, as tracefs' text. Leaves tracing off, the event list empty and the buffer
+    size as it found it."""
     t = tracefs()
     if not os.access(t / "tracing_on", os.W_OK):
         raise TraceError(f"{t} is not writable: run as root")
     (t / "tracing_on").write_text("0")
     (t / "trace").write_text("")
+    old_buffer_kb = (t / "buffer_size_kb").read_text().split()[0]
     (t / "buffer_size_kb").write_text(str(buffer_kb))
     (t / "set_event").write_text("\n".join(EVENTS) + "\n")
     try:
@@ -277,6 +279,7 @@ def record(seconds: float, buffer_kb: int = 16384) -> str:
         (t / "tracing_on").write_text("0")
         (t / "set_event").write_text("")
         (t / "trace").write_text("")
+        (t / "buffer_size_kb").write_text(old_buffer_kb)
 
 
 def summarize(chains: list[list[Hop]], cpu: list[dict[str, float]]) -> dict[str, object]:
