@@ -159,10 +159,16 @@ def test_existing_non_dataset_directory_is_refused(tmp_path: Path) -> None:
     assert (tmp_path / "ds" / "notes.txt").read_text() == "keep me"
 
 
+def can_unshare_mounts() -> bool:
+    """Whether `unshare -rm` (user + mount namespaces) works here: a private tmpfs without root."""
+    return shutil.which("unshare") is not None and subprocess.run(["unshare", "-rm", "true"],
+                                                                   capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not can_unshare_mounts(), reason="unshare -rm (user + mount namespaces) is not available: "
+                    "no tmpfs without root")
 def test_disk_full_on_a_tiny_tmpfs_keeps_saved_episodes(tmp_path: Path) -> None:
     """A real 2 MB tmpfs (mounted in a private user+mount namespace): record until the disk is full."""
-    if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode:
-        pytest.skip("unshare -rm (user + mount namespaces) is not available: no tmpfs without root")
     mnt, copy = tmp_path / "mnt", tmp_path / "copy"
     mnt.mkdir()
     env_py = f"PYTHONPATH={CHILD.parents[1]} OMP_NUM_THREADS=1"
