@@ -28,6 +28,9 @@ def test_demo_writes_the_report(ros_domain: int, tmp_path: Path, capsys: pytest.
     parts = report["decision_breakdown_ms_p50"]  # each node's own stage times, collected over ROS
     assert parts["ros"]["vla_inference"] > 0 and parts["ros"]["ranking"] > 0 and parts["ros"]["decision"] >= 0  # sim steps
     assert parts["inprocess"]["inference"] > 0 and parts["inprocess"]["ranking"] > 0
+    # sim-clock decision times have no wall-clock in-process counterpart: no ratio, no interval
+    assert math.isnan(report["decision_ratio_ros_over_inprocess"])
+    assert all(math.isnan(x) for x in report["decision_ratio_ros_over_inprocess_ci95"])
     for row in report["configs"]:  # where the CPU went while the episodes ran, per node process
         cores = row["node_cores_busy"]
         assert {"sim_robot", "perception_node", "vla_node", "world_model_node", "all nodes"} <= set(cores)

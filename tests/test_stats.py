@@ -1,7 +1,8 @@
-"""Wilson score intervals against published values."""
+"""Wilson score intervals against published values; paired tests; the bootstrap interval of a ratio of medians."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from wm_vla.eval.stats import paired, wilson
@@ -68,3 +69,26 @@ def test_pool_paired_pools_reports_and_refuses_ones_without_per_episode_outcomes
     assert module.main([str(good), "--against", str(tmp_path / "other.json")]) == 2
     assert "not a paired comparison" in capsys.readouterr().err
     assert module.main([str(good), "--against", str(old)]) == 2
+
+
+def test_median_ratio_ci_covers_the_true_ratio_and_narrows_with_more_decisions() -> None:
+    from wm_vla.eval.stats import median_ratio_ci
+
+    rng = np.random.default_rng(5)
+    widths = []
+    for n in (20, 500):
+        ros, inproc = 36.0 + rng.normal(0, 2, n), 30.0 + rng.normal(0, 2, n)  # true ratio of medians 1.2
+        low, high = median_ratio_ci(ros, inproc)
+        assert low < 1.2 < high and low > 1.0  # ROS is measurably slower, and by about 1.2
+        widths.append(high - low)
+    assert widths[1] < widths[0] / 2
+    assert median_ratio_ci([40.0] * 5, [20.0] * 7) == (2.0, 2.0)  # no spread, no doubt
+    assert median_ratio_ci(ros, inproc, seed=3) == median_ratio_ci(ros, inproc, seed=3)
+
+
+def test_median_ratio_ci_without_decisions_is_nan_and_refuses_a_bad_level() -> None:
+    from wm_vla.eval.stats import median_ratio_ci
+
+    assert all(np.isnan(median_ratio_ci([], [1.0, 2.0])))
+    with pytest.raises(ValueError, match="level"):
+        median_ratio_ci([1.0], [1.0], level=95)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -65,3 +68,21 @@ def paired(a: list[bool], b: list[bool]) -> Paired:
     n = only_a + only_b
     tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2**n if n else 0.5
     return Paired(both, only_a, only_b, len(a) - both - only_a - only_b, min(1.0, 2 * tail))
+
+
+def median_ratio_ci(numerator: Sequence[float], denominator: Sequence[float], level: float = 0.95,
+                    resamples: int = 4000, seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap interval of median(numerator) / median(denominator), the two samples resampled
+    independently (e.g. decision times over ROS and in-process). It covers the sampling noise of one run only, not
+    a machine's drift between runs. (nan, nan) when either sample is empty."""
+    num, den = np.asarray(numerator, float), np.asarray(denominator, float)
+    if num.size == 0 or den.size == 0:
+        return float("nan"), float("nan")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    rng = np.random.default_rng(seed)
+    top = np.median(rng.choice(num, (resamples, num.size)), axis=1)
+    bottom = np.median(rng.choice(den, (resamples, den.size)), axis=1)
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(top / bottom, [tail, 100 - tail])
+    return float(low), float(high)
