@@ -230,9 +230,11 @@ class SimRobot(Node):
         self.js_pub.publish(js)
         if self.odom_pub is not None:
             self.odom_pub.publish(self._odometry(stamp))
+        # the frames go last: perception_node, on the same CPU, then need not wait for the status publish
+        # (docs/ros_stack.md, the scheduler trace)
+        self.status_pub.publish(String(data=json.dumps(self.status())))
         if self.camera_hz <= 0:
             self._publish_frames(stamp)
-        self.status_pub.publish(String(data=json.dumps(self.status())))
 
     def _publish_frames(self, stamp: Any = None) -> None:
         if self.result is None or (stamp is None and self.result.done):  # a finished episode's scene is frozen
