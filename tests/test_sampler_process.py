@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import numpy as np
 import pytest
 
 from wm_vla.runtime.errors import SamplerInputError, SamplerProcessError
-from wm_vla.runtime.sampler_process import InlineSampler, SamplerConfig, SamplerProcess, pack, unpack
+from wm_vla.runtime.sampler_process import CallWatchdog, InlineSampler, SamplerConfig, SamplerProcess, pack, unpack
 from wm_vla.runtime.spec import ModelSpec, candidate_noise
 from wm_vla.training.pipeline import default_checkpoints
 
@@ -83,6 +85,54 @@ def test_a_hung_child_times_out_and_is_killed() -> None:
     with pytest.raises(SamplerProcessError, match="no answer within 2 s"):
         sampler.sample(images, state, TASK, noise)
     assert not sampler.alive  # killed, not left stopped
+
+
+def test_a_hung_child_is_killed_even_while_a_large_request_blocks_the_send() -> None:
+    sampler = SamplerProcess(_cfg(call_timeout_s=2.0))
+    images, state, noise = _inputs(sampler.spec)
+    big = np.zeros((1, 1, 3, 1024, 1024), np.float32)  # 12 MB: far more than the socket buffer holds
+    os.kill(sampler.pid, signal.SIGSTOP)
+    t0 = time.monotonic()
+    with pytest.raises(SamplerProcessError, match="no answer within 2 s"):
+        sampler.sample(big, state, TASK, noise)
+    assert time.monotonic() - t0 < 20 and not sampler.alive
+    sampler.restart()  # a new child with a watchdog of its own
+    assert sampler.sample(images, state, TASK, noise).actions.shape[0] == 4
+    sampler.close()
+
+
+def test_calls_start_no_thread_each(proc: SamplerProcess) -> None:
+    images, state, noise = _inputs(proc.spec)
+    proc.sample(images, state, TASK, noise)
+    before = threading.active_count()
+    for _ in range(5):
+        proc.sample(images, state, TASK, noise)
+    assert threading.active_count() == before
+
+
+def test_the_watchdog_fires_only_for_a_call_not_disarmed_in_time() -> None:
+    fired: list[float] = []
+    dog = CallWatchdog(lambda: fired.append(time.monotonic()))
+    try:
+        dog.arm(0.2)
+        dog.disarm()
+        time.sleep(0.5)
+        assert not fired and not dog.fired  # disarmed in time
+        dog.arm(5.0)  # the thread now sleeps until this deadline ...
+        dog.disarm()
+        t0 = time.monotonic()
+        dog.arm(0.3)  # ... and an earlier one wakes it
+        deadline = t0 + 4.0
+        while not fired and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert fired and dog.fired and 0.25 <= fired[0] - t0 < 4.0
+        dog.arm(0.2)  # re-armed after firing: fires again; `fired` is about the last call
+        assert not dog.fired
+        while len(fired) < 2 and time.monotonic() < deadline + 4.0:
+            time.sleep(0.02)
+        assert len(fired) == 2
+    finally:
+        dog.close()
 
 
 def test_a_policy_that_does_not_load_is_a_clear_error(tmp_path: Path) -> None:
