@@ -131,6 +131,10 @@ class EpisodeOutcome:
     chosen_nonzero: int = 0
     shadow_agree: int = 0      # decisions where the shadow ranker (e.g. the teacher) picked the same candidate
     shadow_total: int = 0
+    # per disagreement: (kind, the shadow's score of its own pick minus its score of the ranker's pick); kinds:
+    # "switched" (the ranker switched, the shadow kept the first sample), "kept" (the reverse), "other" (both
+    # switched, to different candidates)
+    shadow_misses: list[tuple[str, float]] = field(default_factory=list)
 
 
 def run_episode(world: SimWorld, policy: FlarePolicy, mode: str, k: int, seed: int, ranker: GpcRanker | None,
@@ -163,8 +167,12 @@ def run_episode(world: SimWorld, policy: FlarePolicy, mode: str, k: int, seed: i
             chosen = ranker.rank(z, chunks).chosen
             if shadow is not None:
                 t_shadow = time.perf_counter()
-                outcome.shadow_agree += int(shadow.rank(z, chunks).chosen == chosen)
+                seen = shadow.rank(z, chunks)
+                outcome.shadow_agree += int(seen.chosen == chosen)
                 outcome.shadow_total += 1
+                if seen.chosen != chosen:
+                    kind = "switched" if seen.chosen == 0 else "kept" if chosen == 0 else "other"
+                    outcome.shadow_misses.append((kind, float(seen.scores[seen.chosen] - seen.scores[chosen])))
                 t0 += time.perf_counter() - t_shadow
         elif mode == "oracle" and k > 1:
             chosen = oracle_choice(world, chunks.numpy(), exec_h, follower, oracle_follow)
@@ -221,9 +229,23 @@ def _row(name: str, k: int, policy_label: str, outcomes: list[EpisodeOutcome]) -
             "decision_ms_p99": float(np.percentile(ms, 99)) if ms else float("nan"),
             "switched_decisions": int(sum(o.chosen_nonzero for o in outcomes)), "events": events,
             "per_episode_success": [bool(o.success) for o in outcomes],  # in seed order: paired comparisons
-            **({"teacher_agreement": sum(o.shadow_agree for o in outcomes) / max(1, sum(o.shadow_total for o in outcomes)),
-                "teacher_agreement_decisions": sum(o.shadow_total for o in outcomes)}
-               if any(o.shadow_total for o in outcomes) else {})}
+            **(shadow_summary(outcomes) if any(o.shadow_total for o in outcomes) else {})}
+
+
+def shadow_summary(outcomes: list[EpisodeOutcome]) -> dict[str, Any]:
+    """Top-1 agreement with the shadow ranker over the real decisions, and what its disagreements were: which way
+    (`EpisodeOutcome.shadow_misses` kinds) and how much of its own score the shadow would lose with the ranker's pick
+    (its regret: small where its best candidates were near-ties)."""
+    total = sum(o.shadow_total for o in outcomes)
+    misses = [m for o in outcomes for m in o.shadow_misses]
+    regret = np.array([r for _, r in misses])
+    kinds = {kind: sum(1 for k, _ in misses if k == kind) for kind in ("switched", "kept", "other")}
+    return {"teacher_agreement": sum(o.shadow_agree for o in outcomes) / max(1, total),
+            "teacher_agreement_decisions": total,
+            "teacher_disagreements": {**kinds,
+                                      "regret_p50": float(np.median(regret)) if len(regret) else float("nan"),
+                                      "regret_below_0.01": int((regret < 0.01).sum()),
+                                      "regret_below_0.05": int((regret < 0.05).sum())}}
 
 
 def load_policy(path: str, exec_horizon: int | None = None, denoise_steps: int | None = None) -> FlarePolicy:
