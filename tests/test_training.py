@@ -28,7 +28,7 @@ from wm_vla.eval.closed_loop import (
 from wm_vla.models.checkpoint import load_checkpoint, load_world_models, save_checkpoint
 from wm_vla.models.errors import CheckpointError, ModelConfigError
 from wm_vla.runtime.errors import RankerError
-from wm_vla.runtime.ranker import GpcRanker
+from wm_vla.runtime.ranker import GpcRanker, RankerConfig, score_candidates
 from wm_vla.sim import make_expert, make_world
 from wm_vla.sim.collect import CollectConfig, collect
 from wm_vla.training.datasets import load_frames
@@ -41,7 +41,10 @@ from wm_vla.training.train_world_model import (
     distill,
     hindsight_dataset_parts,
     instruction_agreement,
+    margin_picks,
     ranking_outlook,
+    relative_score_loss,
+    with_switch_bonus,
     teacher_instruction_groups,
     train_world_model,
 )
@@ -229,31 +232,52 @@ def test_teacher_and_student_checkpoints(world_models: tuple[Path, Path]) -> Non
 def test_ranked_states_record_the_ranked_decisions_and_train_the_student(
         policy_ckpt: Path, datasets: dict[str, Path], world_models: tuple[Path, Path], tmp_path: Path) -> None:
     from wm_vla.eval.closed_loop import HELDOUT_SEED
-    from wm_vla.training.ranked_states import RankedStatesConfig, load_ranked_states, record_ranked_states
+    from wm_vla.training.ranked_states import RankedStatesConfig, load_ranked_decisions, record_ranked_states
 
     states = tmp_path / "states"
     rec = record_ranked_states(RankedStatesConfig(policy=str(policy_ckpt), wm=str(world_models[1]), out=str(states),
                                                   episodes=1, k=4, progress=False))
     pc = load_checkpoint(policy_ckpt, expect="policy")[0].cfg
-    z, c = load_ranked_states(states, str(policy_ckpt), pc.latent_dim, pc.horizon, pc.action_dim, k=2)
-    assert rec["decisions"] >= 1 and z.shape == (4 * rec["decisions"], pc.latent_dim)
-    assert c.shape == (4 * rec["decisions"], pc.horizon, pc.action_dim) and torch.equal(z[0], z[3])
+    z, c = load_ranked_decisions(states, str(policy_ckpt), pc.latent_dim, pc.horizon, pc.action_dim)
+    assert rec["decisions"] >= 1 and z.shape == (rec["decisions"], pc.latent_dim)
+    assert c.shape == (rec["decisions"], 4, pc.horizon, pc.action_dim)
     data = [str(datasets["demos"])]
     base = dict(datasets=data, policy=str(policy_ckpt), teacher=str(world_models[0]), states=8, k=2, steps=3,
                 batch_size=16, progress=False)
     plain = distill(DistillConfig(**base, out=str(tmp_path / "plain")))  # type: ignore[arg-type]
     more = distill(DistillConfig(**base, out=str(tmp_path / "more"), ranked_states=[str(states)]))  # type: ignore[arg-type]
     assert more["candidates"] == plain["candidates"] + 4 * rec["decisions"]
-    assert more["heldout_states"] == plain["heldout_states"]  # recorded states only train
+    assert more["heldout_states"] == plain["heldout_states"]  # the labelled held-out states are the same
+    # the recorded decisions are ranked as recorded, K=4 candidates each (not in the labelled groups' K=2), the last
+    # tenth of them held out
+    assert more["ranked_k"] == 4 and more["ranked_heldout_decisions"] == int(0.1 * rec["decisions"])
+    assert 0.0 <= more["ranked_decision_agreement_train"] <= 1.0 and "ranked_k" not in plain
+    # the teacher alone (no ground truth) with the switch rule's score gains as a target: another student, and the
+    # decision agreement under that rule reported beside the plain top-1
+    relative = distill(DistillConfig(**base, out=str(tmp_path / "relative"), ground_truth_weight=0.0,  # type: ignore[arg-type]
+                                     relative_weight=1.0, decision_weight=1.0))
+    r_extra = load_checkpoint(tmp_path / "relative", expect="world_model")[1]
+    assert {"relative_gain", "listwise_decision"} <= set(r_extra["history"][0]) and "relative_gain" not in json.loads(
+        (tmp_path / "plain" / "train_log.json").read_text())["history"][0]
+    assert r_extra["train_config"]["ground_truth_weight"] == 0.0
+    for result in (plain, relative):
+        assert 0.0 <= result["decision_agreement_heldout"] <= 1.0 and 0.0 <= result["decision_agreement_train"] <= 1.0
+    p_weights = load_file(str(tmp_path / "plain" / "model.safetensors"))
+    r_weights = load_file(str(tmp_path / "relative" / "model.safetensors"))
+    assert any(not torch.equal(p_weights[k], r_weights[k]) for k in p_weights)
     # bad folders and configs: typed errors, nothing trained
     with pytest.raises(TrainingConfigError, match="held-out range"):
         RankedStatesConfig(policy="p", wm="w", out="o", seed=HELDOUT_SEED - 1, episodes=2).validate()
     with pytest.raises(DatasetFeatureError, match="not a ranked-states folder"):
-        load_ranked_states(tmp_path, str(policy_ckpt), pc.latent_dim, pc.horizon, pc.action_dim, k=2)
-    with pytest.raises(DatasetFeatureError, match="groups of 3"):
-        load_ranked_states(states, str(policy_ckpt), pc.latent_dim, pc.horizon, pc.action_dim, k=3)
+        load_ranked_decisions(tmp_path, str(policy_ckpt), pc.latent_dim, pc.horizon, pc.action_dim)
     with pytest.raises(DatasetFeatureError, match="needs"):
-        load_ranked_states(states, str(policy_ckpt), pc.latent_dim + 1, pc.horizon, pc.action_dim, k=2)
+        load_ranked_decisions(states, str(policy_ckpt), pc.latent_dim + 1, pc.horizon, pc.action_dim)
+    other_k = tmp_path / "states_k2"
+    record_ranked_states(RankedStatesConfig(policy=str(policy_ckpt), wm=str(world_models[1]), out=str(other_k),
+                                            episodes=1, k=2, progress=False))
+    with pytest.raises(DatasetFeatureError, match="different K"):
+        distill(DistillConfig(**base, out=str(tmp_path / "mixed"), ranked_states=[str(states), str(other_k)]))  # type: ignore[arg-type]
+    assert not (tmp_path / "mixed").exists()
     meta = json.loads((states / "meta.json").read_text())
     (states / "meta.json").write_text(json.dumps({**meta, "encoder_digest": "other"}))
     with pytest.raises(DatasetFeatureError, match="another encoder"):
@@ -263,10 +287,10 @@ def test_ranked_states_record_the_ranked_decisions_and_train_the_student(
     tensors = load_file(str(states / "states.safetensors"))
     save_file({**tensors, "latent": tensors["latent"] * float("nan")}, str(states / "states.safetensors"))
     with pytest.raises(DatasetFeatureError, match="non-finite"):
-        load_ranked_states(states, str(policy_ckpt), pc.latent_dim, pc.horizon, pc.action_dim, k=2)
+        load_ranked_decisions(states, str(policy_ckpt), pc.latent_dim, pc.horizon, pc.action_dim)
     (states / "states.safetensors").write_bytes(b"truncated")
     with pytest.raises(DatasetFeatureError, match="unreadable"):
-        load_ranked_states(states, str(policy_ckpt), pc.latent_dim, pc.horizon, pc.action_dim, k=2)
+        load_ranked_decisions(states, str(policy_ckpt), pc.latent_dim, pc.horizon, pc.action_dim)
 
 
 def test_eval_writes_the_documented_json(policy_ckpt: Path, world_models: tuple[Path, Path], tmp_path: Path) -> None:
@@ -281,6 +305,9 @@ def test_eval_writes_the_documented_json(policy_ckpt: Path, world_models: tuple[
     assert [r["switched_decisions"] for r in twice["configs"]] == [r["switched_decisions"] for r in report["configs"]]
     rank_row = sequential["configs"][1]
     assert rank_row["teacher_agreement_decisions"] > 0 and 0.0 <= rank_row["teacher_agreement"] <= 1.0
+    misses = rank_row["teacher_disagreements"]
+    assert misses["switched"] + misses["kept"] + misses["other"] == round(
+        rank_row["teacher_agreement_decisions"] * (1 - rank_row["teacher_agreement"]))
     keep = ("name", "k", "successes", "events", "switched_decisions")
     assert [{k: r[k] for k in keep} for r in sequential["configs"]] == [{k: r[k] for k in keep} for r in report["configs"]]
     saved = json.loads((tmp_path / "eval.json").read_text())
@@ -674,3 +701,36 @@ def test_ranking_outlook_warns_when_the_world_model_does_not_beat_the_first_samp
     asked = ranking_outlook({"top1_true_outcome_heldout": 0.6, "top1_true_outcome_first_candidate": 0.5,
                              "top1_true_outcome_heldout_relabelled": 0.71, "top1_true_outcome_first_candidate_relabelled": 0.4})
     assert asked is not None and asked.endswith("(+10%); asked for another target: 71% vs first sample 40%")
+
+
+def test_distillation_decisions_follow_the_rankers_switch_rule() -> None:
+    """`margin_picks` is the ranker's own choice (`score_candidates`, no penalties) on random score groups, near-ties
+    to the margin included; the relative loss reads score gains over the first candidate, in margins."""
+    gen = torch.Generator().manual_seed(3)
+    score = torch.rand(400, 6, generator=gen) * 0.3
+    score[::4, 2] = score[::4, 0] + 0.1 + torch.where(torch.arange(100) % 2 == 0, 1e-4, -1e-4)  # at the margin
+    picks = margin_picks(score, 0.1)
+    zeros = np.zeros((6, 1, 1))
+    expected = [score_candidates(s.double().numpy(), np.zeros(6), zeros, None, RankerConfig(switch_margin=0.1)).chosen
+                for s in score]
+    assert picks.tolist() == expected and 0 < int((picks == 0).sum()) < len(picks)
+    assert torch.equal(with_switch_bonus(score, 0.1).argmax(1), picks)  # the decision loss's target is that choice
+    assert float(relative_score_loss(score + 5.0, score, 0.1)) == pytest.approx(0.0, abs=1e-9)  # a shift: same rule
+    off = score.clone()
+    off[:, 1:] += 0.1  # every other candidate one margin higher against the first
+    assert float(relative_score_loss(off, score, 0.1)) == pytest.approx(5 / 6, rel=1e-5)
+
+
+def test_shadow_summary_says_which_way_the_ranker_and_the_teacher_disagreed() -> None:
+    from wm_vla.eval.closed_loop import EpisodeOutcome, shadow_summary
+
+    a = EpisodeOutcome(True, "success", shadow_agree=3, shadow_total=5,
+                       shadow_misses=[("switched", -0.02), ("other", 0.004)])
+    b = EpisodeOutcome(False, "timeout", shadow_agree=4, shadow_total=5, shadow_misses=[("kept", 0.3)])
+    summary = shadow_summary([a, b])
+    assert summary["teacher_agreement"] == pytest.approx(0.7) and summary["teacher_agreement_decisions"] == 10
+    d = summary["teacher_disagreements"]
+    assert (d["switched"], d["kept"], d["other"]) == (1, 1, 1) and d["regret_p50"] == pytest.approx(0.004)
+    assert (d["regret_below_0.01"], d["regret_below_0.05"]) == (2, 2)
+    assert np.isnan(shadow_summary([EpisodeOutcome(True, "", shadow_total=2, shadow_agree=2)])
+                    ["teacher_disagreements"]["regret_p50"])

@@ -186,10 +186,16 @@ def _train_distill(args: argparse.Namespace) -> int:
                                    steps=args.steps, seed=args.seed,
                                    extra_states=args.extra_states, ranked_states=args.ranked_states,
                                    student_hidden=args.student_hidden, student_layers=args.student_layers,
+                                   ground_truth_weight=args.ground_truth_weight, relative_weight=args.relative_weight,
+                                   decision_weight=args.decision_weight,
+                                   rank_weight=args.rank_weight, rank_temperature=args.rank_temperature,
+                                   **({} if args.switch_margin is None else {"switch_margin": args.switch_margin}),
                                    progress=not args.no_progress))
     print(f"student {result['out']}: {result['candidates']} policy candidates, {result['train_seconds']} s, "
           f"top-1 ranking agreement with the teacher: held-out states {result['top1_agreement_heldout']:.3f} "
-          f"({result['heldout_states']}), training states {result['top1_agreement_train']:.3f}")
+          f"({result['heldout_states']}), training states {result['top1_agreement_train']:.3f}; the same decision "
+          f"under the ranker's switch rule: held-out {result['decision_agreement_heldout']:.3f}, "
+          f"training {result['decision_agreement_train']:.3f}")
     if "top1_instruction_agreement_heldout" in result:
         print(f"held-out recorded frames: the student scores the same instruction highest as the teacher in "
               f"{result['top1_instruction_agreement_heldout']:.1%}")
@@ -302,6 +308,12 @@ def _eval_sim(args: argparse.Namespace) -> int:
         rate = f"{r['successes']}/{r['episodes']} = {100 * r['success_rate']:.1f}% [{100 * r['ci95'][0]:.0f}-{100 * r['ci95'][1]:.0f}]"
         agree = f"   teacher agreement {r['teacher_agreement']:.3f}" if "teacher_agreement" in r else ""
         print(f"{label:22s} {rate:>24s} {r['decision_ms_p50']:10.1f} ms{agree}")
+        if "teacher_disagreements" in r:
+            d = r["teacher_disagreements"]
+            print(f"{'':22s} disagreements: {d['switched']} switched where the teacher kept the first sample, "
+                  f"{d['kept']} kept where it switched, {d['other']} another candidate; the teacher's score lost by "
+                  f"the pick: median {d['regret_p50']:.3f}, under 0.01 in {d['regret_below_0.01']}, under 0.05 in "
+                  f"{d['regret_below_0.05']}")
     for p in report["paired_vs_single"]:
         print(f"{p['config']} K={p['k']} vs single, same seeds: {p['only_a']} episodes won only by {p['config']}, "
               f"{p['only_b']} only by single (exact McNemar p = {p['mcnemar_p']:.3g})")
@@ -819,6 +831,20 @@ def build_parser() -> argparse.ArgumentParser:
     td.add_argument("--steps", type=int, default=4000)
     td.add_argument("--student-hidden", type=int, default=None, help="override the student preset's width")
     td.add_argument("--student-layers", type=int, default=None, help="override the student preset's depth")
+    td.add_argument("--ground-truth-weight", type=float, default=0.5,
+                    help="weight of the recorded chunks' true outcomes beside the teacher's targets; 0: teacher only")
+    td.add_argument("--rank-weight", type=float, default=1.0,
+                    help="weight of the listwise KL between teacher and student scores over each state's candidates")
+    td.add_argument("--rank-temperature", type=float, default=0.05, help="softmax temperature of that KL")
+    td.add_argument("--relative-weight", type=float, default=0.0,
+                    help="weight of the squared error of each candidate's score gain over the state's first "
+                    "candidate (teacher vs student, in switch margins): what the ranker's switch rule compares")
+    td.add_argument("--decision-weight", type=float, default=0.0,
+                    help="weight of the listwise KL on the scores with the switch margin added to the first "
+                    "candidate: the ranker's decision (keep the first sample, or which one to switch to) as the target")
+    td.add_argument("--switch-margin", type=float, default=None,
+                    help="the switch rule the decision loss, the relative loss and the reported decision agreement use (default: the "
+                    "ranker's, wm_vla.runtime.ranker.DEFAULT_SWITCH_MARGIN, 0.1)")
     td.add_argument("--seed", type=int, default=0)
     td.add_argument("--no-progress", action="store_true")
     td.set_defaults(func=_train_distill)

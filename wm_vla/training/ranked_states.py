@@ -97,10 +97,10 @@ def check_ranked_states(path: str | Path, latent_policy: str) -> Path:
     return folder
 
 
-def load_ranked_states(path: str | Path, latent_policy: str, latent_dim: int, horizon: int, action_dim: int,
-                       k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(latents repeated per candidate (N*K, D), normalised chunks (N*K, H, A)) of a recorded folder, grouped in
-    runs of `k` (the distillation's group size, which must divide the recorded K)."""
+def load_ranked_decisions(path: str | Path, latent_policy: str, latent_dim: int, horizon: int,
+                          action_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(latents (N, D), normalised chunks (N, K, H, A)) of a recorded folder: its N decisions as recorded, K
+    candidates each, the policy's first sample first."""
     folder = check_ranked_states(path, latent_policy)
     try:
         tensors = load_file(str(folder / STATES_FILE))
@@ -112,8 +112,7 @@ def load_ranked_states(path: str | Path, latent_policy: str, latent_dim: int, ho
     if z.shape[1] != latent_dim or tuple(c.shape[2:]) != (horizon, action_dim):
         raise DatasetFeatureError(f"{folder}: latent {z.shape[1]}-d, chunks {tuple(c.shape[2:])}; the world model "
                                   f"needs {latent_dim}-d and ({horizon}, {action_dim})")
-    if c.shape[1] % k:
-        raise DatasetFeatureError(f"{folder}: {c.shape[1]} candidates per decision do not split into groups of {k}")
     if not (torch.isfinite(z).all() and torch.isfinite(c).all()):
         raise DatasetFeatureError(f"{folder}: non-finite values")
-    return z.repeat_interleave(c.shape[1], 0).float(), c.flatten(0, 1).float()
+    return z.float(), c.float()
+

@@ -21,10 +21,11 @@ from wm_vla.models.checkpoint import load_checkpoint, load_world_models, save_ch
 from wm_vla.models.config import world_model_preset
 from wm_vla.models.flare_policy import FlarePolicy, ObsBatch
 from wm_vla.models.world_model import AnyWorldModel, LatentWorldModel, WorldModelOutput
+from wm_vla.runtime.ranker import DEFAULT_SWITCH_MARGIN
 from wm_vla.training.candidate_labels import CandidateSet, load_candidate_set
 from wm_vla.training.common import seed_everything
 from wm_vla.training.errors import DatasetFeatureError
-from wm_vla.training.ranked_states import check_ranked_states, load_ranked_states
+from wm_vla.training.ranked_states import check_ranked_states, load_ranked_decisions
 from wm_vla.training.datasets import FrameStore, Windows, load_frames
 
 
@@ -369,13 +370,38 @@ def train_world_model(cfg: WorldModelTrainConfig) -> dict[str, Any]:
     return result
 
 
+def margin_picks(score: torch.Tensor, margin: float) -> torch.Tensor:
+    """The ranker's choice per group (G, K): the best candidate if it beats the first (the policy's own sample) by
+    more than `margin`, else the first (`score_candidates`' switch rule, without the kinematic penalties)."""
+    best = score.argmax(1)
+    gain = score.gather(1, best[:, None])[:, 0] - score[:, 0]
+    return torch.where(gain > margin, best, torch.zeros_like(best))
+
+
+def with_switch_bonus(score: torch.Tensor, margin: float) -> torch.Tensor:
+    """Scores (G, K) with `margin` added to each group's first candidate: their argmax is `margin_picks`' choice (ties
+    aside), so a listwise loss on them is a loss on the ranker's decision rather than on the plain order."""
+    return torch.cat([score[:, :1] + margin, score[:, 1:]], dim=1)
+
+
+def relative_score_loss(score: torch.Tensor, target: torch.Tensor, margin: float) -> torch.Tensor:
+    """Mean squared error of each candidate's score gain over the group's first candidate, in units of the switch
+    margin: what the margin rule compares, so an error of one margin costs 1."""
+    gain = score - score[:, :1]
+    target_gain = target - target[:, :1]
+    return (((gain - target_gain) / margin) ** 2).mean()
+
+
 @torch.no_grad()
 def top1_agreement(student: LatentWorldModel, cz: torch.Tensor, cc: torch.Tensor, teacher_score: torch.Tensor,
-                   groups: torch.Tensor, k: int) -> float:
-    """Fraction of candidate groups (states) where the student's pick is the teacher's pick."""
+                   groups: torch.Tensor, k: int, margin: float | None = None) -> float:
+    """Fraction of candidate groups (states) where the student's pick is the teacher's pick: the plain argmax, or
+    with `margin` both picks under the ranker's switch rule (`margin_picks`)."""
     rows = groups[:, None] * k + torch.arange(k)[None]
-    picks = group_scores(student, cz, cc, rows).argmax(1)
-    return float((picks == teacher_score[groups].argmax(1)).float().mean())
+    student_score, target = group_scores(student, cz, cc, rows), teacher_score[groups]
+    if margin is None:
+        return float((student_score.argmax(1) == target.argmax(1)).float().mean())
+    return float((margin_picks(student_score, margin) == margin_picks(target, margin)).float().mean())
 
 
 @torch.no_grad()
@@ -434,6 +460,14 @@ class DistillConfig:
     lr: float = 1e-3
     rank_weight: float = 1.0         # listwise KL between teacher and student softmax over each state's K scores
     rank_temperature: float = 0.05
+    ground_truth_weight: float = 0.5  # pointwise loss on the recorded chunks' true outcomes (pulls away from the teacher)
+    # MSE of each candidate's score gain over the state's first candidate, teacher vs student, in switch margins:
+    # the quantity the ranker's switch rule reads (0: off)
+    relative_weight: float = 0.0
+    # listwise KL of the scores with the switch margin added to the first candidate (`with_switch_bonus`): the
+    # ranker's decision, first sample kept or which one switched to, as the target (0: off)
+    decision_weight: float = 0.0
+    switch_margin: float = DEFAULT_SWITCH_MARGIN  # the rule the decision agreement is reported for
     extra_states: int = 0      # with label folders: also distil on K candidates at this many random dataset states
     ranked_states: list[str] = field(default_factory=list)  # `wm-vla train ranked-states` folders: train on these too
     student_hidden: int | None = None   # override the student preset's width / depth
@@ -445,6 +479,75 @@ class DistillConfig:
     instruction_rank_weight: float = 1.0
     seed: int = 0
     progress: bool = True
+
+
+@dataclass
+class CandidateGroups:
+    """States with K candidate chunks each (rows `g * k .. g * k + k - 1` of `z`/`chunk`, the policy's first sample
+    first), split into training and held-out groups, with the teacher's outputs once `label` has run."""
+
+    z: torch.Tensor       # (G * K, D) the state's latent, repeated per candidate
+    chunk: torch.Tensor   # (G * K, H, A) normalised
+    k: int
+    train: torch.Tensor   # group indices
+    held: torch.Tensor
+    soft: WorldModelOutput | None = None
+    score: torch.Tensor | None = None  # (G, K) the teacher's ranking score
+
+    def rows(self, groups: torch.Tensor) -> torch.Tensor:
+        return (groups[:, None] * self.k + torch.arange(self.k)[None]).reshape(-1)
+
+    def label(self, teacher: AnyWorldModel) -> None:
+        self.soft = teacher(self.z, self.chunk)
+        self.score = (self.soft.progress - self.soft.failure_prob).reshape(-1, self.k)  # what the ranker compares
+
+    def losses(self, student: LatentWorldModel, groups: torch.Tensor, z_scale: torch.Tensor,
+               cfg: DistillConfig) -> dict[str, torch.Tensor]:
+        """The student's distillation terms on these groups: pointwise (`distill`), listwise over each group's K
+        scores, and, when weighted, on the ranker's decision (`relative_gain`, `listwise_decision`)."""
+        assert self.soft is not None and self.score is not None
+        i = self.rows(groups)
+        out = student(self.z[i], self.chunk[i])
+        kd, _ = wm_loss(out, self.soft.next_latent[i], self.soft.failure_prob[i], self.soft.progress[i], z_scale)
+        score, target = (out.progress - out.failure_prob).reshape(-1, self.k), self.score[groups]
+        terms = {"distill": kd, "listwise_kl": listwise_kl(score, target, cfg.rank_temperature)}
+        if cfg.relative_weight > 0:
+            terms["relative_gain"] = relative_score_loss(score, target, cfg.switch_margin)
+        if cfg.decision_weight > 0:
+            terms["listwise_decision"] = listwise_kl(with_switch_bonus(score, cfg.switch_margin),
+                                                     with_switch_bonus(target, cfg.switch_margin), cfg.rank_temperature)
+        return terms
+
+    @torch.no_grad()
+    def agreement(self, student: AnyWorldModel, groups: torch.Tensor, margin: float | None = None) -> float:
+        """`top1_agreement` of the student with the teacher on these groups."""
+        assert self.score is not None
+        return top1_agreement(student, self.z, self.chunk, self.score, groups, self.k, margin)
+
+
+def ranked_groups(folders: list[str], latent_policy: str, teacher: AnyWorldModel,
+                  held_fraction: float = 0.1) -> CandidateGroups | None:
+    """The recorded closed-loop decisions of `wm-vla train ranked-states` folders as groups of their recorded K (the
+    ranker's real decisions); the last `held_fraction` of each folder's decisions (whole episodes but one) is held out."""
+    if not folders:
+        return None
+    zs, chunks, train, held, ks = [], [], [], [], set()
+    offset = 0
+    for folder in folders:
+        z, c = load_ranked_decisions(folder, latent_policy, teacher.cfg.latent_dim, teacher.cfg.horizon,
+                                     teacher.cfg.action_dim)
+        n, k = len(z), int(c.shape[1])
+        n_held = int(n * held_fraction)
+        ks.add(k)
+        zs.append(z.repeat_interleave(k, 0))
+        chunks.append(c.flatten(0, 1))
+        train.append(torch.arange(offset, offset + n - n_held))
+        held.append(torch.arange(offset + n - n_held, offset + n))
+        offset += n
+    if len(ks) > 1:
+        raise DatasetFeatureError(f"ranked-states folders recorded with different K ({sorted(ks)}) cannot be distilled "
+                                  "together")
+    return CandidateGroups(torch.cat(zs), torch.cat(chunks), ks.pop(), torch.cat(train), torch.cat(held))
 
 
 def distill(cfg: DistillConfig) -> dict[str, Any]:
@@ -483,15 +586,12 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         held_out, train_groups = perm[: max(1, len(perm) // 10)], perm[max(1, len(perm) // 10):]
         if len(train_groups) == 0:
             train_groups = perm
-    for folder in cfg.ranked_states:  # the states the ranked stack visits, teacher-labelled; they only train
-        rz, rc = load_ranked_states(folder, cfg.policy, teacher.cfg.latent_dim, teacher.cfg.horizon,
-                                    teacher.cfg.action_dim, k)
-        first = int(cz.shape[0]) // k
-        cz, cc = torch.cat([cz, rz]), torch.cat([cc, rc])
-        train_groups = torch.cat([train_groups, torch.arange(first, int(cz.shape[0]) // k)])
+    labelled = CandidateGroups(cz, cc, k, train_groups, held_out)
+    ranked = ranked_groups(cfg.ranked_states, cfg.policy, teacher)
+    sets = [g for g in (labelled, ranked) if g is not None]
     with torch.no_grad():
-        soft = teacher(cz, cc)
-    teacher_score = (soft.progress - soft.failure_prob).reshape(-1, k)  # what the ranker compares, per state
+        for g in sets:
+            g.label(teacher)
     size = {k: v for k, v in (("hidden", cfg.student_hidden), ("layers", cfg.student_layers)) if v is not None}
     student = LatentWorldModel(world_model_preset("student", latent_dim=teacher.cfg.latent_dim,
                                                   action_dim=teacher.cfg.action_dim, horizon=teacher.cfg.horizon, **size))
@@ -499,22 +599,24 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps, eta_min=cfg.lr * 0.05)
     instr_train, instr_held, instr_teacher = teacher_instruction_groups(teacher, data, gen)
     history = []
-    states_per_batch = max(1, cfg.batch_size // k)
+    training = [g for g in sets if len(g.train)]
+    # each set's share of a batch's candidates follows its share of the training candidates
+    total = sum(len(g.train) * g.k for g in training)
+    per_set = [max(1, round(cfg.batch_size * len(g.train) * g.k / total) // g.k) for g in training]
     for step in tqdm(range(cfg.steps), desc="distill student", unit="step", disable=not cfg.progress):
-        s_idx = train_groups[torch.randint(len(train_groups), (states_per_batch,), generator=gen)]
-        i = (s_idx[:, None] * k + torch.arange(k)[None]).reshape(-1)  # all K candidates of each state
+        picked = [g.train[torch.randint(len(g.train), (n,), generator=gen)] for g, n in zip(training, per_set)]
         j = torch.randint(len(data), (cfg.batch_size // 2,), generator=gen)
-        out = student(cz[i], cc[i])
-        kd, kd_m = wm_loss(out, soft.next_latent[i], soft.failure_prob[i], soft.progress[i], z_scale)
-        student_score = (out.progress - out.failure_prob).reshape(-1, k)
-        listwise = listwise_kl(student_score, teacher_score[s_idx], cfg.rank_temperature)
+        parts = [g.losses(student, groups, z_scale, cfg) for g, groups in zip(training, picked)]
+        terms = {name: sum(part[name] for part in parts) / len(parts) for name in parts[0]}
         gt_out = student(data.z[j], data.chunk[j])
         gt, _ = wm_loss(gt_out, data.z_next[j], data.failure[j], data.progress[j], z_scale, data.has_next[j])
-        loss = kd + cfg.rank_weight * listwise + 0.5 * gt
+        loss = (terms["distill"] + cfg.rank_weight * terms["listwise_kl"] + cfg.ground_truth_weight * gt
+                + cfg.relative_weight * terms.get("relative_gain", 0.0)
+                + cfg.decision_weight * terms.get("listwise_decision", 0.0))
         by_instruction = None
         if len(instr_train) and cfg.instruction_rank_weight > 0:
-            g = torch.randint(len(instr_train), (32,), generator=gen)
-            by_instruction = listwise_kl(group_scores(student, data.z, data.chunk, instr_train[g]), instr_teacher[0][g],
+            i = torch.randint(len(instr_train), (32,), generator=gen)
+            by_instruction = listwise_kl(group_scores(student, data.z, data.chunk, instr_train[i]), instr_teacher[0][i],
                                          cfg.rank_temperature)
             loss = loss + cfg.instruction_rank_weight * by_instruction
         opt.zero_grad(set_to_none=True)
@@ -522,26 +624,37 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         opt.step()
         sched.step()
         if step % 200 == 0 or step == cfg.steps - 1:
-            history.append({"step": step, "distill": kd_m["loss"], "listwise_kl": float(listwise.detach()),
+            history.append({**{name: float(v.detach()) for name, v in terms.items()}, "step": step,
                             "ground_truth": float(gt.detach()),
                             **({} if by_instruction is None else {"listwise_instruction": float(by_instruction.detach())})})
-    agree_train = top1_agreement(student, cz, cc, teacher_score, train_groups[torch.randperm(len(train_groups))[:500]], k)
-    agree = top1_agreement(student, cz, cc, teacher_score, held_out, k)
-    relabelled = {"top1_agreement_heldout_relabelled": top1_agreement(student, cz, cc, teacher_score, held_relabelled, k)
+    student.eval()
+    train_sample = train_groups[torch.randperm(len(train_groups), generator=gen)[:500]]
+    agree_train = labelled.agreement(student, train_sample)
+    agree = labelled.agreement(student, held_out)
+    decisions = {"decision_agreement_heldout": labelled.agreement(student, held_out, cfg.switch_margin),
+                 "decision_agreement_train": labelled.agreement(student, train_sample, cfg.switch_margin)}
+    if ranked is not None:  # the recorded closed-loop decisions, K candidates each as the ranker saw them
+        r_sample = ranked.train[torch.randperm(len(ranked.train), generator=gen)[:500]]
+        decisions.update({"ranked_k": ranked.k, "ranked_heldout_decisions": len(ranked.held),
+                          "ranked_top1_agreement_heldout": ranked.agreement(student, ranked.held),
+                          "ranked_decision_agreement_heldout": ranked.agreement(student, ranked.held, cfg.switch_margin),
+                          "ranked_decision_agreement_train": ranked.agreement(student, r_sample, cfg.switch_margin)})
+    relabelled = {"top1_agreement_heldout_relabelled": labelled.agreement(student, held_relabelled)
                   } if len(held_relabelled) else {}
     if len(instr_held):  # held-out frames: does the student score the same instruction highest as the teacher?
         relabelled["top1_instruction_agreement_heldout"] = instruction_agreement(student, data, instr_held,
                                                                                  instr_teacher[1])
     seconds = time.perf_counter() - t0
-    save_checkpoint(student.eval(), Path(cfg.out), extra={"policy": str(cfg.policy),
+    save_checkpoint(student, Path(cfg.out), extra={"policy": str(cfg.policy),
                                                           "encoder_digest": weights_digest(cfg.policy), "teacher": cfg.teacher if isinstance(cfg.teacher, list) else str(cfg.teacher),
                                                           "train_config": asdict(cfg), "train_seconds": seconds,
                                                           "top1_agreement_heldout": agree,
-                                                          "top1_agreement_train": agree_train, **relabelled,
+                                                          "top1_agreement_train": agree_train, **decisions,
+                                                          **relabelled,
                                                           "history": history},
                     tensors={"z_scale": z_scale})
-    result = {"candidates": len(cz), "heldout_states": len(held_out), "top1_agreement_heldout": agree,
-              "top1_agreement_train": agree_train, **relabelled, "train_seconds": round(seconds, 1),
+    result = {"candidates": sum(len(g.z) for g in sets), "heldout_states": len(held_out), "top1_agreement_heldout": agree,
+              "top1_agreement_train": agree_train, **decisions, **relabelled, "train_seconds": round(seconds, 1),
               "out": cfg.out}
     (Path(cfg.out) / "train_log.json").write_text(json.dumps({**result, "history": history}, indent=2))
     return result
