@@ -63,6 +63,12 @@ def test_core_never_imports_rclpy() -> None:
     (["train", "distill", "--dataset", "/nonexistent/data", "--policy", str(SHIPPED_DIR / "wm_encoder"), "--teacher",
       str(SHIPPED_DIR / "wm_teacher"), "--out", "/tmp/unused_student", "--ranked-states", "/nonexistent/states"],
      "not a ranked-states folder"),
+    (["train", "distill", "--dataset", "/nonexistent/data", "--policy", "/nonexistent/policy", "--teacher", "/nonexistent/t",
+      "--out", "/tmp/unused_student", "--decision-weight", "-1"], "weights must be >= 0: {'decision_weight': -1.0}"),
+    (["train", "distill", "--dataset", "/nonexistent/data", "--policy", "/nonexistent/policy", "--teacher", "/nonexistent/t",
+      "--out", "/tmp/unused_student", "--lr", "0"], "need lr > 0"),
+    (["train", "distill", "--dataset", "/nonexistent/data", "--policy", "/nonexistent/policy", "--teacher", "/nonexistent/t",
+      "--out", "/tmp/unused_student", "--relative-weight", "1", "--switch-margin", "0"], "needs switch_margin > 0"),
 ])
 def test_train_and_eval_report_bad_paths_in_one_line(args: list[str], message: str,
                                                     capsys: pytest.CaptureFixture[str]) -> None:

@@ -187,7 +187,7 @@ def _train_distill(args: argparse.Namespace) -> int:
                                    extra_states=args.extra_states, ranked_states=args.ranked_states,
                                    student_hidden=args.student_hidden, student_layers=args.student_layers,
                                    ground_truth_weight=args.ground_truth_weight, relative_weight=args.relative_weight,
-                                   decision_weight=args.decision_weight,
+                                   decision_weight=args.decision_weight, lr=args.lr,
                                    rank_weight=args.rank_weight, rank_temperature=args.rank_temperature,
                                    **({} if args.switch_margin is None else {"switch_margin": args.switch_margin}),
                                    progress=not args.no_progress))
@@ -831,6 +831,7 @@ def build_parser() -> argparse.ArgumentParser:
     td.add_argument("--steps", type=int, default=4000)
     td.add_argument("--student-hidden", type=int, default=None, help="override the student preset's width")
     td.add_argument("--student-layers", type=int, default=None, help="override the student preset's depth")
+    td.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (cosine decay to 5%%)")
     td.add_argument("--ground-truth-weight", type=float, default=0.5,
                     help="weight of the recorded chunks' true outcomes beside the teacher's targets; 0: teacher only")
     td.add_argument("--rank-weight", type=float, default=1.0,

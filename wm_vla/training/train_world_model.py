@@ -24,7 +24,7 @@ from wm_vla.models.world_model import AnyWorldModel, LatentWorldModel, WorldMode
 from wm_vla.runtime.ranker import DEFAULT_SWITCH_MARGIN
 from wm_vla.training.candidate_labels import CandidateSet, load_candidate_set
 from wm_vla.training.common import seed_everything
-from wm_vla.training.errors import DatasetFeatureError
+from wm_vla.training.errors import DatasetFeatureError, TrainingConfigError
 from wm_vla.training.ranked_states import check_ranked_states, load_ranked_decisions
 from wm_vla.training.datasets import FrameStore, Windows, load_frames
 
@@ -480,6 +480,20 @@ class DistillConfig:
     seed: int = 0
     progress: bool = True
 
+    def validate(self) -> None:
+        """Refuse settings that cannot train (before anything is loaded or written)."""
+        weights = {"rank_weight": self.rank_weight, "ground_truth_weight": self.ground_truth_weight,
+                   "relative_weight": self.relative_weight, "decision_weight": self.decision_weight,
+                   "instruction_rank_weight": self.instruction_rank_weight, "switch_margin": self.switch_margin}
+        bad = {name: value for name, value in weights.items() if not value >= 0.0}  # NaN fails too
+        if bad:
+            raise TrainingConfigError(f"distillation weights must be >= 0: {bad}")
+        if not (self.lr > 0.0 and self.rank_temperature > 0.0 and self.steps >= 1 and self.batch_size >= 1):
+            raise TrainingConfigError(f"need lr > 0, rank_temperature > 0, steps >= 1 and batch_size >= 1, got "
+                                      f"{self.lr}, {self.rank_temperature}, {self.steps} and {self.batch_size}")
+        if self.relative_weight > 0 and self.switch_margin <= 0:
+            raise TrainingConfigError("relative_weight measures score gains in switch margins: it needs switch_margin > 0")
+
 
 @dataclass
 class CandidateGroups:
@@ -552,6 +566,7 @@ def ranked_groups(folders: list[str], latent_policy: str, teacher: AnyWorldModel
 
 def distill(cfg: DistillConfig) -> dict[str, Any]:
     """Student <- teacher on policy candidates (soft targets) + ground truth on recorded chunks."""
+    cfg.validate()
     gen = seed_everything(cfg.seed)
     policy, _, _ = load_checkpoint(Path(cfg.policy), expect="policy")
     teacher, t_tensors = load_world_models(cfg.teacher)
