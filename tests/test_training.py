@@ -252,6 +252,8 @@ def test_ranked_states_record_the_ranked_decisions_and_train_the_student(
     # tenth of them held out
     assert more["ranked_k"] == 4 and more["ranked_heldout_decisions"] == int(0.1 * rec["decisions"])
     assert 0.0 <= more["ranked_decision_agreement_train"] <= 1.0 and "ranked_k" not in plain
+    held = more["ranked_heldout_decisions"] > 0
+    assert ("ranked_decision_agreement_heldout" in more) == held  # no NaN figure for an empty held-out set
     # the teacher alone (no ground truth) with the switch rule's score gains as a target: another student, and the
     # decision agreement under that rule reported beside the plain top-1
     relative = distill(DistillConfig(**base, out=str(tmp_path / "relative"), ground_truth_weight=0.0,  # type: ignore[arg-type]

@@ -615,6 +615,8 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     instr_train, instr_held, instr_teacher = teacher_instruction_groups(teacher, data, gen)
     history = []
     training = [g for g in sets if len(g.train)]
+    if not training:
+        raise DatasetFeatureError("no candidate groups left to train on after the held-out split")
     # each set's share of a batch's candidates follows its share of the training candidates
     total = sum(len(g.train) * g.k for g in training)
     per_set = [max(1, round(cfg.batch_size * len(g.train) * g.k / total) // g.k) for g in training]
@@ -650,10 +652,13 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
                  "decision_agreement_train": labelled.agreement(student, train_sample, cfg.switch_margin)}
     if ranked is not None:  # the recorded closed-loop decisions, K candidates each as the ranker saw them
         r_sample = ranked.train[torch.randperm(len(ranked.train), generator=gen)[:500]]
-        decisions.update({"ranked_k": ranked.k, "ranked_heldout_decisions": len(ranked.held),
-                          "ranked_top1_agreement_heldout": ranked.agreement(student, ranked.held),
-                          "ranked_decision_agreement_heldout": ranked.agreement(student, ranked.held, cfg.switch_margin),
-                          "ranked_decision_agreement_train": ranked.agreement(student, r_sample, cfg.switch_margin)})
+        decisions.update({"ranked_k": ranked.k, "ranked_heldout_decisions": len(ranked.held)})
+        if len(r_sample):
+            decisions["ranked_decision_agreement_train"] = ranked.agreement(student, r_sample, cfg.switch_margin)
+        if len(ranked.held):  # folders of fewer than ten decisions hold none out
+            decisions.update({"ranked_top1_agreement_heldout": ranked.agreement(student, ranked.held),
+                              "ranked_decision_agreement_heldout": ranked.agreement(student, ranked.held,
+                                                                                    cfg.switch_margin)})
     relabelled = {"top1_agreement_heldout_relabelled": labelled.agreement(student, held_relabelled)
                   } if len(held_relabelled) else {}
     if len(instr_held):  # held-out frames: does the student score the same instruction highest as the teacher?
