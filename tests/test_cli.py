@@ -84,3 +84,17 @@ def test_teleop_collect_rejects_a_bad_speed_cap_before_starting_anything(
     assert main(["teleop", "collect", "--episodes", "1", "--out", str(out), "--max-linear", speed]) == 2
     assert "teleop_max_linear must be in (0, 1] m/s" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_distill_says_how_many_held_out_decisions_were_near_ties() -> None:
+    from wm_vla.cli import ranked_decisions_line
+
+    result = {"ranked_decision_agreement_heldout": 0.8028, "ranked_heldout_decisions": 497, "ranked_k": 16,
+              "ranked_heldout_near_tie_share": 0.2656, "ranked_heldout_decision_agreement_clear": 0.8795}
+    line = ranked_decisions_line(result)
+    assert line is not None and line.startswith("held-out recorded decisions (497, K=16)")
+    assert "in 0.803;" in line and "27% of them are near-ties" in line and line.endswith("0.879 on the others")
+    only_ties = {**result, "ranked_heldout_near_tie_share": 1.0}
+    del only_ties["ranked_heldout_decision_agreement_clear"]
+    assert "on the others" not in str(ranked_decisions_line(only_ties))
+    assert ranked_decisions_line({"top1_agreement_heldout": 0.7}) is None  # no --ranked-states: nothing to say

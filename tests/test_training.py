@@ -41,6 +41,7 @@ from wm_vla.training.train_world_model import (
     distill,
     hindsight_dataset_parts,
     instruction_agreement,
+    decision_slack,
     margin_picks,
     ranking_outlook,
     relative_score_loss,
@@ -254,6 +255,9 @@ def test_ranked_states_record_the_ranked_decisions_and_train_the_student(
     assert 0.0 <= more["ranked_decision_agreement_train"] <= 1.0 and "ranked_k" not in plain
     held = more["ranked_heldout_decisions"] > 0
     assert ("ranked_decision_agreement_heldout" in more) == held  # no NaN figure for an empty held-out set
+    if held:  # how many of them the teacher itself nearly decided the other way
+        assert 0.0 <= more["ranked_heldout_near_tie_share"] <= 1.0
+        assert ("ranked_heldout_decision_agreement_clear" in more) == (more["ranked_heldout_near_tie_share"] < 1.0)
     # the teacher alone (no ground truth) with the switch rule's score gains as a target: another student, and the
     # decision agreement under that rule reported beside the plain top-1
     relative = distill(DistillConfig(**base, out=str(tmp_path / "relative"), ground_truth_weight=0.0,  # type: ignore[arg-type]
@@ -721,6 +725,50 @@ def test_distillation_decisions_follow_the_rankers_switch_rule() -> None:
     off = score.clone()
     off[:, 1:] += 0.1  # every other candidate one margin higher against the first
     assert float(relative_score_loss(off, score, 0.1)) == pytest.approx(5 / 6, rel=1e-5)
+
+
+def test_decision_slack_is_how_far_a_decision_is_from_flipping() -> None:
+    """A kept first sample's slack is what the best lacks of the margin; a switch's, the lesser of its excess over the
+    margin and its lead over the runner-up. Score errors under half of it never change the decision; one just over it
+    can."""
+    score = torch.tensor([[0.5, 0.55, 0.3], [0.2, 0.5, 0.45], [0.2, 0.33, 0.1]])
+    assert decision_slack(score, 0.1).tolist() == pytest.approx([0.05, 0.05, 0.03], abs=1e-6)
+    assert margin_picks(score, 0.1).tolist() == [0, 1, 1]
+    flipped = score.clone()
+    flipped[0, 1] += 0.051  # now beats the first sample by more than the margin
+    flipped[1, 2] += 0.051  # now ahead of the switch's pick
+    flipped[2, 0] += 0.031  # now the switch's gain is under the margin
+    assert margin_picks(flipped, 0.1).tolist() == [1, 2, 0]
+    gen = torch.Generator().manual_seed(5)
+    groups = torch.rand(500, 16, generator=gen) * 0.4
+    slack = decision_slack(groups, 0.1)
+    assert bool((slack >= 0).all())
+    noise = (torch.rand(groups.shape, generator=gen) * 2 - 1) * 0.49 * slack[:, None]
+    assert torch.equal(margin_picks(groups + noise, 0.1), margin_picks(groups, 0.1))
+    assert decision_slack(torch.tensor([[0.3]]), 0.1).tolist() == pytest.approx([0.1])  # K=1: always kept
+
+
+def test_near_ties_count_the_teachers_close_calls_and_score_the_student_on_the_rest() -> None:
+    from wm_vla.models.config import WorldModelConfig
+    from wm_vla.models.world_model import LatentWorldModel
+    from wm_vla.training.train_world_model import NEAR_TIE_SHARE, CandidateGroups
+
+    torch.manual_seed(0)
+    cfg = WorldModelConfig(role="student", latent_dim=8, action_dim=2, horizon=3, hidden=16, layers=1)
+    teacher, other = LatentWorldModel(cfg).eval(), LatentWorldModel(cfg).eval()
+    g, k = 300, 6
+    groups = CandidateGroups(torch.randn(g, 8).repeat_interleave(k, 0), torch.randn(g * k, 3, 2) * 3, k,
+                             torch.arange(0), torch.arange(g))
+    groups.label(teacher)
+    assert groups.score is not None
+    margin = 0.02
+    is_near = decision_slack(groups.score, margin) < NEAR_TIE_SHARE * margin
+    itself = groups.near_ties(teacher, groups.held, margin)
+    assert itself["near_tie_share"] == pytest.approx(float(is_near.float().mean()))
+    assert 0.0 < itself["near_tie_share"] < 1.0 and itself["decision_agreement_clear"] == 1.0
+    assert groups.near_ties(other, groups.held, margin)["decision_agreement_clear"] < 1.0
+    only_near = groups.near_ties(other, groups.held[is_near], margin)  # no clear decision: no figure, not NaN
+    assert only_near == {"near_tie_share": 1.0}
 
 
 def test_shadow_summary_says_which_way_the_ranker_and_the_teacher_disagreed() -> None:

@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from wm_vla.data.errors import DataError
 from wm_vla.robots.errors import RobotError
@@ -175,6 +176,19 @@ def _train_world_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def ranked_decisions_line(result: dict[str, Any]) -> str | None:
+    """What `train distill` says about the held-out recorded decisions (`--ranked-states`), if it held any out."""
+    if "ranked_decision_agreement_heldout" not in result:
+        return None
+    line = (f"held-out recorded decisions ({result['ranked_heldout_decisions']}, K={result['ranked_k']}): the student "
+            f"takes the teacher's decision under the switch rule in {result['ranked_decision_agreement_heldout']:.3f}; "
+            f"{result['ranked_heldout_near_tie_share']:.0%} of them are near-ties (the teacher's own scores within a "
+            "fifth of the margin of another decision)")
+    if "ranked_heldout_decision_agreement_clear" in result:
+        line += f", {result['ranked_heldout_decision_agreement_clear']:.3f} on the others"
+    return line
+
+
 def _train_distill(args: argparse.Namespace) -> int:
     from wm_vla.training.train_world_model import DistillConfig, distill
 
@@ -199,6 +213,8 @@ def _train_distill(args: argparse.Namespace) -> int:
     if "top1_instruction_agreement_heldout" in result:
         print(f"held-out recorded frames: the student scores the same instruction highest as the teacher in "
               f"{result['top1_instruction_agreement_heldout']:.1%}")
+    if (line := ranked_decisions_line(result)) is not None:
+        print(line)
     return 0
 
 

@@ -378,6 +378,18 @@ def margin_picks(score: torch.Tensor, margin: float) -> torch.Tensor:
     return torch.where(gain > margin, best, torch.zeros_like(best))
 
 
+def decision_slack(score: torch.Tensor, margin: float) -> torch.Tensor:
+    """How far each group's `margin_picks` decision (G, K scores) is from another: for a kept first sample, what the
+    best candidate lacks of beating it by the margin; for a switch, the lesser of its excess over the margin and its
+    lead over the runner-up. A student whose score gains err by more than this can take the other decision."""
+    best = score.argmax(1)
+    gain = score.gather(1, best[:, None])[:, 0] - score[:, 0]
+    if score.shape[1] < 2:
+        return margin - gain
+    top2 = score.topk(2, dim=1).values
+    return torch.where(gain > margin, torch.minimum(gain - margin, top2[:, 0] - top2[:, 1]), margin - gain)
+
+
 def with_switch_bonus(score: torch.Tensor, margin: float) -> torch.Tensor:
     """Scores (G, K) with `margin` added to each group's first candidate: their argmax is `margin_picks`' choice (ties
     aside), so a listwise loss on them is a loss on the ranker's decision rather than on the plain order."""
@@ -444,6 +456,9 @@ def instruction_agreement(student: LatentWorldModel, data: Transitions, groups: 
     """Fraction of instruction groups where the student's highest-scored instruction is the teacher's."""
     picks = group_scores(student, data.z, data.chunk, groups).argmax(1)
     return float((picks == teacher_score.argmax(1)).float().mean())
+
+
+NEAR_TIE_SHARE = 0.2  # a teacher decision within this share of the switch margin of another is a near-tie
 
 
 @dataclass
@@ -537,6 +552,17 @@ class CandidateGroups:
         """`top1_agreement` of the student with the teacher on these groups."""
         assert self.score is not None
         return top1_agreement(student, self.z, self.chunk, self.score, groups, self.k, margin)
+
+    @torch.no_grad()
+    def near_ties(self, student: AnyWorldModel, groups: torch.Tensor, margin: float) -> dict[str, float]:
+        """The share of these groups whose teacher decision is within a fifth of the margin of another
+        (`decision_slack`), and the student's decision agreement on the others."""
+        assert self.score is not None
+        clear = groups[decision_slack(self.score[groups], margin) >= NEAR_TIE_SHARE * margin]
+        out = {"near_tie_share": 1.0 - len(clear) / max(1, len(groups))}
+        if len(clear):
+            out["decision_agreement_clear"] = self.agreement(student, clear, margin)
+        return out
 
 
 def ranked_groups(folders: list[str], latent_policy: str, teacher: AnyWorldModel,
@@ -662,6 +688,8 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
             decisions.update({"ranked_top1_agreement_heldout": ranked.agreement(student, ranked.held),
                               "ranked_decision_agreement_heldout": ranked.agreement(student, ranked.held,
                                                                                     cfg.switch_margin)})
+            decisions.update({f"ranked_heldout_{name}": value
+                              for name, value in ranked.near_ties(student, ranked.held, cfg.switch_margin).items()})
     relabelled = {"top1_agreement_heldout_relabelled": labelled.agreement(student, held_relabelled)
                   } if len(held_relabelled) else {}
     if len(instr_held):  # held-out frames: does the student score the same instruction highest as the teacher?
