@@ -901,12 +901,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the policies learn from only the first N demonstrations; the world models see all --demos")
     tt.add_argument("--wm-encoder-demos", type=int, default=None, metavar="N",
                     help="the world models rank in the latent of a second, FiLM policy trained on the first N "
-                    "demonstrations (shipped as wm_encoder; with --hindsight: the shipped recipe, README, issue #3)")
+                    "demonstrations (shipped as wm_encoder; with --hindsight: the shipped recipe, docs/results.md, issue #3)")
     tt.add_argument("--wm-encoder-steps", type=int, default=None, metavar="N",
                     help="training steps of that encoder (default: --policy-steps)")
     tt.add_argument("--hindsight", action="store_true",
                     help="teacher and student also train on the demonstrations relabelled for the other instructions "
-                    "(listwise across them); pays off with --film (README, issue #3)")
+                    "(listwise across them); pays off with --film (docs/results.md, issue #3)")
     tt.add_argument("--film", action="store_true", help="condition the policies' CNN on the instruction (FiLM)")
     tt.add_argument("--no-progress", action="store_true")
     tt.set_defaults(func=_train_tiny)

@@ -62,7 +62,7 @@ class PipelineConfig:
     # see all `demos` (None: the policies see all of them too)
     policy_demos: int | None = None
     # teacher and student also train on every recorded frame relabelled for the scene's other instructions, with
-    # a listwise loss across them (needs a latent that carries the instruction, e.g. --film; README, issue #3)
+    # a listwise loss across them (needs a latent that carries the instruction, e.g. --film; docs/results.md, issue #3)
     hindsight: bool = False
     # the world models rank in the latent of a second, FiLM policy trained on the first N demonstrations (`wm_encoder`:
     # its encoder reads the instruction, which the policy's may not); they learn from both policies' labelled candidates

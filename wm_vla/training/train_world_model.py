@@ -253,12 +253,12 @@ class WorldModelTrainConfig:
     rank_weight: float = 1.0        # listwise loss on labelled candidate groups (their true outcome order)
     rank_temperature: float = 0.1
     # also train on the labels' hindsight-relabelled copies (other instructions); off: in our runs it made the
-    # ranking worse, the policy's latent does not carry which cube the instruction names (README, issue #3)
+    # ranking worse, the policy's latent does not carry which cube the instruction names (docs/results.md, issue #3)
     hindsight: bool = False
     # also train on the recorded datasets' hindsight copies (each frame labelled for the other instructions)
     hindsight_datasets: bool = False
     # with hindsight_datasets: listwise loss over each recorded frame's instructions (own vs relabelled), the same
-    # chunk scored under every colour word; a pointwise fit alone does not learn to tell them apart (README)
+    # chunk scored under every colour word; a pointwise fit alone does not learn to tell them apart (docs/results.md)
     instruction_rank_weight: float = 1.0
     progress: bool = True
 
