@@ -68,6 +68,8 @@ def test_core_never_imports_rclpy() -> None:
     (["train", "distill", "--dataset", "/nonexistent/data", "--policy", "/nonexistent/policy", "--teacher", "/nonexistent/t",
       "--out", "/tmp/unused_student", "--lr", "0"], "need lr > 0"),
     (["train", "distill", "--dataset", "/nonexistent/data", "--policy", "/nonexistent/policy", "--teacher", "/nonexistent/t",
+      "--out", "/tmp/unused_student", "--batch-size", "0"], "batch_size >= 1"),
+    (["train", "distill", "--dataset", "/nonexistent/data", "--policy", "/nonexistent/policy", "--teacher", "/nonexistent/t",
       "--out", "/tmp/unused_student", "--relative-weight", "1", "--switch-margin", "0"], "needs switch_margin > 0"),
 ])
 def test_train_and_eval_report_bad_paths_in_one_line(args: list[str], message: str,
