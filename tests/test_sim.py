@@ -225,3 +225,48 @@ def test_judge_as_relabels_the_last_step_for_other_instructions(world) -> None: 
         ok, failed, progress = world.judge_as(other)
         assert failed and not ok and progress < world.progress()  # touching red fails "touch the blue cube"
     assert world.task == actual  # judging does not change the episode's task
+
+
+def test_distance_around_disk_is_the_straight_line_when_clear_else_tangents_and_arc() -> None:
+    from wm_vla.sim.quadruped_world import distance_around_disk
+
+    centre = np.zeros(2)
+    a, b = np.array([-2.0, 0.0]), np.array([2.0, 0.0])
+    # blocked through the middle: two tangents of sqrt(3) and an arc of pi - 2 * pi / 3
+    assert distance_around_disk(a, b, centre, 1.0) == pytest.approx(2 * np.sqrt(3) + np.pi / 3)
+    assert distance_around_disk(a, np.array([-2.0, 3.0]), centre, 1.0) == pytest.approx(3.0)  # clear: straight
+    # never shorter than the straight line, and continuous as the line starts to graze the disk
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        p, q = rng.uniform(-3, 3, 2), rng.uniform(-3, 3, 2)
+        assert distance_around_disk(p, q, centre, 1.0) >= np.linalg.norm(p - q) - 1e-9
+    grazing = [distance_around_disk(a, np.array([2.0, y]), centre, 1.0) for y in (1.999, 2.0, 2.001)]
+    assert max(grazing) - min(grazing) < 1e-2
+    # an end inside the disk first goes out to its edge
+    assert distance_around_disk(np.array([0.5, 0.0]), np.array([3.0, 0.0]), centre, 1.0) == pytest.approx(2.5)
+
+
+def test_quadruped_progress_goes_around_the_blocking_box_not_through_it() -> None:
+    """Walking straight at the box must gain less progress than walking as far along the expert's detour; by
+    straight-line distance it gained more, so a progress-greedy ranker steered into the box."""
+    from wm_vla.sim.quadruped_world import DETOUR_CLEARANCE, detour_waypoints
+
+    w = make_world("quadruped")
+    try:
+        w.reset(3, family="goto")
+        target, box = w.layout[f"marker_{w.task.colour}"], w.layout["obstacle0"]
+        first = detour_waypoints(target, box, DETOUR_CLEARANCE)[0]
+        walked = float(np.linalg.norm(first))
+        straight = walked * target / np.linalg.norm(target)
+
+        def progress_at(xy: np.ndarray) -> float:
+            w.data.qpos[w._base_qadr[:2]] = xy
+            mujoco.mj_forward(w.model, w.data)
+            return w.progress()
+
+        assert progress_at(np.zeros(2)) == pytest.approx(0.0)
+        assert np.linalg.norm(straight - target) < np.linalg.norm(first - target)  # the old measure's preference
+        assert progress_at(first) > progress_at(straight)
+        assert progress_at(target) == pytest.approx(1.0)
+    finally:
+        w.close()

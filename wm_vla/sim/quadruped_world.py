@@ -49,6 +49,32 @@ def distance_to_polyline(point: np.ndarray, vertices: list[np.ndarray]) -> float
     return best
 
 
+def distance_around_disk(point: np.ndarray, target: np.ndarray, centre: np.ndarray, radius: float) -> float:
+    """Length of the shortest path from `point` to `target` that stays outside the disk (centre, radius): the straight
+    line where it clears the disk, else the tangent from each end and the arc between them. An end inside the disk
+    first goes straight out to its edge."""
+    extra = 0.0
+    ends = []
+    for end in (point, target):
+        offset = end - centre
+        dist = float(np.linalg.norm(offset))
+        if dist < radius:  # inside: out along the radius (any direction at the very centre)
+            direction = offset / dist if dist > 1e-9 else np.array([1.0, 0.0])
+            extra += radius - dist
+            end = centre + radius * direction
+        ends.append(end)
+    a, b = ends
+    seg = b - a
+    t = np.clip(np.dot(centre - a, seg) / max(float(np.dot(seg, seg)), 1e-12), 0.0, 1.0)
+    if np.linalg.norm(a + t * seg - centre) >= radius - 1e-9:
+        return extra + float(np.linalg.norm(seg))
+    ra, rb = float(np.linalg.norm(a - centre)), float(np.linalg.norm(b - centre))
+    between = np.arccos(np.clip(np.dot(a - centre, b - centre) / (ra * rb), -1.0, 1.0))
+    arc = max(0.0, between - np.arccos(min(1.0, radius / ra)) - np.arccos(min(1.0, radius / rb)))
+    tangents = np.sqrt(max(ra * ra - radius * radius, 0.0)) + np.sqrt(max(rb * rb - radius * radius, 0.0))
+    return extra + float(tangents + radius * arc)
+
+
 class QuadrupedNavWorld(SimWorld):
     """Reach the instructed marker while avoiding boxes; one box always blocks the straight line."""
 
@@ -175,8 +201,15 @@ class QuadrupedNavWorld(SimWorld):
         return np.array([x, y, yaw, c * vxw + s * vyw, -s * vxw + c * vyw, wz])
 
     def progress(self) -> float:
+        """1 - the path length still to go / the path length from the start, around the blocking box (the disk the
+        expert's detours keep to). Straight-line distance would reward walking at the box: every step toward it
+        gains progress, and a progress-greedy ranker or oracle (8 steps ahead) then picks the chunks that collide
+        after the horizon (docs/results.md, "Quadruped")."""
         target = self.layout[f"marker_{self.task.colour}"]
-        return 1.0 - min(float(np.linalg.norm(self.base_pose()[:2] - target)) / float(np.linalg.norm(target)), 1.0)
+        box = self.layout["obstacle0"]
+        to_go = distance_around_disk(self.base_pose()[:2], target, box, DETOUR_CLEARANCE)
+        whole = distance_around_disk(np.zeros(2), target, box, DETOUR_CLEARANCE)
+        return 1.0 - min(to_go / whole, 1.0)
 
     def _evaluate(self, pairs: list[tuple[int, int]]) -> tuple[bool, str | None]:
         if touching(pairs, self._robot_geoms, self._obstacle_geoms):
