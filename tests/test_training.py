@@ -27,6 +27,7 @@ from wm_vla.eval.closed_loop import (
 )
 from wm_vla.models.checkpoint import load_checkpoint, load_world_models, save_checkpoint
 from wm_vla.models.errors import CheckpointError, ModelConfigError
+from wm_vla.models.world_model import WorldModelOutput
 from wm_vla.runtime.errors import RankerError
 from wm_vla.runtime.ranker import GpcRanker, RankerConfig, score_candidates
 from wm_vla.sim import make_expert, make_world
@@ -43,6 +44,8 @@ from wm_vla.training.train_world_model import (
     instruction_agreement,
     decision_slack,
     margin_picks,
+    pick_failure_rates,
+    Transitions,
     ranking_outlook,
     relative_score_loss,
     with_switch_bonus,
@@ -602,6 +605,7 @@ def test_candidate_labels_train_and_distil_the_world_model(policy_ckpt: Path, da
     assert 0.0 <= teacher["validation"]["top1_true_outcome_heldout_relabelled"] <= 1.0
     outlook = ranking_outlook(teacher["validation"])  # labelled groups -> the pick-vs-first-sample line
     assert outlook is not None and outlook.startswith("held-out decisions: the world model's pick")
+    assert "its pick fails in" in outlook and 0.0 <= teacher["validation"]["failure_rate_pick_heldout"] <= 1.0
     plain = train_world_model(WorldModelTrainConfig(datasets=data, candidates=[str(labels)], policy=str(policy_ckpt),
                                                     out=str(tmp_path / "plain"), steps=5, batch_size=32, progress=False))
     assert plain["transitions"] == frames + 3 * len(cands)
@@ -707,6 +711,31 @@ def test_ranking_outlook_warns_when_the_world_model_does_not_beat_the_first_samp
     asked = ranking_outlook({"top1_true_outcome_heldout": 0.6, "top1_true_outcome_first_candidate": 0.5,
                              "top1_true_outcome_heldout_relabelled": 0.71, "top1_true_outcome_first_candidate_relabelled": 0.4})
     assert asked is not None and asked.endswith("(+10%); asked for another target: 71% vs first sample 40%")
+
+
+class _ScoreIsFirstAction(torch.nn.Module):
+    """A world model whose ranking is known by construction: progress = the chunk's first action value, no failure."""
+
+    def forward(self, z: torch.Tensor, chunk: torch.Tensor) -> WorldModelOutput:
+        return WorldModelOutput(next_latent=z, progress=chunk[:, 0, 0], failure_logit=torch.full((len(z),), -20.0))
+
+
+def test_pick_failure_rates_say_whether_the_pick_or_the_first_sample_truly_fails() -> None:
+    """Two decisions of three candidates: the model picks candidate 1, then 2; both picks truly fail, neither first
+    sample does. The outlook line carries both rates."""
+    chunk = torch.zeros(6, 2, 1)
+    chunk[:, 0, 0] = torch.tensor([0.1, 0.9, 0.5, 0.2, 0.1, 0.8])
+    failure = torch.tensor([0.0, 1.0, 0.0, 0.0, 0.0, 1.0])
+    data = Transitions(z=torch.zeros(6, 4), chunk=chunk, z_next=torch.zeros(6, 4), failure=failure,
+                       progress=torch.zeros(6), has_next=torch.zeros(6))
+    rows = torch.tensor([[0, 1, 2], [3, 4, 5]])
+    assert pick_failure_rates(_ScoreIsFirstAction(), data, rows) == (1.0, 0.0)
+    failure[[1, 5]] = 0.0
+    failure[3] = 1.0  # now the second decision's first sample fails and no pick does
+    assert pick_failure_rates(_ScoreIsFirstAction(), data, rows) == (0.0, 0.5)
+    line = ranking_outlook({"top1_true_outcome_heldout": 0.42, "top1_true_outcome_first_candidate": 0.25,
+                            "failure_rate_pick_heldout": 0.31, "failure_rate_first_candidate": 0.12})
+    assert line is not None and line.endswith("(+17%); its pick fails in 31%, the first sample in 12%")
 
 
 def test_distillation_decisions_follow_the_rankers_switch_rule() -> None:

@@ -190,6 +190,17 @@ def true_outcome_top1(model: AnyWorldModel, data: Transitions, rows: torch.Tenso
     return float((truth.gather(1, picks[:, None])[:, 0] >= truth.max(1).values - 1e-6).float().mean())
 
 
+@torch.no_grad()
+def pick_failure_rates(model: AnyWorldModel, data: Transitions, rows: torch.Tensor) -> tuple[float, float]:
+    """(how often the model's pick, how often the policy's first sample) truly fails, over the decisions `rows`.
+    Top-1 alone hides which way a ranker errs: a pick that is not the best may still be safe, or walk into a wall."""
+    model.eval()
+    picks = group_scores(model, data.z, data.chunk, rows).argmax(1)
+    failed = data.failure[rows] > 0.5
+    model.train()
+    return float(failed.gather(1, picks[:, None]).float().mean()), float(failed[:, 0].float().mean())
+
+
 def ranking_outlook(validation: dict[str, float]) -> str | None:
     """One line on whether ranking with this world model can be expected to help, from its held-out candidate
     groups: how often its pick has the best true outcome vs how often the policy's first sample has. None without
@@ -204,6 +215,10 @@ def ranking_outlook(validation: dict[str, float]) -> str | None:
         line += " -> ranking with it is unlikely to beat the single sample (more or better labels needed)"
     else:
         line += f" (+{model - first:.0%})"
+    pick_fails = validation.get("failure_rate_pick_heldout")
+    if pick_fails is not None:
+        line += (f"; its pick fails in {pick_fails:.0%}, the first sample in "
+                 f"{validation.get('failure_rate_first_candidate', float('nan')):.0%}")
     relabelled = validation.get("top1_true_outcome_heldout_relabelled")
     if relabelled is not None:  # does it follow the instruction? the same scenes, asked for the other colours
         line += (f"; asked for another target: {relabelled:.0%} vs first sample "
@@ -351,6 +366,8 @@ def train_world_model(cfg: WorldModelTrainConfig) -> dict[str, Any]:
         truth = true_scores(data, split.held_rows)
         val["top1_true_outcome_heldout"] = true_outcome_top1(model, data, split.held_rows)
         val["top1_true_outcome_first_candidate"] = float((truth[:, 0] >= truth.max(1).values - 1e-6).float().mean())
+        val["failure_rate_pick_heldout"], val["failure_rate_first_candidate"] = pick_failure_rates(
+            model, data, split.held_rows)
         if len(split.held_relabelled):  # the same held-out decisions, asked for the scene's other instructions
             truth = true_scores(data, split.held_relabelled)
             val["top1_true_outcome_heldout_relabelled"] = true_outcome_top1(model, data, split.held_relabelled)
