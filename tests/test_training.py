@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from wm_vla.data.lerobot_io import LeRobotWriter, frame_features
 from wm_vla.eval.closed_loop import (
     EvalConfig,
+    build_ranker,
     candidate_outcomes,
     evaluate,
     load_policy,
@@ -606,6 +607,27 @@ def test_candidate_labels_train_and_distil_the_world_model(policy_ckpt: Path, da
     outlook = ranking_outlook(teacher["validation"])  # labelled groups -> the pick-vs-first-sample line
     assert outlook is not None and outlook.startswith("held-out decisions: the world model's pick")
     assert "its pick fails in" in outlook and 0.0 <= teacher["validation"]["failure_rate_pick_heldout"] <= 1.0
+    # the states a ranked robot visits: the labelling episode executes the world model's pick, decision for decision
+    # the states of a ranked episode on the same seed
+    ranked = label_candidates(CandidateLabelConfig(policy=str(policy_ckpt), out=str(tmp_path / "ranked"), episodes=4,
+                                                   k=3, tasks=("touch",), hindsight=False,
+                                                   execute_wm=str(tmp_path / "teacher"), progress=False))
+    assert ranked["executed"] == f"world model pick ({tmp_path / 'teacher'})"
+    ranked_set = load_candidate_set(tmp_path / "ranked", pc.cameras, pc.image_size, pc.horizon, pc.action_dim,
+                                    pc.state_dim)
+    world, acting = make_world("arm"), load_policy(str(policy_ckpt))
+    visited: list[np.ndarray] = []
+    for seed in range(30_000, 30_004):  # the labeller's default seeds, one shard: in seed order
+        run_episode(world, acting, "rank", 3, seed, build_ranker(str(tmp_path / "teacher"), acting, world, 0.1),
+                    family=("touch",), on_decision=lambda obs, chunks, chosen: visited.append(obs.state))
+    world.close()
+    assert len(visited) > 4 and torch.equal(ranked_set.state, torch.from_numpy(np.stack(visited)).float())
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "shard-000.json").write_text("{}")  # an earlier labelling run's shard
+    with pytest.raises(CheckpointError):  # a policy is not a world model: refused before anything is labelled
+        label_candidates(CandidateLabelConfig(policy=str(policy_ckpt), out=str(tmp_path / "kept"), episodes=1, k=3,
+                                              tasks=("touch",), execute_wm=str(policy_ckpt), progress=False))
+    assert (tmp_path / "kept" / "shard-000.json").read_text() == "{}"
     plain = train_world_model(WorldModelTrainConfig(datasets=data, candidates=[str(labels)], policy=str(policy_ckpt),
                                                     out=str(tmp_path / "plain"), steps=5, batch_size=32, progress=False))
     assert plain["transitions"] == frames + 3 * len(cands)

@@ -69,10 +69,13 @@ def _sim_label_candidates(args: argparse.Namespace) -> int:
                                                  follow=args.follow, denoise_steps=args.denoise_steps,
                                                  hindsight=not args.no_hindsight,
                                                  tasks=tuple(args.task.split(",")) if args.task else None,
-                                                 progress=not args.no_progress))
+                                                 progress=not args.no_progress, execute_wm=args.execute_wm,
+                                                 wm_encoder=args.wm_encoder,
+                                                 **({} if args.switch_margin is None
+                                                    else {"switch_margin": args.switch_margin})))
     s = meta["episode_success"]
-    print(f"wrote {meta['decisions']} labelled decisions (K={meta['k']}) to {args.out}; episodes executing a random "
-          f"candidate succeeded {s['successes']}/{s['trials']}")
+    print(f"wrote {meta['decisions']} labelled decisions (K={meta['k']}) to {args.out}; episodes executing "
+          f"the {meta['executed']} succeeded {s['successes']}/{s['trials']}")
     return 0
 
 
@@ -774,6 +777,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="do not also label each candidate for the scene's other instructions (hindsight relabelling)")
     lc.add_argument("--task", default=None, help="task families, comma-separated; default: the policy's")
     lc.add_argument("--jobs", type=int, default=1, help="parallel processes (disjoint seeds)")
+    lc.add_argument("--execute-wm", default=None, metavar="WM",
+                    help="execute this world model's pick (GPC-RANK) instead of a random candidate: label the states "
+                    "a ranked robot visits")
+    lc.add_argument("--wm-encoder", default=None, help="with --execute-wm: the policy whose latent it ranks in "
+                    "(default: --policy's)")
+    lc.add_argument("--switch-margin", type=float, default=None,
+                    help="with --execute-wm: keep the first sample unless another scores this much higher (default: "
+                    "the ranker's, 0.1)")
     lc.add_argument("--no-progress", action="store_true")
     lc.set_defaults(func=_sim_label_candidates)
     r = sim_cmds.add_parser("render", help="PNG strip of a LeRobot dataset's episodes")

@@ -2,7 +2,8 @@
 
 A world model that ranks the policy's candidates must learn what separates them. Demonstrations show one
 (good) chunk per state; perturbed rollouts show failures but not the policy's alternatives. Here the policy
-runs closed-loop (executing a random one of its K candidates, for diverse states); at every decision all K
+runs closed-loop (executing a random one of its K candidates, for diverse states; or, with `execute_wm`, a world
+model's pick, for the states a ranked robot visits); at every decision all K
 candidates are rolled out in a copy of the simulator state and labelled: success / failure within the
 executed part, and the world's task progress after it. With `follow` N, each candidate is continued by the
 single-sample policy for N more decisions before it is judged, so consequences that come later (a collision on
@@ -38,10 +39,18 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from wm_vla.eval.closed_loop import candidate_outcomes, eval_tasks_for, load_policy, policy_follower, run_episode
+from wm_vla.eval.closed_loop import (
+    build_ranker,
+    candidate_outcomes,
+    eval_tasks_for,
+    load_policy,
+    policy_follower,
+    run_episode,
+)
 from wm_vla.eval.stats import wilson
 from wm_vla.models.preprocess import resize_uint8
 from wm_vla.pickle_guard import pickle_kind, refusal
+from wm_vla.runtime.ranker import DEFAULT_SWITCH_MARGIN
 from wm_vla.sim.registry import make_world
 from wm_vla.sim.tasks import sibling_tasks
 from wm_vla.sim.world import Observation
@@ -65,6 +74,10 @@ class CandidateLabelConfig:
     tasks: tuple[str, ...] | None = None
     jobs: int = 1
     progress: bool = True
+    # execute this world model's pick instead of a random candidate: label the states a ranked robot visits
+    execute_wm: str | None = None
+    wm_encoder: str | None = None   # the policy whose latent `execute_wm` ranks in (None: the labelled policy's)
+    switch_margin: float = DEFAULT_SWITCH_MARGIN
 
 
 @dataclass
@@ -136,9 +149,13 @@ def _label_shard(cfg: CandidateLabelConfig, seeds: list[int], shard: int, thread
             rows["relabel_progress"].append(labels.relabel_progress.astype(np.float32))
             relabel_instructions.append([t.instruction for t in relabel])
 
+    encoder = load_policy(cfg.wm_encoder) if cfg.execute_wm and cfg.wm_encoder else None
+    ranker = build_ranker(cfg.execute_wm, encoder or policy, world, cfg.switch_margin) if cfg.execute_wm else None
+    mode = "rank" if ranker is not None else "random"
     episodes = []
     for seed in tqdm(seeds, desc=f"label candidates (shard {shard})", unit="ep", disable=not cfg.progress):
-        outcome = run_episode(world, policy, "random", cfg.k, seed, None, family=tasks, on_decision=on_decision)
+        outcome = run_episode(world, policy, mode, cfg.k, seed, ranker, family=tasks, on_decision=on_decision,
+                              wm_encoder=encoder)
         episodes.append({"seed": seed, "success": outcome.success, "event": outcome.event})
     world.close()
     out = Path(cfg.out)
@@ -155,6 +172,13 @@ def label_candidates(cfg: CandidateLabelConfig) -> dict[str, Any]:
     if cfg.episodes <= 0 or cfg.k < 2:
         raise ValueError("--episodes must be positive and --k at least 2")
     policy = load_policy(cfg.policy, denoise_steps=cfg.denoise_steps)  # fails early on a bad checkpoint or steps
+    if cfg.execute_wm:  # fail early too, before any shard is touched: a missing or bad world model or encoder
+        encoder = load_policy(cfg.wm_encoder) if cfg.wm_encoder else None
+        check_world = make_world(cfg.world)
+        try:
+            build_ranker(cfg.execute_wm, encoder or policy, check_world, cfg.switch_margin)
+        finally:
+            check_world.close()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("shard-*"):
@@ -178,6 +202,7 @@ def label_candidates(cfg: CandidateLabelConfig) -> dict[str, Any]:
             "horizon": policy.cfg.horizon, "action_dim": policy.cfg.action_dim, "state_dim": policy.cfg.state_dim,
             "exec_horizon": policy.cfg.exec_horizon, "denoise_steps": policy.cfg.denoise_steps,
             "follow_decisions": cfg.follow, "hindsight": cfg.hindsight, "seeds": [seeds[0], seeds[-1]], "shards": jobs,
+            "executed": f"world model pick ({cfg.execute_wm})" if cfg.execute_wm else "random candidate",
             "decisions": sum(r["decisions"] for r in results),
             "episode_success": wilson(sum(e["success"] for e in episodes), len(episodes)).to_dict()}
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
