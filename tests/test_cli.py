@@ -64,6 +64,8 @@ def test_core_never_imports_rclpy() -> None:
       "--execute-wm", "/nonexistent/wm", "--episodes", "1"], "does not exist"),
     (["sim", "label-candidates", "--policy", str(SHIPPED_DIR / "policy"), "--out", "/tmp/unused_labels",
       "--execute-wm", str(SHIPPED_DIR / "policy"), "--episodes", "1"], "expected a world_model"),
+    (["sim", "label-candidates", "--policy", str(SHIPPED_DIR / "policy"), "--out", "/tmp/unused_labels",
+      "--execute-wm", str(SHIPPED_DIR / "wm_student"), "--episodes", "1"], "latent of another policy's encoder"),
     (["train", "distill", "--dataset", "/nonexistent/data", "--policy", str(SHIPPED_DIR / "wm_encoder"), "--teacher",
       str(SHIPPED_DIR / "wm_teacher"), "--out", "/tmp/unused_student", "--ranked-states", "/nonexistent/states"],
      "not a ranked-states folder"),

@@ -48,6 +48,7 @@ from wm_vla.eval.closed_loop import (
     run_episode,
 )
 from wm_vla.eval.stats import wilson
+from wm_vla.models.checkpoint import check_world_model_encoder
 from wm_vla.models.preprocess import resize_uint8
 from wm_vla.pickle_guard import pickle_kind, refusal
 from wm_vla.runtime.ranker import DEFAULT_SWITCH_MARGIN
@@ -172,7 +173,9 @@ def label_candidates(cfg: CandidateLabelConfig) -> dict[str, Any]:
     if cfg.episodes <= 0 or cfg.k < 2:
         raise ValueError("--episodes must be positive and --k at least 2")
     policy = load_policy(cfg.policy, denoise_steps=cfg.denoise_steps)  # fails early on a bad checkpoint or steps
-    if cfg.execute_wm:  # fail early too, before any shard is touched: a missing or bad world model or encoder
+    if cfg.execute_wm:  # fail early too, before any shard is touched: a missing or bad world model or encoder, or
+        # a world model trained in another policy's latent than the one it would be given
+        check_world_model_encoder(cfg.execute_wm, cfg.wm_encoder or cfg.policy)
         encoder = load_policy(cfg.wm_encoder) if cfg.wm_encoder else None
         check_world = make_world(cfg.world)
         try:
